@@ -1,0 +1,102 @@
+// A fixed-capacity hash table of counters, split into partitions.
+//
+// The PostgreSQL layer places the whole table in one shared-memory segment
+// and guards each partition with its own LWLock; this file knows nothing of
+// locks.  Every method of CounterPartition must be called with that
+// partition's lock held (exclusive for anything that writes).
+//
+// Layout: each partition is an open-addressing array with linear probing and
+// backward-shift deletion (no tombstones), sized for a load factor <= 3/4.
+// Keys are 128-bit keyed hashes; {0,0} marks an empty slot.
+//
+// Capacity: rate_limiter.max_keys is spread over a power-of-two number of
+// partitions.  Each partition admits ceil(max_keys / P) keys plus a slack of
+// 4 standard deviations of the binomial spread, so a random set of max_keys
+// keys fits with high probability; the table reserves that slack on top.
+// With one partition (max_keys < 2048) capacity is exactly max_keys.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "rate_limiter/core/types.hpp"
+#include "rate_limiter/core/window.hpp"
+
+namespace rate_limiter::core {
+
+struct CounterSlot {
+  Hash128 key;         // {0,0}: empty
+  CounterState state;  // window_micros == 0: never used
+};
+
+// Per-partition bookkeeping, padded to a cache line so that partitions do
+// not share one.
+struct alignas(64) PartitionHeader {
+  uint32_t count = 0;         // occupied slots
+  uint32_t capacity = 0;      // the most keys this partition admits
+  uint32_t nslots = 0;        // array length, > capacity
+  uint32_t reserved = 0;
+  // No occupied slot can expire before this instant, so an eviction scan
+  // before it would find nothing.  Lowered whenever a slot is written.
+  int64_t earliest_expiry = 0;
+};
+
+struct TableGeometry {
+  uint32_t partitions = 1;          // power of two
+  uint32_t capacity_per_partition = 0;
+  uint32_t slots_per_partition = 0;
+
+  std::size_t total_slots() const noexcept {
+    return static_cast<std::size_t>(partitions) * slots_per_partition;
+  }
+  std::size_t total_capacity() const noexcept {
+    return static_cast<std::size_t>(partitions) * capacity_per_partition;
+  }
+};
+
+constexpr uint32_t kMaxPartitions = 128;
+constexpr uint32_t kKeysPerPartitionTarget = 1024;
+
+TableGeometry geometry_for(uint32_t max_keys) noexcept;
+
+// Which partition a key belongs to: the top bits of hi (slot positions use lo).
+uint32_t partition_of(const Hash128& key, uint32_t partitions) noexcept;
+
+class CounterPartition {
+ public:
+  CounterPartition(PartitionHeader* header, CounterSlot* slots) noexcept
+      : header_(header), slots_(slots) {}
+
+  // Formats an empty partition.
+  static void initialize(PartitionHeader* header, CounterSlot* slots, uint32_t capacity,
+                         uint32_t nslots) noexcept;
+
+  CounterSlot* find(const Hash128& key) noexcept;
+
+  // Finds the key or inserts a slot for it, and brings its state to the
+  // current window of length window_micros (see current_window()).  The slot
+  // returned is therefore live at `now`, so a later acquire() in the same
+  // partition, which may evict expired counters, can never evict it.
+  // When the partition is at capacity, every expired counter is evicted
+  // first.  Returns nullptr when nothing could be evicted: the partition is
+  // full of live counters.  *evicted receives the number of slots evicted.
+  CounterSlot* acquire(const Hash128& key, int64_t window_micros, int64_t now,
+                       uint32_t* evicted) noexcept;
+
+  // Removes every expired counter; returns how many.
+  uint32_t evict_expired(int64_t now) noexcept;
+
+
+  uint32_t count() const noexcept { return header_->count; }
+  uint32_t capacity() const noexcept { return header_->capacity; }
+
+ private:
+  uint32_t home_of(const Hash128& key) const noexcept;
+  void erase_at(uint32_t index) noexcept;
+  void note_written(const CounterSlot* slot) noexcept;
+
+  PartitionHeader* header_;
+  CounterSlot* slots_;
+};
+
+}  // namespace rate_limiter::core

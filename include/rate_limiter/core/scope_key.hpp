@@ -1,0 +1,51 @@
+// Keyed 128-bit hashing of scope identities (SipHash-2-4, 128-bit output).
+//
+// Why keyed: user ids and endpoints come from clients.  With an unkeyed hash
+// an attacker could pick ids that collide in one partition or, worse, share
+// a counter with someone else.  The key is drawn at random when shared
+// memory is created, so collisions cannot be planned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "rate_limiter/core/types.hpp"
+
+namespace rate_limiter::core {
+
+struct SipKey {
+  uint64_t k0 = 0;
+  uint64_t k1 = 0;
+};
+
+// Incremental SipHash-2-4 with the 128-bit finalization of the reference
+// implementation.  Output bytes are lo (little endian) then hi.
+class SipHasher128 {
+ public:
+  explicit SipHasher128(const SipKey& key) noexcept;
+  void update(const void* data, std::size_t len) noexcept;
+  Hash128 finish() noexcept;
+
+ private:
+  void compress(uint64_t m) noexcept;
+
+  uint64_t v0_, v1_, v2_, v3_;
+  uint64_t tail_ = 0;       // pending bytes, little endian
+  std::size_t ntail_ = 0;   // how many bytes of tail_ are used
+  std::size_t total_ = 0;   // bytes hashed so far
+};
+
+Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcept;
+
+// The identity of a scope: database, scope kind, user and endpoint.  Unused
+// parts are passed empty.  Lengths are hashed too, so ("ab","c") and
+// ("a","bc") differ.
+Hash128 scope_hash(const SipKey& key, uint32_t database, ScopeKind scope, std::string_view user,
+                   std::string_view endpoint) noexcept;
+
+// The key of one counter: a scope identity with the limit kind folded in.
+// Never {0,0}, which marks an empty slot.
+Hash128 counter_key(const Hash128& scope, LimitKind kind) noexcept;
+
+}  // namespace rate_limiter::core

@@ -1,0 +1,103 @@
+#include "rate_limiter/core/scope_key.hpp"
+
+namespace rate_limiter::core {
+namespace {
+
+constexpr uint64_t rotl(uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
+
+inline void sip_round(uint64_t& v0, uint64_t& v1, uint64_t& v2, uint64_t& v3) noexcept {
+  v0 += v1;
+  v1 = rotl(v1, 13);
+  v1 ^= v0;
+  v0 = rotl(v0, 32);
+  v2 += v3;
+  v3 = rotl(v3, 16);
+  v3 ^= v2;
+  v0 += v3;
+  v3 = rotl(v3, 21);
+  v3 ^= v0;
+  v2 += v1;
+  v1 = rotl(v1, 17);
+  v1 ^= v2;
+  v2 = rotl(v2, 32);
+}
+
+}  // namespace
+
+SipHasher128::SipHasher128(const SipKey& key) noexcept
+    : v0_(key.k0 ^ 0x736f6d6570736575ULL),
+      v1_(key.k1 ^ 0x646f72616e646f6dULL ^ 0xeeULL),  // 0xee: 128-bit output variant
+      v2_(key.k0 ^ 0x6c7967656e657261ULL),
+      v3_(key.k1 ^ 0x7465646279746573ULL) {}
+
+void SipHasher128::compress(uint64_t m) noexcept {
+  v3_ ^= m;
+  sip_round(v0_, v1_, v2_, v3_);
+  sip_round(v0_, v1_, v2_, v3_);
+  v0_ ^= m;
+}
+
+void SipHasher128::update(const void* data, std::size_t len) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  total_ += len;
+  while (len > 0) {
+    tail_ |= static_cast<uint64_t>(*p) << (8 * ntail_);
+    ++p;
+    --len;
+    if (++ntail_ == 8) {
+      compress(tail_);
+      tail_ = 0;
+      ntail_ = 0;
+    }
+  }
+}
+
+Hash128 SipHasher128::finish() noexcept {
+  compress(tail_ | (static_cast<uint64_t>(total_ & 0xff) << 56));
+  v2_ ^= 0xee;
+  for (int i = 0; i < 4; ++i) sip_round(v0_, v1_, v2_, v3_);
+  Hash128 out;
+  out.lo = v0_ ^ v1_ ^ v2_ ^ v3_;
+  v1_ ^= 0xdd;
+  for (int i = 0; i < 4; ++i) sip_round(v0_, v1_, v2_, v3_);
+  out.hi = v0_ ^ v1_ ^ v2_ ^ v3_;
+  return out;
+}
+
+Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcept {
+  SipHasher128 h(key);
+  h.update(data, len);
+  return h.finish();
+}
+
+Hash128 scope_hash(const SipKey& key, uint32_t database, ScopeKind scope, std::string_view user,
+                   std::string_view endpoint) noexcept {
+  // Fixed-width little-endian framing: database (4), scope (1), then each
+  // string as a 4-byte length followed by its bytes.
+  unsigned char header[5] = {
+      static_cast<unsigned char>(database), static_cast<unsigned char>(database >> 8),
+      static_cast<unsigned char>(database >> 16), static_cast<unsigned char>(database >> 24),
+      static_cast<unsigned char>(scope)};
+  SipHasher128 h(key);
+  h.update(header, sizeof header);
+  for (std::string_view part : {user, endpoint}) {
+    const auto n = static_cast<uint32_t>(part.size());
+    unsigned char len[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
+                            static_cast<unsigned char>(n >> 16),
+                            static_cast<unsigned char>(n >> 24)};
+    h.update(len, sizeof len);
+    h.update(part.data(), part.size());
+  }
+  return h.finish();
+}
+
+Hash128 counter_key(const Hash128& scope, LimitKind kind) noexcept {
+  // XOR with a per-kind constant is a bijection, so two kinds of the same
+  // scope never collide; across scopes a collision needs a 2^-128 accident.
+  Hash128 k = scope;
+  if (kind == LimitKind::Requests) k.lo ^= 0x9e3779b97f4a7c15ULL;
+  if (k.is_zero()) k.lo = 1;
+  return k;
+}
+
+}  // namespace rate_limiter::core

@@ -1,0 +1,90 @@
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+
+#include "rate_limiter/core/scope_key.hpp"
+
+using namespace rate_limiter::core;
+
+namespace {
+
+// SipHash-2-4 128-bit reference vectors (veorq/SipHash vectors.h): key bytes
+// 00..0f, message bytes 00..len-1.
+const char* kSip128Vectors[] = {
+    "a3817f04ba25a8e66df67214c7550293", "da87c1d86b99af44347659119b22fc45",
+    "8177228da4a45dc7fca38bdef60affe4", "9c70b60c5267a94e5f33b6b02985ed51",
+    "f88164c12d9c8faf7d0f6e7c7bcd5579", "1368875980776f8854527a07690e9627",
+    "14eeca338b208613485ea0308fd7a15e", "a1f1ebbed8dbc153c0b84aa61ff08239",
+    "3b62a9ba6258f5610f83e264f31497b4", "264499060ad9baabc47f8b02bb6d71ed",
+};
+
+std::string hex_of(const Hash128& h) {
+  // Output byte order of the reference implementation: lo, then hi, each
+  // little endian.
+  std::string out;
+  char buf[3];
+  for (uint64_t word : {h.lo, h.hi}) {
+    for (int i = 0; i < 8; ++i) {
+      snprintf(buf, sizeof buf, "%02x", static_cast<unsigned>((word >> (8 * i)) & 0xff));
+      out += buf;
+    }
+  }
+  return out;
+}
+
+SipKey reference_key() {
+  SipKey k;
+  for (int i = 0; i < 8; ++i) {
+    k.k0 |= static_cast<uint64_t>(i) << (8 * i);
+    k.k1 |= static_cast<uint64_t>(i + 8) << (8 * i);
+  }
+  return k;
+}
+
+}  // namespace
+
+TEST(SipHash128, MatchesReferenceVectors) {
+  unsigned char msg[16];
+  for (int i = 0; i < 16; ++i) msg[i] = static_cast<unsigned char>(i);
+  for (std::size_t len = 0; len < sizeof kSip128Vectors / sizeof kSip128Vectors[0]; ++len) {
+    EXPECT_EQ(hex_of(siphash128(reference_key(), msg, len)), kSip128Vectors[len]) << "len " << len;
+  }
+}
+
+TEST(SipHash128, IncrementalEqualsOneShot) {
+  unsigned char msg[40];
+  for (int i = 0; i < 40; ++i) msg[i] = static_cast<unsigned char>(i * 7 + 3);
+  const Hash128 whole = siphash128(reference_key(), msg, sizeof msg);
+  for (std::size_t split = 0; split <= sizeof msg; ++split) {
+    SipHasher128 h(reference_key());
+    h.update(msg, split);
+    h.update(msg + split, sizeof msg - split);
+    EXPECT_EQ(h.finish(), whole) << "split " << split;
+  }
+}
+
+TEST(ScopeHash, FramingSeparatesFields) {
+  const SipKey key = reference_key();
+  EXPECT_NE(scope_hash(key, 1, ScopeKind::UserEndpoint, "ab", "c"),
+            scope_hash(key, 1, ScopeKind::UserEndpoint, "a", "bc"));
+  EXPECT_NE(scope_hash(key, 1, ScopeKind::User, "u", ""),
+            scope_hash(key, 1, ScopeKind::Endpoint, "", "u"));
+  EXPECT_NE(scope_hash(key, 1, ScopeKind::User, "u", ""), scope_hash(key, 2, ScopeKind::User, "u", ""));
+  EXPECT_EQ(scope_hash(key, 7, ScopeKind::User, "u", ""), scope_hash(key, 7, ScopeKind::User, "u", ""));
+}
+
+TEST(ScopeHash, KeyChangesEverything) {
+  SipKey other = reference_key();
+  other.k1 ^= 1;
+  EXPECT_NE(scope_hash(reference_key(), 1, ScopeKind::User, "u", ""),
+            scope_hash(other, 1, ScopeKind::User, "u", ""));
+}
+
+TEST(CounterKey, KindsDifferAndNeverZero) {
+  const Hash128 scope = scope_hash(reference_key(), 1, ScopeKind::User, "user123", "");
+  EXPECT_NE(counter_key(scope, LimitKind::Tokens), counter_key(scope, LimitKind::Requests));
+  EXPECT_FALSE(counter_key(Hash128{}, LimitKind::Tokens).is_zero());
+  Hash128 only_requests_zero{0, 0x9e3779b97f4a7c15ULL};
+  EXPECT_FALSE(counter_key(only_requests_zero, LimitKind::Requests).is_zero());
+}
