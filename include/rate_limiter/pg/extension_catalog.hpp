@@ -1,0 +1,46 @@
+// Where the extension lives in the current database: its schema, its owner
+// and its tables.  Looked up from the catalogs on first use and cached per
+// backend; a relcache invalidation of any of the extension's tables (DROP
+// EXTENSION, TRUNCATE, ALTER ...) forgets it, together with everything
+// derived from it (saved plans, the rule cache).
+#pragma once
+
+#include "rate_limiter/pg/postgres.hpp"
+
+namespace rate_limiter::pg {
+
+struct ExtensionCatalog {
+  Oid schema;
+  char schema_name[NAMEDATALEN];
+  const char* quoted_schema;  // quote_identifier(schema_name), for building SQL
+  Oid owner;                  // internal SQL runs as this role
+  Oid token_limits;
+  Oid request_limits;
+  Oid token_usage;
+};
+
+// Never returns nullptr: raises 55000 when the extension is not installed in
+// this database.
+const ExtensionCatalog* extension_catalog();
+
+// Callbacks run when the catalog entry is forgotten (to drop derived state).
+using CatalogResetCallback = void (*)();
+void on_extension_catalog_reset(CatalogResetCallback callback);
+
+// Registers the relcache callback; called once from _PG_init.
+void register_extension_catalog_invalidation();
+
+// Runs `body` with the current user switched to the extension owner, in a
+// restricted security context (as PostgreSQL does for maintenance commands).
+// Error cleanup at (sub)transaction abort restores the previous user.
+class AsExtensionOwner {
+ public:
+  explicit AsExtensionOwner(const ExtensionCatalog* ext);
+  void restore();
+
+ private:
+  Oid saved_user_;
+  int saved_context_;
+};
+
+}  // namespace rate_limiter::pg

@@ -1,0 +1,50 @@
+// The one place that includes PostgreSQL's server headers into C++.
+//
+// Only files under src/pg/ include this.  The headers are C: they get C
+// linkage here, and -isystem (see the Makefile) keeps their old-style code
+// out of our -Werror.
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+// Declares an SQL-callable function with C linkage.  Every such function is
+// defined through RL_SQL_FUNCTION (boundary.hpp), never directly.
+#define RL_FUNCTION_INFO(name) \
+  extern "C" {                 \
+  PG_FUNCTION_INFO_V1(name);   \
+  }

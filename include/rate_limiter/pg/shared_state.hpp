@@ -1,0 +1,62 @@
+// The extension's shared memory: one segment named "rate_limiter".
+//
+// Layout (sizes fixed at postmaster start from rate_limiter.max_keys):
+//   SharedState                       header, metrics, rule generation
+//   PartitionHeader[partitions]       one cache line each
+//   CounterSlot[partitions * slots]   the counters, partition after partition
+//
+// Locking protocol
+//  - Counter partition i is guarded by LWLock i of the "rate_limiter"
+//    tranche.  Read a slot under LW_SHARED, write under LW_EXCLUSIVE.
+//  - A call that touches several partitions takes their locks in ascending
+//    partition number, and releases them all before doing anything else.
+//  - Nothing that can ereport, allocate, run SQL or call user code happens
+//    while a partition lock is held: only the pure core's arithmetic.
+//  - Metrics and the rule generation are atomics, read and written without
+//    any lock.
+#pragma once
+
+#include "rate_limiter/core/counter_table.hpp"
+#include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/postgres.hpp"
+
+namespace rate_limiter::pg {
+
+// Counters read without a lock.  Each is monotonic except keys_in_use.
+struct SharedMetrics {
+  pg_atomic_uint64 total_checks;     // decisions made by allocate/check/enforce
+  pg_atomic_uint64 allowed;
+  pg_atomic_uint64 denied;
+  pg_atomic_uint64 check_time_ns;    // summed wall time of those calls
+  pg_atomic_uint64 emergency_overrides;
+  pg_atomic_uint64 burst_allocations;
+  pg_atomic_uint64 fail_open;        // calls allowed by failure_mode = open
+  pg_atomic_uint64 fail_closed;      // calls refused by failure_mode = closed
+  pg_atomic_uint64 lock_timeouts;
+  pg_atomic_uint64 evictions;
+  pg_atomic_uint64 keys_in_use;      // occupied counter slots
+};
+
+struct SharedState {
+  uint32 magic;
+  core::TableGeometry geometry;
+  core::SipKey hash_key;             // drawn at random when the segment is created
+  // Bumped after every commit that changed a rule table; a backend whose
+  // rule cache carries an older value reloads it before its next decision.
+  pg_atomic_uint64 rules_generation;
+  SharedMetrics metrics;
+};
+
+// nullptr unless the library was loaded through shared_preload_libraries.
+extern SharedState* shared;
+
+void request_shared_memory();  // from shmem_request_hook
+void attach_shared_memory();   // from shmem_startup_hook
+
+// Raises a clear error when the library was not preloaded.
+void require_shared_state();
+
+core::CounterPartition counter_partition(uint32 partition);
+LWLock* partition_lock(uint32 partition);
+
+}  // namespace rate_limiter::pg

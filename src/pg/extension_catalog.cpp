@@ -1,0 +1,96 @@
+#include "rate_limiter/pg/extension_catalog.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+ExtensionCatalog cached;
+bool cached_valid = false;
+
+constexpr int kMaxResetCallbacks = 4;
+CatalogResetCallback reset_callbacks[kMaxResetCallbacks];
+int reset_callback_count = 0;
+
+void forget_catalog() {
+  cached_valid = false;
+  for (int i = 0; i < reset_callback_count; ++i) reset_callbacks[i]();
+}
+
+void relcache_callback(Datum, Oid relid) {
+  // Only plain flags are touched here: invalidation callbacks must not do
+  // catalog access or anything that can fail.
+  if (!cached_valid) return;
+  if (relid == InvalidOid || relid == cached.token_limits || relid == cached.request_limits ||
+      relid == cached.token_usage)
+    forget_catalog();
+}
+
+Oid table_in_schema(const char* name, Oid schema) {
+  Oid relid = get_relname_relid(name, schema);
+  if (!OidIsValid(relid))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                    errmsg("rate_limiter table \"%s\" is missing", name),
+                    errhint("Reinstall the extension: DROP EXTENSION rate_limiter; "
+                            "CREATE EXTENSION rate_limiter;")));
+  return relid;
+}
+
+}  // namespace
+
+const ExtensionCatalog* extension_catalog() {
+  if (cached_valid) return &cached;
+
+  Oid ext_oid = get_extension_oid("rate_limiter", true);
+  if (!OidIsValid(ext_oid))
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("extension \"rate_limiter\" is not installed in this database"),
+                    errhint("Run CREATE EXTENSION rate_limiter;")));
+
+  ExtensionCatalog fresh;
+  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(ext_oid));
+  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+  HeapTuple tuple = systable_getnext(scan);
+  if (!HeapTupleIsValid(tuple))
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("extension \"rate_limiter\" is not installed in this database")));
+  auto* form = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple));
+  fresh.schema = form->extnamespace;
+  fresh.owner = form->extowner;
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+
+  char* name = get_namespace_name(fresh.schema);
+  if (name == nullptr)
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_SCHEMA),
+                    errmsg("schema of extension \"rate_limiter\" does not exist")));
+  strlcpy(fresh.schema_name, name, sizeof fresh.schema_name);
+  fresh.quoted_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(fresh.schema_name));
+  fresh.token_limits = table_in_schema("token_limits", fresh.schema);
+  fresh.request_limits = table_in_schema("request_limits", fresh.schema);
+  fresh.token_usage = table_in_schema("token_usage", fresh.schema);
+
+  if (cached.quoted_schema != nullptr) pfree(const_cast<char*>(cached.quoted_schema));
+  cached = fresh;
+  cached_valid = true;
+  return &cached;
+}
+
+void on_extension_catalog_reset(CatalogResetCallback callback) {
+  if (reset_callback_count < kMaxResetCallbacks) reset_callbacks[reset_callback_count++] = callback;
+}
+
+void register_extension_catalog_invalidation() {
+  CacheRegisterRelcacheCallback(relcache_callback, (Datum)0);
+}
+
+AsExtensionOwner::AsExtensionOwner(const ExtensionCatalog* ext) {
+  GetUserIdAndSecContext(&saved_user_, &saved_context_);
+  SetUserIdAndSecContext(ext->owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE |
+                                         SECURITY_RESTRICTED_OPERATION);
+}
+
+void AsExtensionOwner::restore() { SetUserIdAndSecContext(saved_user_, saved_context_); }
+
+}  // namespace rate_limiter::pg

@@ -1,0 +1,54 @@
+// Library entry: _PG_init and the shared-memory hooks.
+//
+// The library must be in shared_preload_libraries: its counters live in
+// shared memory that only the postmaster can reserve.  Loaded any other way,
+// _PG_init does nothing and every function raises a clear error
+// (require_shared_state()); the install script calls one, so CREATE
+// EXTENSION fails with that error too.
+#include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/settings.hpp"
+#include "rate_limiter/pg/shared_state.hpp"
+#include "rate_limiter/pg/transaction_effects.hpp"
+#include "rate_limiter/pg/usage_log.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+PGDLLEXPORT void _PG_init(void);
+}
+
+namespace {
+
+shmem_request_hook_type previous_shmem_request_hook = nullptr;
+shmem_startup_hook_type previous_shmem_startup_hook = nullptr;
+
+void on_shmem_request() {
+  if (previous_shmem_request_hook) previous_shmem_request_hook();
+  rate_limiter::pg::request_shared_memory();
+}
+
+void on_shmem_startup() {
+  if (previous_shmem_startup_hook) previous_shmem_startup_hook();
+  rate_limiter::pg::attach_shared_memory();
+}
+
+void forget_rule_cache() { rate_limiter::pg::invalidate_rule_cache(); }
+
+}  // namespace
+
+void _PG_init(void) {
+  if (!process_shared_preload_libraries_in_progress) return;
+
+  rate_limiter::pg::define_settings();
+
+  previous_shmem_request_hook = shmem_request_hook;
+  shmem_request_hook = on_shmem_request;
+  previous_shmem_startup_hook = shmem_startup_hook;
+  shmem_startup_hook = on_shmem_startup;
+
+  rate_limiter::pg::register_transaction_callbacks();
+  rate_limiter::pg::register_extension_catalog_invalidation();
+  rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
+  rate_limiter::pg::register_usage_log_reset();
+}

@@ -1,0 +1,277 @@
+// The hot-path SQL functions: allocate_tokens, check_rate_limit,
+// enforce_rate_limit.
+//
+// Each runs in three phases (see boundary.hpp):
+//   1. validate arguments and make the rule cache current (may ereport);
+//   2. decide_call(): locks and arithmetic only, noexcept;
+//   3. raise errors, write the usage row, record metrics, build the record.
+#include "rate_limiter/core/priority.hpp"
+#include "rate_limiter/pg/arguments.hpp"
+#include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/hot_path.hpp"
+#include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/settings.hpp"
+#include "rate_limiter/pg/shared_state.hpp"
+#include "rate_limiter/pg/usage_log.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+#define ERRCODE_RATE_LIMIT_EXCEEDED MAKE_SQLSTATE('R', 'L', '4', '2', '9')
+#define ERRCODE_COUNTER_TABLE_FULL MAKE_SQLSTATE('R', 'L', '5', '0', '7')
+
+const char* scope_name(core::ScopeKind s) {
+  switch (s) {
+    case core::ScopeKind::UserEndpoint:
+      return "user_endpoint";
+    case core::ScopeKind::User:
+      return "user";
+    case core::ScopeKind::Endpoint:
+      return "endpoint";
+    case core::ScopeKind::Default:
+      return "default";
+  }
+  return "user";
+}
+
+const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
+
+const char* reason_of(const CallResult& r, core::CallKind kind) {
+  switch (r.decision.outcome) {
+    case core::Outcome::NoLimit:
+      return r.fail_open ? "fail_open_table_full" : "no_limit";
+    case core::Outcome::Granted:
+      if (r.fail_open) return "fail_open_table_full";
+      return kind == core::CallKind::Allocate ? "granted" : "allowed";
+    case core::Outcome::PartialGrant:
+      return r.fail_open ? "fail_open_table_full" : "partial_grant";
+    case core::Outcome::DeniedRequestLimit:
+      return "request_limit_exceeded";
+    case core::Outcome::DeniedTokenQuota:
+      return "token_quota_exhausted";
+    case core::Outcome::DeniedPriorityShare:
+      return "priority_share_exhausted";
+    case core::Outcome::DeniedAllOrNothing:
+      return "insufficient_quota";
+  }
+  return "unknown";
+}
+
+// The result descriptor, blessed once per call site.
+TupleDesc result_descriptor(FunctionCallInfo fcinfo) {
+  if (fcinfo->flinfo->fn_extra == nullptr) {
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("function returning record called in a context that cannot accept it")));
+    MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+    desc = BlessTupleDesc(CreateTupleDescCopy(desc));
+    MemoryContextSwitchTo(old);
+    fcinfo->flinfo->fn_extra = desc;
+  }
+  return static_cast<TupleDesc>(fcinfo->flinfo->fn_extra);
+}
+
+Datum interval_micros(int64 micros) {
+  auto* iv = static_cast<Interval*>(palloc(sizeof(Interval)));
+  iv->time = micros;
+  iv->day = 0;
+  iv->month = 0;
+  return IntervalPGetDatum(iv);
+}
+
+// A window length as an interval that reads naturally: whole days as days
+// ('1 day', '7 days'), anything else as a time ('01:00:00').
+Datum window_interval(int64 micros) {
+  auto* iv = static_cast<Interval*>(palloc(sizeof(Interval)));
+  iv->month = 0;
+  if (micros % USECS_PER_DAY == 0) {
+    iv->day = static_cast<int32>(micros / USECS_PER_DAY);
+    iv->time = 0;
+  } else {
+    iv->day = 0;
+    iv->time = micros;
+  }
+  return IntervalPGetDatum(iv);
+}
+
+struct Call {
+  IdArg user;
+  IdArg endpoint;
+  IdArg session;
+  CallInput input;
+  CallResult result;
+  int64 now = 0;
+  int64 started_ns = 0;
+};
+
+// Phases 1 and 2 for every hot-path function, and the error half of phase 3.
+void run_call(FunctionCallInfo fcinfo, Call* call) {
+  ensure_rules_current();
+  call->input.user = call->user.value;
+  call->input.has_endpoint = call->endpoint.present;
+  call->input.endpoint = call->endpoint.value;
+  call->now = limiter_now_unix();
+
+  decide_call(call->input, call->now, &call->result);
+
+  SharedMetrics& m = shared->metrics;
+  switch (call->result.status) {
+    case CallStatus::Decided:
+      break;
+    case CallStatus::LockTimeout:
+      metric_add(&m.lock_timeouts);
+      if (settings.failure_mode == kFailOpen) {
+        // Allowed without counting: grant what was asked.
+        metric_add(&m.fail_open);
+        call->result.fail_open = true;
+        call->result.decision = core::Decision{};
+        call->result.decision.outcome = core::Outcome::NoLimit;
+        if (call->input.request.kind == core::CallKind::Allocate)
+          call->result.decision.granted = call->input.request.tokens;
+        break;
+      }
+      metric_add(&m.fail_closed);
+      ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+                      errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms),
+                      errdetail("Nothing was charged."),
+                      errhint("Retry, or raise rate_limiter.lock_timeout.")));
+      break;
+    case CallStatus::TableFull:
+      metric_add(&m.fail_closed);
+      ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
+                      errmsg("rate limiter counter table is full"),
+                      errdetail("All %zu counters hold live windows; none could be evicted. "
+                                "Nothing was charged.",
+                                shared->geometry.total_capacity()),
+                      errhint("Raise rate_limiter.max_keys (takes a restart), or set "
+                              "rate_limiter.failure_mode = 'open' to allow such calls.")));
+      break;
+  }
+  if (call->result.fail_open && call->result.status == CallStatus::Decided) metric_add(&m.fail_open);
+  (void)fcinfo;
+}
+
+void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {
+  call->started_ns = monotonic_ns();
+  require_shared_state();
+  call->user = required_id(fcinfo, user_arg, "user_id");
+  call->endpoint = optional_id(fcinfo, endpoint_arg, "api_endpoint");
+}
+
+Datum nullable_int8(int64 v, bool* isnull) {
+  *isnull = v < 0;
+  return Int64GetDatum(v < 0 ? 0 : v);
+}
+
+// check_rate_limit / enforce_rate_limit record:
+//   (allowed, "limit", remaining, reset_at, retry_after, limit_kind, scope, reason)
+Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
+  const core::Decision& d = call.result.decision;
+  const BindingLimit& b = call.result.binding;
+  Datum values[8];
+  bool nulls[8] = {false, !b.present, !b.present, !b.present, d.retry_after <= 0,
+                   !b.present, !b.present, false};
+  values[0] = BoolGetDatum(d.allowed());
+  values[1] = Int64GetDatum(b.limit);
+  values[2] = Int64GetDatum(d.binding_remaining);
+  values[3] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
+  values[4] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
+  values[5] = CStringGetTextDatum(kind_name(b.kind));
+  values[6] = CStringGetTextDatum(scope_name(b.scope));
+  values[7] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
+                                      ? "fail_open_lock_timeout"
+                                      : reason_of(call.result, core::CallKind::Check));
+  HeapTuple tuple = heap_form_tuple(result_descriptor(fcinfo), values, nulls);
+  return HeapTupleGetDatum(tuple);
+}
+
+Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
+  Call call;
+  start_call(fcinfo, &call, 0, 1);
+  call.input.request.kind = core::CallKind::Check;
+  require_writable_transaction();
+  run_call(fcinfo, &call);
+
+  const core::Decision& d = call.result.decision;
+  if (d.allowed()) {
+    UsageRow row{&call.user, &call.endpoint, &call.session, 0, nullptr, unix_to_timestamptz(call.now)};
+    write_usage_row(row);
+  }
+  record_decision(d.allowed(), call.started_ns);
+
+  if (enforce && !d.allowed()) {
+    const BindingLimit& b = call.result.binding;
+    char* window = DatumGetCString(DirectFunctionCall1(interval_out, window_interval(b.window_micros)));
+    char* retry = DatumGetCString(DirectFunctionCall1(interval_out, interval_micros(d.retry_after)));
+    ereport(ERROR,
+            (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
+             call.endpoint.present
+                 ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
+                          text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
+                 : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
+             errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
+                       b.limit, kind_name(b.kind), window, scope_name(b.scope), d.binding_remaining),
+             errhint("Retry after %s.", retry)));
+  }
+  return check_record(fcinfo, call);
+}
+
+}  // namespace
+}  // namespace rate_limiter::pg
+
+using namespace rate_limiter;
+using namespace rate_limiter::pg;
+
+// allocate_tokens(user_id, tokens_requested, priority_level, api_endpoint,
+//                 session_id, context)
+//   -> (success, tokens_allocated, tokens_remaining, allocation_strategy,
+//       reason, "limit", reset_at, retry_after, requests_remaining,
+//       limit_kind, scope)
+RL_SQL_FUNCTION(allocate_tokens) {
+  Call call;
+  start_call(fcinfo, &call, 0, 3);
+  call.input.request.kind = core::CallKind::Allocate;
+  call.input.request.tokens = token_count(fcinfo, 1, "tokens_requested");
+  call.input.request.priority = priority_arg(fcinfo, 2);
+  call.session = optional_id(fcinfo, 4, "session_id");
+  call.input.request.all_or_nothing = context_arg(fcinfo, 5).all_or_nothing;
+  require_writable_transaction();
+  run_call(fcinfo, &call);
+
+  const core::Decision& d = call.result.decision;
+  const BindingLimit& b = call.result.binding;
+  if (d.allowed()) {
+    UsageRow row{&call.user, &call.endpoint, &call.session, d.granted,
+                 core::priority_name(call.input.request.priority), unix_to_timestamptz(call.now)};
+    write_usage_row(row);
+  }
+  record_decision(d.allowed(), call.started_ns);
+
+  Datum values[11];
+  bool nulls[11] = {false, false, false, false, false, !b.present, !b.present,
+                    d.retry_after <= 0, false, !b.present, !b.present};
+  values[0] = BoolGetDatum(d.allowed());
+  values[1] = Int64GetDatum(d.granted);
+  values[2] = nullable_int8(d.tokens_remaining, &nulls[2]);
+  values[3] = CStringGetTextDatum(d.tokens_remaining >= 0 ? "priority" : "none");
+  values[4] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
+                                      ? "fail_open_lock_timeout"
+                                      : reason_of(call.result, core::CallKind::Allocate));
+  values[5] = Int64GetDatum(b.limit);
+  values[6] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
+  values[7] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
+  values[8] = nullable_int8(d.requests_remaining, &nulls[8]);
+  values[9] = CStringGetTextDatum(kind_name(b.kind));
+  values[10] = CStringGetTextDatum(scope_name(b.scope));
+  HeapTuple tuple = heap_form_tuple(result_descriptor(fcinfo), values, nulls);
+  return HeapTupleGetDatum(tuple);
+}
+
+// check_rate_limit(user_id, api_endpoint): counts the request when allowed.
+RL_SQL_FUNCTION(check_rate_limit) { return check_or_enforce(fcinfo, false); }
+
+// enforce_rate_limit(user_id, api_endpoint): as check_rate_limit, but raises
+// RL429 when denied.
+RL_SQL_FUNCTION(enforce_rate_limit) { return check_or_enforce(fcinfo, true); }
