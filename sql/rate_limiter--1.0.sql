@@ -261,6 +261,12 @@ BEGIN
   END IF;
 END $$;
 
+COMMENT ON FUNCTION rate_limiter_check_id(text, text, boolean) IS
+  'Internal: validates an id argument (NULL, empty, longer than 255 bytes)';
+COMMENT ON FUNCTION rate_limiter_check_limit(text, bigint) IS
+  'Internal: validates a limit argument (1 .. 10^15)';
+COMMENT ON FUNCTION rate_limiter_check_window(text, interval) IS
+  'Internal: validates a window argument (1 second .. 3650 days)';
 REVOKE ALL ON FUNCTION rate_limiter_check_id(text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rate_limiter_check_limit(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rate_limiter_check_window(text, interval) FROM PUBLIC;
@@ -301,6 +307,10 @@ BEGIN
         window_duration = EXCLUDED.window_duration,
         updated_at = now();
 END $$;
+COMMENT ON FUNCTION rate_limiter_upsert_token_limit(text, text, bigint, interval) IS
+  'Internal: inserts or updates one token_limits row';
+COMMENT ON FUNCTION rate_limiter_upsert_request_limit(text, text, bigint, interval) IS
+  'Internal: inserts or updates one request_limits row';
 REVOKE ALL ON FUNCTION rate_limiter_upsert_token_limit(text, text, bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rate_limiter_upsert_request_limit(text, text, bigint, interval) FROM PUBLIC;
 

@@ -21,6 +21,10 @@ bool tighter_fraction(int64_t rem_a, int64_t lim_a, int64_t rem_b, int64_t lim_b
   return rem_a < rem_b;
 }
 
+uint32_t max_share(const PriorityShares& shares) noexcept {
+  return std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
+}
+
 }  // namespace
 
 int64_t priority_cap(uint32_t share_ppm, int64_t remaining) noexcept {
@@ -61,7 +65,9 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
     grant = request.kind == CallKind::Allocate ? wanted : 0;
   } else if (requests_exhausted) {
     d.outcome = Outcome::DeniedRequestLimit;
-  } else if (any_tokens && min_token_remaining == 0) {
+  } else if (any_tokens && priority_cap(max_share(shares), min_token_remaining) == 0) {
+    // Not even the largest share of what remains is a whole token: no
+    // request of any priority can be granted anything in this window.
     d.outcome = Outcome::DeniedTokenQuota;
   } else if (request.kind == CallKind::Check) {
     d.outcome = Outcome::Granted;
@@ -109,10 +115,7 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
         case Outcome::DeniedRequestLimit:
           denies = l.kind == LimitKind::Requests && rem < 1;
           break;
-        case Outcome::DeniedTokenQuota:
-          denies = l.kind == LimitKind::Tokens && rem == 0;
-          break;
-        default:  // priority share / all-or-nothing: the tightest token quotas
+        default:  // token quota, priority share, all-or-nothing: the tightest token quotas
           denies = l.kind == LimitKind::Tokens && rem == min_token_remaining;
           break;
       }

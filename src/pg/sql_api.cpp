@@ -81,19 +81,21 @@ Datum interval_micros(int64 micros) {
   return IntervalPGetDatum(iv);
 }
 
-// A window length as an interval that reads naturally: whole days as days
-// ('1 day', '7 days'), anything else as a time ('01:00:00').
-Datum window_interval(int64 micros) {
-  auto* iv = static_cast<Interval*>(palloc(sizeof(Interval)));
-  iv->month = 0;
-  if (micros % USECS_PER_DAY == 0) {
-    iv->day = static_cast<int32>(micros / USECS_PER_DAY);
-    iv->time = 0;
-  } else {
-    iv->day = 0;
-    iv->time = micros;
-  }
-  return IntervalPGetDatum(iv);
+// A window length in words, independent of IntervalStyle: "1 day",
+// "7 days", "1 hour", "90 seconds", "1.5 seconds".
+const char* window_words(int64 micros) {
+  static const struct {
+    int64 unit;
+    const char* one;
+    const char* many;
+  } kUnits[] = {{USECS_PER_DAY, "day", "days"},
+                {USECS_PER_HOUR, "hour", "hours"},
+                {USECS_PER_MINUTE, "minute", "minutes"},
+                {USECS_PER_SEC, "second", "seconds"}};
+  for (const auto& u : kUnits)
+    if (micros % u.unit == 0)
+      return psprintf(INT64_FORMAT " %s", micros / u.unit, micros == u.unit ? u.one : u.many);
+  return psprintf("%.6g seconds", static_cast<double>(micros) / USECS_PER_SEC);
 }
 
 struct Call {
@@ -203,8 +205,6 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
 
   if (enforce && !d.allowed()) {
     const BindingLimit& b = call.result.binding;
-    char* window = DatumGetCString(DirectFunctionCall1(interval_out, window_interval(b.window_micros)));
-    char* retry = DatumGetCString(DirectFunctionCall1(interval_out, interval_micros(d.retry_after)));
     ereport(ERROR,
             (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
              call.endpoint.present
@@ -212,8 +212,9 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
                           text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
                  : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
              errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
-                       b.limit, kind_name(b.kind), window, scope_name(b.scope), d.binding_remaining),
-             errhint("Retry after %s.", retry)));
+                       b.limit, kind_name(b.kind), window_words(b.window_micros),
+                       scope_name(b.scope), d.binding_remaining),
+             errhint("Retry after %.3f seconds.", static_cast<double>(d.retry_after) / USECS_PER_SEC)));
   }
   return check_record(fcinfo, call);
 }

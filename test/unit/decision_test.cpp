@@ -304,3 +304,29 @@ TEST(Property, NeverGrantsMoreThanTheLimitInAnyWindow) {
     }
   }
 }
+
+TEST(Exhaustion, QuotaIsExhaustedWhenNoPriorityCanGetAToken) {
+  // With the seed shares, high stops at 1 remaining, medium at 3, low at 4:
+  // 1 remaining is exhausted for everyone.
+  Fixture f;
+  f.add(LimitKind::Tokens, 100, kHour, 99);
+  EXPECT_EQ(f.run(alloc(1, Priority::High)).outcome, Outcome::DeniedTokenQuota);
+  EXPECT_EQ(f.run(check()).outcome, Outcome::DeniedTokenQuota);
+  // 3 remaining: high still gets 1, medium (0.9) and low (0.6) get nothing.
+  Fixture g;
+  g.add(LimitKind::Tokens, 100, kHour, 97);
+  EXPECT_EQ(g.run(alloc(1, Priority::Medium)).outcome, Outcome::DeniedPriorityShare);
+  EXPECT_TRUE(g.run(check()).allowed());
+  EXPECT_EQ(g.run(alloc(5, Priority::High)).granted, 1);
+}
+
+TEST(Exhaustion, FullShareDrainsTheLastToken) {
+  Fixture f;
+  f.add(LimitKind::Tokens, 100, kHour, 99);
+  PriorityShares shares;
+  shares.ppm[static_cast<int>(Priority::High)] = kShareScale;
+  Decision d = f.run(alloc(5, Priority::High), kNow, shares);
+  EXPECT_EQ(d.granted, 1);
+  EXPECT_EQ(d.tokens_remaining, 0);
+  EXPECT_EQ(f.run(check(), kNow, shares).outcome, Outcome::DeniedTokenQuota);
+}

@@ -54,8 +54,9 @@ enum class Outcome : uint8_t {
   PartialGrant,        // allowed; capped by floor(share * remaining)
   NoLimit,             // allowed; no limit applies
   DeniedRequestLimit,  // a request limit has no request left in its window
-  DeniedTokenQuota,    // a token quota has no token left in its period
-  DeniedPriorityShare, // tokens remain but floor(share * remaining) == 0
+  DeniedTokenQuota,    // a token quota is exhausted: not even the largest
+                       // priority share of what remains is a whole token
+  DeniedPriorityShare, // a larger share would get tokens, this priority's gets 0
   DeniedAllOrNothing,  // all_or_nothing and the grant would have been partial
 };
 

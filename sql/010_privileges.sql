@@ -1,0 +1,30 @@
+-- Least privilege: an application role can allocate and check (its usage
+-- rows are written on its behalf) but cannot change limits, reset counters
+-- or write the tables directly.
+CREATE ROLE rl_app;
+SELECT set_rate_limit('priv_user', 100, '3650 days');
+SET ROLE rl_app;
+SELECT success, tokens_allocated FROM allocate_tokens('priv_user', 10, 'high');
+SELECT allowed FROM check_rate_limit('priv_user');
+SELECT allowed FROM enforce_rate_limit('priv_user');
+SELECT get_performance_metrics() ? 'total_checks' AS metrics_readable;
+\set VERBOSITY terse
+SELECT set_rate_limit('priv_user', 100000);
+SELECT set_user_rate_limit('priv_user', 100000, '1 day');
+SELECT set_api_rate_limit('x', 1, '1 day');
+SELECT set_default_rate_limit(1);
+SELECT remove_rate_limit('priv_user');
+SELECT reset_rate_limit('priv_user');
+SELECT reload_rate_limits();
+SELECT rate_limiter_schedule_reset('user', 'priv_user', NULL);
+SELECT * FROM get_rate_limit_status('priv_user');
+SELECT get_rate_limit_history('priv_user');
+INSERT INTO token_limits (user_id, max_tokens_per_period) VALUES ('priv_user', 999999);
+UPDATE token_limits SET max_tokens_per_period = 999999;
+DELETE FROM token_usage;
+INSERT INTO token_usage (user_id, tokens_used) VALUES ('priv_user', -5);
+SELECT count(*) FROM token_usage;
+RESET ROLE;
+\set VERBOSITY default
+SELECT user_id, tokens_used, priority_level FROM token_usage WHERE user_id = 'priv_user' ORDER BY id;
+DROP ROLE rl_app;
