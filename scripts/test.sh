@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Runs every test suite of rate_limiter and ends with "N passed, N failed".
+# Run as root on Debian 12:  bash scripts/test.sh
+#
+#   unit        GoogleTest suite of the pure C++ core (no server)
+#   regress     pg_regress: sql/*.sql against expected/*.out
+#   isolation   isolation tester: test/specs/*.spec
+#   tap         PostgreSQL::Test::Cluster: test/t/*.pl (preload, lock timeout, pg_dump)
+#   pgtap       pg_prove: test/pgtap/*.sql (exact allocation numbers)
+#   stress      32 pgbench sessions on one key, exact invariants afterwards
+#
+# Each suite counts its test cases; a suite that cannot run counts as one
+# failure.  RL_SUITES="unit regress" runs a subset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+rl_require_root
+rl_install_packages
+rl_build_and_install
+
+SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress"}
+stage=$(rl_stage_tree)
+server_dir=$(mktemp -d /tmp/rate_limiter_test.XXXXXX)
+logs=$(mktemp -d /tmp/rate_limiter_logs.XXXXXX)
+cleanup() { rl_stop_server "$server_dir"; rm -rf "$server_dir" "$stage"; }
+trap cleanup EXIT
+
+total_pass=0
+total_fail=0
+summary=()
+record() {  # record <suite> <passed> <failed>
+  total_pass=$((total_pass + $2))
+  total_fail=$((total_fail + $3))
+  summary+=("$(printf '%-10s %5d passed, %d failed' "$1" "$2" "$3")")
+}
+count() { grep -cE "$1" "$2" 2>/dev/null || true; }
+as_test_user() { runuser -u "$RL_TEST_USER" -- "$@"; }
+
+run_unit() {
+  rl_log "unit: GoogleTest"
+  make -s test/unit/run_unit_tests >"$logs/unit.log" 2>&1
+  ./test/unit/run_unit_tests >>"$logs/unit.log" 2>&1
+  local rc=$? pass fail
+  pass=$(count '^\[       OK \]' "$logs/unit.log")
+  fail=$(count '^\[  FAILED  \] [A-Za-z]' "$logs/unit.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  tail -3 "$logs/unit.log"
+  record unit "$pass" "$fail"
+}
+
+# make installcheck in the staged tree, restricted to one kind of suite.
+installcheck() {  # installcheck <log> <make variables...>
+  local log=$1
+  shift
+  (cd "$stage" && as_test_user make installcheck PG_CONFIG="$PG_BIN/pg_config" "$@") >"$log" 2>&1
+}
+
+run_regress() {
+  rl_log "regress: pg_regress"
+  installcheck "$logs/regress.log" ISOLATION= TAP_TESTS=
+  local rc=$? pass fail
+  pass=$(count '^(ok|test) .* ok( |$)|\.\.\. ok' "$logs/regress.log")
+  fail=$(count 'FAILED' "$logs/regress.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E 'tests|FAILED' "$logs/regress.log" | tail -3
+  [ "$fail" -gt 0 ] && [ -f "$stage/regression.diffs" ] && head -80 "$stage/regression.diffs"
+  record regress "$pass" "$fail"
+}
+
+run_isolation() {
+  rl_log "isolation: isolation tester"
+  installcheck "$logs/isolation.log" REGRESS= TAP_TESTS=
+  local rc=$? pass fail
+  pass=$(count '\.\.\. ok' "$logs/isolation.log")
+  fail=$(count 'FAILED' "$logs/isolation.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E 'tests|FAILED' "$logs/isolation.log" | tail -3
+  [ "$fail" -gt 0 ] && [ -f "$stage/output_iso/regression.diffs" ] && head -80 "$stage/output_iso/regression.diffs"
+  record isolation "$pass" "$fail"
+}
+
+run_tap() {
+  rl_log "tap: PostgreSQL::Test::Cluster"
+  installcheck "$logs/tap.log" REGRESS= ISOLATION= PROVE_FLAGS=-v
+  local rc=$? pass fail
+  pass=$(count '^ok [0-9]' "$logs/tap.log")
+  fail=$(count '^not ok [0-9]' "$logs/tap.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E '^(Files=|Result:)|^test/t/.*(ok|Dubious)' "$logs/tap.log"
+  [ "$fail" -gt 0 ] && grep -B2 -A8 '^not ok' "$logs/tap.log" | head -60
+  record tap "$pass" "$fail"
+}
+
+server_port=""
+ensure_server() {
+  [ -n "$server_port" ] && return 0
+  server_port=$(rl_free_port 54340)
+  rl_start_server "$server_dir" "$server_port" "rate_limiter.max_keys = 10000" "max_connections = 60"
+  psql_server -q -c 'CREATE EXTENSION rate_limiter' -c 'CREATE EXTENSION pgtap'
+}
+psql_server() { as_test_user psql -X -h "$server_dir" -p "$server_port" -U postgres -d postgres "$@"; }
+
+run_pgtap() {
+  rl_log "pgtap: pg_prove"
+  ensure_server || { record pgtap 0 1; return; }
+  (cd "$stage" && as_test_user pg_prove -v -h "$server_dir" -p "$server_port" -U postgres -d postgres test/pgtap/*.sql) \
+    >"$logs/pgtap.log" 2>&1
+  local rc=$? pass fail
+  pass=$(count '^ok [0-9]' "$logs/pgtap.log")
+  fail=$(count '^not ok [0-9]' "$logs/pgtap.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E '^(Files=|Result:)' "$logs/pgtap.log"
+  [ "$fail" -gt 0 ] && grep -B2 -A8 '^not ok' "$logs/pgtap.log" | head -60
+  record pgtap "$pass" "$fail"
+}
+
+run_stress() {
+  rl_log "stress: 32 pgbench sessions on one key"
+  ensure_server || { record stress 0 1; return; }
+  (cd "$stage" && as_test_user bash test/stress/run_stress.sh -h "$server_dir" -p "$server_port" -U postgres postgres) \
+    >"$logs/stress.log" 2>&1
+  local rc=$? pass fail
+  cat "$logs/stress.log"
+  pass=$(count '^PASS:' "$logs/stress.log")
+  fail=$(count '^FAIL:' "$logs/stress.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  record stress "$pass" "$fail"
+}
+
+chown -R "$RL_TEST_USER" "$logs"
+for suite in $SUITES; do
+  case "$suite" in
+    unit) run_unit ;;
+    regress) run_regress ;;
+    isolation) run_isolation ;;
+    tap) run_tap ;;
+    pgtap) run_pgtap ;;
+    stress) run_stress ;;
+    *) rl_die "unknown suite $suite" ;;
+  esac
+done
+
+rl_log "summary (logs in $logs)"
+printf '%s\n' "${summary[@]}"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

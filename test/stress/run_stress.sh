@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Concurrency stress test: 32 pgbench sessions hammer one key, then exact
+# invariants are checked against shared memory and token_usage.
+#
+#   test/stress/run_stress.sh [pgbench/psql connection options...]
+#
+# Expects a database where the rate_limiter extension exists (and nothing
+# else uses the stress_* ids).  Prints one "PASS:"/"FAIL:" line per check and
+# exits non-zero when a check fails.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+CLIENTS=${STRESS_CLIENTS:-32}
+TXNS=${STRESS_TRANSACTIONS:-1000}
+conn=("$@")
+
+psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "${conn[@]}" -c "$1"; }
+failures=0
+check() {  # check <description> <actual> <expected>
+  if [ "$2" == "$3" ]; then echo "PASS: $1 ($2)"; else echo "FAIL: $1: got '$2', expected '$3'"; failures=$((failures + 1)); fi
+}
+bench() {  # bench <script>
+  pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$TXNS" -f "$here/$1" "${conn[@]}" >"$tmp/$1.log" 2>&1 ||
+    { echo "FAIL: pgbench $1 did not complete"; cat "$tmp/$1.log"; failures=$((failures + 1)); }
+  grep -E '^(tps|number of failed)' "$tmp/$1.log" | sed "s/^/  $1: /"
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+psql_q "SELECT set_rate_limit('stress_tokens', 100000, '3650 days');
+        SELECT set_user_rate_limit('stress_requests', 20000, '3650 days');
+        SELECT set_api_token_limit('stress_api', 50000, '3650 days');
+        SELECT set_default_rate_limit(3000, '3650 days');" >/dev/null
+psql_q "SELECT reset_rate_limit('stress_tokens'); SELECT reset_rate_limit('stress_requests');
+        SELECT reset_api_rate_limit('stress_api');" >/dev/null
+psql_q "DELETE FROM token_usage WHERE user_id LIKE 'stress%'" >/dev/null
+
+echo "stress: $CLIENTS clients x $TXNS transactions per script"
+
+# 1. One hot token quota.  Each call asks for 7 tokens at high priority
+# (at most half of what remains), so demand (224k) drains the quota to its
+# last token: exactly 99999 of 100000 are granted, never more.
+bench alloc_one_key.sql
+used=$(psql_q "SELECT used FROM get_rate_limit_status('stress_tokens') WHERE scope = 'user'")
+logged=$(psql_q "SELECT COALESCE(sum(tokens_used), 0) FROM token_usage WHERE user_id = 'stress_tokens'")
+check "hot token quota: granted tokens in shared memory" "$used" 99999
+check "hot token quota: tokens in token_usage equal the counter" "$logged" "$used"
+check "hot token quota: never more than the limit" "$([ "$used" -le 100000 ] && echo yes)" yes
+
+# 2. One hot request limit: exactly 20000 of the 32000 checks pass.
+bench check_one_key.sql
+used=$(psql_q "SELECT used FROM get_rate_limit_status('stress_requests') WHERE scope = 'user' AND limit_kind = 'requests'")
+rows=$(psql_q "SELECT count(*) FROM token_usage WHERE user_id = 'stress_requests'")
+check "hot request limit: requests counted" "$used" 20000
+check "hot request limit: usage rows equal the counter" "$rows" 20000
+
+# 3. Two scopes per call in different partitions: each client is its own
+# user (default quota 3000) on one shared endpoint (quota 50000).  Locks are
+# taken in partition order; the debit is all or nothing.
+bench alloc_two_scopes.sql
+endpoint_used=$(psql_q "SELECT used FROM get_rate_limit_status('stress_multi_1') WHERE scope = 'endpoint' AND api_endpoint = 'stress_api'")
+endpoint_logged=$(psql_q "SELECT COALESCE(sum(tokens_used), 0) FROM token_usage WHERE api_endpoint = 'stress_api'")
+check "shared endpoint quota: counter equals token_usage" "$endpoint_used" "$endpoint_logged"
+check "shared endpoint quota: never more than the limit" "$([ "$endpoint_used" -le 50000 ] && echo yes)" yes
+mismatched=$(psql_q "
+  SELECT count(*) FROM (
+    SELECT u.user_id, sum(u.tokens_used) AS logged, s.used
+      FROM token_usage u, LATERAL get_rate_limit_status(u.user_id) s
+     WHERE u.api_endpoint = 'stress_api' AND s.scope = 'default' AND s.limit_kind = 'tokens'
+     GROUP BY u.user_id, s.used) x
+   WHERE logged <> used OR used > 3000")
+check "per-user default quotas: every counter equals its usage rows and stays within 3000" "$mismatched" 0
+
+psql_q "SELECT remove_default_rate_limit();" >/dev/null
+echo "stress: $failures failed"
+[ "$failures" -eq 0 ]
