@@ -70,14 +70,13 @@ Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcep
   return h.finish();
 }
 
-Hash128 scope_hash(const SipKey& key, uint32_t database, ScopeKind scope, std::string_view user,
+Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, std::string_view user,
                    std::string_view endpoint) noexcept {
-  // Fixed-width little-endian framing: database (4), scope (1), then each
-  // string as a 4-byte length followed by its bytes.
-  unsigned char header[5] = {
-      static_cast<unsigned char>(database), static_cast<unsigned char>(database >> 8),
-      static_cast<unsigned char>(database >> 16), static_cast<unsigned char>(database >> 24),
-      static_cast<unsigned char>(scope)};
+  // Fixed-width little-endian framing: installation (8), scope (1), then
+  // each string as a 4-byte length followed by its bytes.
+  unsigned char header[9];
+  for (int i = 0; i < 8; ++i) header[i] = static_cast<unsigned char>(installation >> (8 * i));
+  header[8] = static_cast<unsigned char>(scope);
   SipHasher128 h(key);
   h.update(header, sizeof header);
   for (std::string_view part : {user, endpoint}) {

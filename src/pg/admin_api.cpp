@@ -4,6 +4,7 @@
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
@@ -38,7 +39,8 @@ core::Hash128 counter_scope_args(FunctionCallInfo fcinfo) {
                       errmsg("api_endpoint must not be NULL for this scope")));
     endpoint = required_id(fcinfo, 2, "api_endpoint");
   }
-  return core::scope_hash(shared->hash_key, MyDatabaseId, scope, user.value, endpoint.value);
+  return core::scope_hash(shared->hash_key, extension_catalog()->installation, scope, user.value,
+                          endpoint.value);
 }
 
 }  // namespace

@@ -46,6 +46,8 @@ const ExtensionCatalog* extension_catalog() {
                     errhint("Run CREATE EXTENSION rate_limiter;")));
 
   ExtensionCatalog fresh;
+  fresh.extension = ext_oid;
+  fresh.installation = (static_cast<uint64>(MyDatabaseId) << 32) | ext_oid;
   Relation rel = table_open(ExtensionRelationId, AccessShareLock);
   ScanKeyData key;
   ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,

@@ -38,16 +38,16 @@ struct PlannedLimits {
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
   if (rule_cache_empty()) return;
   const core::SipKey& key = shared->hash_key;
+  const uint64 installation = rules_installation();
   if (in.has_endpoint) {
-    const core::Hash128 ue = core::scope_hash(key, MyDatabaseId, core::ScopeKind::UserEndpoint, in.user, in.endpoint);
+    const core::Hash128 ue = core::scope_hash(key, installation, core::ScopeKind::UserEndpoint, in.user, in.endpoint);
     if (const ScopeRules* r = find_scope_rules(ue))
       for (int k = 0; k < core::kLimitKinds; ++k)
         if (r->has[k]) plan->add(core::ScopeKind::UserEndpoint, *r, k, ue);
   }
-  const core::Hash128 user = core::scope_hash(key, MyDatabaseId, core::ScopeKind::User, in.user, {});
+  const core::Hash128 user = core::scope_hash(key, installation, core::ScopeKind::User, in.user, {});
   const ScopeRules* own = find_scope_rules(user);
-  const ScopeRules* fallback =
-      find_scope_rules(core::scope_hash(key, MyDatabaseId, core::ScopeKind::Default, {}, {}));
+  const ScopeRules* fallback = find_scope_rules(default_scope_hash());
   for (int k = 0; k < core::kLimitKinds; ++k) {
     // The default applies per kind to users without their own rule of that
     // kind, and counts in the user's own counter.
@@ -57,7 +57,7 @@ void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
       plan->add(core::ScopeKind::Default, *fallback, k, user);
   }
   if (in.has_endpoint) {
-    const core::Hash128 ep = core::scope_hash(key, MyDatabaseId, core::ScopeKind::Endpoint, {}, in.endpoint);
+    const core::Hash128 ep = core::scope_hash(key, installation, core::ScopeKind::Endpoint, {}, in.endpoint);
     if (const ScopeRules* r = find_scope_rules(ep))
       for (int k = 0; k < core::kLimitKinds; ++k)
         if (r->has[k]) plan->add(core::ScopeKind::Endpoint, *r, k, ep);

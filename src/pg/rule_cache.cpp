@@ -27,6 +27,8 @@ struct RuleRow {
 // would run at process exit, after PostgreSQL's own shutdown code.
 RuleMap* rules = nullptr;
 uint64 loaded_generation = 0;  // 0: not loaded / invalidated
+uint64 loaded_installation = 0;
+core::Hash128 default_scope;
 
 // Builds the new map before swapping it in, so a bad_alloc leaves the old
 // (invalidated) cache untouched.  Throws; runs no PostgreSQL code.
@@ -90,7 +92,7 @@ RuleRow* load_rule_rows(std::size_t* nrows) {
     const bool has_endpoint = !isnull[2];
     std::string_view user = has_user ? text_view(v[1]) : std::string_view();
     std::string_view endpoint = has_endpoint ? text_view(v[2]) : std::string_view();
-    rows[i].scope = core::scope_hash(key, MyDatabaseId, scope_kind_of(has_user, has_endpoint),
+    rows[i].scope = core::scope_hash(key, ext->installation, scope_kind_of(has_user, has_endpoint),
                                      user, endpoint);
     rows[i].kind = DatumGetInt32(v[0]) == 0 ? core::LimitKind::Tokens : core::LimitKind::Requests;
     // The tables' CHECK constraints keep both values in range; clamping only
@@ -128,6 +130,8 @@ void ensure_rules_current() {
   RuleRow* rows = load_rule_rows(&n);
   rebuild(rows, n);  // may throw; the boundary guard turns that into ERROR
   pfree(rows);
+  loaded_installation = extension_catalog()->installation;
+  default_scope = core::scope_hash(shared->hash_key, loaded_installation, core::ScopeKind::Default, {}, {});
   loaded_generation = generation;
 }
 
@@ -137,6 +141,10 @@ const ScopeRules* find_scope_rules(const core::Hash128& scope) {
 }
 
 bool rule_cache_empty() { return rules->empty(); }
+
+uint64 rules_installation() { return loaded_installation; }
+
+const core::Hash128& default_scope_hash() { return default_scope; }
 
 void invalidate_rule_cache() { loaded_generation = 0; }
 

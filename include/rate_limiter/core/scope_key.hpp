@@ -38,10 +38,12 @@ class SipHasher128 {
 
 Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcept;
 
-// The identity of a scope: database, scope kind, user and endpoint.  Unused
-// parts are passed empty.  Lengths are hashed too, so ("ab","c") and
-// ("a","bc") differ.
-Hash128 scope_hash(const SipKey& key, uint32_t database, ScopeKind scope, std::string_view user,
+// The identity of a scope: installation, scope kind, user and endpoint.
+// The installation tells apart databases and successive installations of the
+// extension (the PostgreSQL layer passes database OID << 32 | extension OID),
+// so a DROP/CREATE EXTENSION starts from fresh counters.  Unused parts are
+// passed empty.  Lengths are hashed too, so ("ab","c") and ("a","bc") differ.
+Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, std::string_view user,
                    std::string_view endpoint) noexcept;
 
 // The key of one counter: a scope identity with the limit kind folded in.

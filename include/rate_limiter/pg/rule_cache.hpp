@@ -34,6 +34,11 @@ const ScopeRules* find_scope_rules(const core::Hash128& scope);
 // True when no rule exists at all (lets the hot path skip hashing).
 bool rule_cache_empty();
 
+// The installation id the cached rules were hashed with (see scope_hash()),
+// and the scope hash of the default rule.
+uint64 rules_installation();
+const core::Hash128& default_scope_hash();
+
 // Forgets the cache; the next ensure_rules_current() reloads.
 void invalidate_rule_cache();
 
