@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Per-call cost of allocate_tokens in a single backend, against a trivial SQL
+# function in the same run.  Starts its own throwaway server; run as root:
+#
+#   bash bench/per_call.sh [calls]        (default 1000000 calls, 3 rounds)
+#
+# Prints the median wall time of each loop over the rounds, the cost per
+# call, and the ratio to the trivial function.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+CALLS=${1:-1000000}
+ROUNDS=${ROUNDS:-3}
+
+rl_require_root
+rl_install_packages
+rl_build_and_install
+dir=$(mktemp -d /tmp/rate_limiter_bench.XXXXXX)
+port=$(rl_free_port 54350)
+trap 'rl_stop_server "$dir"; rm -rf "$dir"' EXIT
+rl_start_server "$dir" "$port" "rate_limiter.max_keys = 100000"
+q() { psql -X -q -t -A -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+q -c "CREATE EXTENSION rate_limiter" \
+  -c "CREATE FUNCTION trivial(text, bigint, text) RETURNS TABLE (ok boolean)
+        LANGUAGE sql VOLATILE AS 'SELECT \$2 > 0'" \
+  -c "CREATE FUNCTION denied_user(g bigint) RETURNS text LANGUAGE sql IMMUTABLE AS \$\$SELECT 'd' || (g % 1000)\$\$"
+
+# Seconds for one loop of CALLS calls of the given LATERAL expression.
+time_loop() {
+  q <<SQL | tail -1
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT count(*) FROM generate_series(1, $CALLS) g, LATERAL $1 x;
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+SQL
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A label=(
+  [trivial]="trivial SQL function (baseline)"
+  [grant]="allocate_tokens, granted (writes a token_usage row)"
+  [denied]="allocate_tokens, denied (no row written)"
+  [check]="check_rate_limit, denied (no row written)")
+declare -A expr=(
+  [trivial]="trivial('u' || (g % 1000), 1, 'low')"
+  [grant]="allocate_tokens('u' || (g % 1000), 1, 'low')"
+  [denied]="allocate_tokens(denied_user(g), 1, 'low')"
+  [check]="check_rate_limit(denied_user(g))")
+order=(trivial grant denied check)
+
+# Users d0..d999 have used up a one-request limit, so their calls are denied
+# after the locked decision and write nothing.
+q -c "SELECT set_user_rate_limit('d' || g, 1, '3650 days') FROM generate_series(0, 999) g" >/dev/null
+q -c "SELECT count(*) FROM generate_series(0, 999) g, LATERAL check_rate_limit('d' || g) x" >/dev/null
+
+declare -A times
+for round in $(seq "$ROUNDS"); do
+  for k in "${order[@]}"; do
+    times[$k]="${times[$k]:-} $(time_loop "${expr[$k]}")"
+  done
+  q -c "TRUNCATE token_usage" >/dev/null
+done
+
+base=$(median ${times[trivial]})
+printf '\n%s calls per loop, median of %s rounds, one backend\n' "$CALLS" "$ROUNDS"
+printf '%-55s %10s %12s %8s\n' "loop" "seconds" "us/call" "ratio"
+for k in "${order[@]}"; do
+  m=$(median ${times[$k]})
+  awk -v l="${label[$k]}" -v m="$m" -v n="$CALLS" -v b="$base" \
+    'BEGIN { printf "%-55s %10.3f %12.2f %8.2f\n", l, m, m * 1e6 / n, m / b }'
+done
