@@ -56,28 +56,28 @@ installcheck() {  # installcheck <log> <make variables...>
   (cd "$stage" && as_test_user make installcheck PG_CONFIG="$PG_BIN/pg_config" "$@") >"$log" 2>&1
 }
 
+# pg_regress and the isolation tester report "... ok" / "... FAILED" per test.
+run_regress_style() {  # run_regress_style <suite> <diffs file> <make variables...>
+  local suite=$1 diffs=$2
+  shift 2
+  installcheck "$logs/$suite.log" "$@"
+  local rc=$? pass fail
+  pass=$(count '\.\.\. ok' "$logs/$suite.log")
+  fail=$(count 'FAILED' "$logs/$suite.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E 'tests|FAILED' "$logs/$suite.log" | tail -3
+  [ "$fail" -gt 0 ] && [ -f "$stage/$diffs" ] && head -80 "$stage/$diffs"
+  record "$suite" "$pass" "$fail"
+}
+
 run_regress() {
   rl_log "regress: pg_regress"
-  installcheck "$logs/regress.log" ISOLATION= TAP_TESTS=
-  local rc=$? pass fail
-  pass=$(count '^(ok|test) .* ok( |$)|\.\.\. ok' "$logs/regress.log")
-  fail=$(count 'FAILED' "$logs/regress.log")
-  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
-  grep -E 'tests|FAILED' "$logs/regress.log" | tail -3
-  [ "$fail" -gt 0 ] && [ -f "$stage/regression.diffs" ] && head -80 "$stage/regression.diffs"
-  record regress "$pass" "$fail"
+  run_regress_style regress regression.diffs ISOLATION= TAP_TESTS=
 }
 
 run_isolation() {
   rl_log "isolation: isolation tester"
-  installcheck "$logs/isolation.log" REGRESS= TAP_TESTS=
-  local rc=$? pass fail
-  pass=$(count '\.\.\. ok' "$logs/isolation.log")
-  fail=$(count 'FAILED' "$logs/isolation.log")
-  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
-  grep -E 'tests|FAILED' "$logs/isolation.log" | tail -3
-  [ "$fail" -gt 0 ] && [ -f "$stage/output_iso/regression.diffs" ] && head -80 "$stage/output_iso/regression.diffs"
-  record isolation "$pass" "$fail"
+  run_regress_style isolation output_iso/regression.diffs REGRESS= TAP_TESTS=
 }
 
 run_tap() {
