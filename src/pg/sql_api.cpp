@@ -109,7 +109,7 @@ struct Call {
 };
 
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
-void run_call(FunctionCallInfo fcinfo, Call* call) {
+void run_call(Call* call) {
   ensure_rules_current();
   call->input.user = call->user.value;
   call->input.has_endpoint = call->endpoint.present;
@@ -152,7 +152,6 @@ void run_call(FunctionCallInfo fcinfo, Call* call) {
       break;
   }
   if (call->result.fail_open && call->result.status == CallStatus::Decided) metric_add(&m.fail_open);
-  (void)fcinfo;
 }
 
 void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {
@@ -194,7 +193,7 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
   start_call(fcinfo, &call, 0, 1);
   call.input.request.kind = core::CallKind::Check;
   require_writable_transaction();
-  run_call(fcinfo, &call);
+  run_call(&call);
 
   const core::Decision& d = call.result.decision;
   if (d.allowed()) {
@@ -239,7 +238,7 @@ RL_SQL_FUNCTION(allocate_tokens) {
   call.session = optional_id(fcinfo, 4, "session_id");
   call.input.request.all_or_nothing = context_arg(fcinfo, 5).all_or_nothing;
   require_writable_transaction();
-  run_call(fcinfo, &call);
+  run_call(&call);
 
   const core::Decision& d = call.result.decision;
   const BindingLimit& b = call.result.binding;
