@@ -68,6 +68,20 @@ BEGIN;
 SELECT reset_rate_limit('x_user');
 PREPARE TRANSACTION 'rl_prepared';
 SELECT "limit" FROM allocate_tokens('x_user', 1, 'high');
+-- A reset undone by a savepoint leaves nothing pending: PREPARE is allowed,
+-- and the session's next reset works normally.
+BEGIN;
+SAVEPOINT p;
+SELECT reset_rate_limit('x_user');
+ROLLBACK TO SAVEPOINT p;
+PREPARE TRANSACTION 'rl_nothing_pending';
+COMMIT PREPARED 'rl_nothing_pending';
+SELECT tokens_allocated FROM allocate_tokens('x_user', 4, 'high');
+BEGIN;
+SELECT reset_rate_limit('x_user');
+SELECT reset_rate_limit('x_user', 'chat');
+COMMIT;
+SELECT used FROM get_rate_limit_status('x_user') WHERE scope = 'user';
 
 -- A usage row written in a rolled-back transaction disappears; the charge
 -- to the counter stays (the limiter never under-counts).

@@ -27,4 +27,27 @@ SELECT count(*) FROM token_usage;
 RESET ROLE;
 \set VERBOSITY default
 SELECT user_id, tokens_used, priority_level FROM token_usage WHERE user_id = 'priv_user' ORDER BY id;
+
+-- Administration is delegated function by function: a role granted EXECUTE
+-- on an admin function can do exactly that, without any table privilege.
+CREATE ROLE rl_admin;
+GRANT EXECUTE ON FUNCTION set_rate_limit(text, bigint, interval, text),
+                          reset_rate_limit(text, text),
+                          get_rate_limit_status(text),
+                          get_rate_limit_history(text, integer) TO rl_admin;
+SET ROLE rl_admin;
+SELECT set_rate_limit('priv_user', 500, '3650 days');
+SELECT reset_rate_limit('priv_user');
+SELECT scope, "limit", used FROM get_rate_limit_status('priv_user') WHERE scope = 'user';
+SELECT (get_rate_limit_history('priv_user'))->'total_requests' AS total_requests;
+\set VERBOSITY terse
+SELECT set_user_rate_limit('priv_user', 1, '1 day');      -- not granted
+SELECT rate_limiter_upsert_token_limit('priv_user', NULL, 1, '1 day');   -- internal
+SELECT rate_limiter_schedule_reset('user', 'priv_user', NULL);          -- internal
+UPDATE token_limits SET max_tokens_per_period = 1;        -- no table privilege
+\set VERBOSITY default
+RESET ROLE;
+SELECT max_tokens_per_period FROM token_limits WHERE user_id = 'priv_user';
+DROP OWNED BY rl_admin;
+DROP ROLE rl_admin;
 DROP ROLE rl_app;

@@ -272,8 +272,10 @@ REVOKE ALL ON FUNCTION rate_limiter_check_limit(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rate_limiter_check_window(text, interval) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
--- Administration.  EXECUTE is revoked from PUBLIC; grant it to the roles
--- that manage limits.  They run with the caller's privileges on the tables.
+-- Administration.  These functions are SECURITY DEFINER (they run as the
+-- extension owner, with search_path pinned to pg_catalog, pg_temp and every
+-- object schema-qualified) and EXECUTE is revoked from PUBLIC: granting
+-- EXECUTE on one of them is how a role is allowed to do that one thing.
 ------------------------------------------------------------------------------
 
 -- Upserts one token quota row; internal.
@@ -318,7 +320,7 @@ CREATE FUNCTION set_rate_limit(user_id text, max_tokens_per_period bigint,
                                period_interval interval DEFAULT '1 day',
                                api_endpoint text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
@@ -331,7 +333,7 @@ CREATE FUNCTION set_user_rate_limit(user_id text, max_requests_per_window bigint
                                     window_duration interval,
                                     api_endpoint text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
@@ -343,7 +345,7 @@ COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text) IS
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
                                    window_duration interval)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_request_limit(NULL, $1, $2, $3);
@@ -354,7 +356,7 @@ COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval) IS
 CREATE FUNCTION set_api_token_limit(api_endpoint text, max_tokens_per_period bigint,
                                     period_interval interval DEFAULT '1 day')
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_token_limit(NULL, $1, $2, $3);
@@ -365,7 +367,7 @@ COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval) IS
 CREATE FUNCTION set_default_rate_limit(max_tokens_per_period bigint,
                                        period_interval interval DEFAULT '1 day')
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_token_limit(NULL, NULL, $1, $2);
 END $$;
@@ -375,7 +377,7 @@ COMMENT ON FUNCTION set_default_rate_limit(bigint, interval) IS
 CREATE FUNCTION set_default_user_rate_limit(max_requests_per_window bigint,
                                             window_duration interval)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_request_limit(NULL, NULL, $1, $2);
 END $$;
@@ -384,7 +386,7 @@ COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval) IS
 
 CREATE FUNCTION remove_rate_limit(user_id text, api_endpoint text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
   m bigint;
@@ -404,7 +406,7 @@ COMMENT ON FUNCTION remove_rate_limit(text, text) IS
 
 CREATE FUNCTION remove_api_rate_limit(api_endpoint text)
 RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
   m bigint;
@@ -421,7 +423,7 @@ COMMENT ON FUNCTION remove_api_rate_limit(text) IS
 
 CREATE FUNCTION remove_default_rate_limit()
 RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
   m bigint;
@@ -437,7 +439,7 @@ COMMENT ON FUNCTION remove_default_rate_limit() IS
 
 CREATE FUNCTION reset_rate_limit(user_id text, api_endpoint text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   ep text;
 BEGIN
@@ -465,7 +467,7 @@ COMMENT ON FUNCTION reset_rate_limit(text, text) IS
 
 CREATE FUNCTION reset_api_rate_limit(api_endpoint text)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_schedule_reset('endpoint', NULL, $1);
@@ -484,7 +486,7 @@ RETURNS TABLE (scope text, api_endpoint text, limit_kind text, "limit" bigint, u
                remaining bigint, window_duration interval, window_start timestamptz,
                reset_at timestamptz)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   RETURN QUERY
@@ -532,7 +534,7 @@ COMMENT ON FUNCTION get_rate_limit_status(text) IS
 -- like the windows.
 CREATE FUNCTION get_rate_limit_history(user_id text, days integer DEFAULT 7)
 RETURNS jsonb LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   since timestamptz;
   result jsonb;
@@ -584,7 +586,7 @@ COMMENT ON FUNCTION get_rate_limit_history(text, integer) IS
 -- period_start (the snapshot columns).  Returns the rows updated.
 CREATE FUNCTION rate_limiter_flush()
 RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
 BEGIN
@@ -603,7 +605,8 @@ COMMENT ON FUNCTION rate_limiter_flush() IS
   'Copies the live token counters into token_limits.tokens_used_in_period and period_start; returns the rows updated';
 
 -- Least privilege: the hot path (allocate/check/enforce) and the metrics are
--- open to PUBLIC; everything that changes or reads limits and usage is not.
+-- open to PUBLIC; everything that changes or reads limits and usage is
+-- granted explicitly (GRANT EXECUTE ON FUNCTION ... TO some_admin_role).
 REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval) FROM PUBLIC;

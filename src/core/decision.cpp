@@ -111,13 +111,14 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
     bool better = false;
     if (!allowed) {
       bool denies;
-      switch (d.outcome) {
-        case Outcome::DeniedRequestLimit:
-          denies = l.kind == LimitKind::Requests && rem < 1;
-          break;
-        default:  // token quota, priority share, all-or-nothing: the tightest token quotas
-          denies = l.kind == LimitKind::Tokens && rem == min_token_remaining;
-          break;
+      if (d.outcome == Outcome::DeniedRequestLimit || d.outcome == Outcome::DeniedTokenQuota) {
+        // Every limit that refuses on its own: a retry succeeds only once
+        // all of them have reset.
+        denies = l.kind == LimitKind::Requests ? rem < 1
+                                               : priority_cap(max_share(shares), rem) == 0;
+      } else {
+        // Priority share or all-or-nothing: the tightest token quotas.
+        denies = l.kind == LimitKind::Tokens && rem == min_token_remaining;
       }
       better = denies && (binding < 0 || window_end(l) > window_end(limits[binding]));
     } else if (binding < 0) {
@@ -136,6 +137,10 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
   d.binding = binding;
   if (binding >= 0) {
     const AppliedLimit& b = limits[binding];
+    // With both kinds refusing, the reason names the one that binds.
+    if (d.outcome == Outcome::DeniedRequestLimit || d.outcome == Outcome::DeniedTokenQuota)
+      d.outcome = b.kind == LimitKind::Requests ? Outcome::DeniedRequestLimit
+                                                : Outcome::DeniedTokenQuota;
     d.binding_remaining = remaining_of(b);
     d.reset_at = window_end(b);
     if (!allowed) {

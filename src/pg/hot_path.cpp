@@ -95,19 +95,29 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   uint64 keys_before = 0, keys_after = 0, evicted_total = 0;
   for (int i = 0; i < set.count; ++i) keys_before += counter_partition(set.ids[i]).count();
   bool table_full = false;
+  bool have_counter[core::kMaxAppliedLimits] = {};
   for (int i = 0; i < plan.count; ++i) {
     uint32 evicted = 0;
     core::CounterSlot* slot = counter_partition(plan.partitions[i])
                                   .acquire(plan.keys[i], plan.limits[i].rule.window_micros, now, &evicted);
     evicted_total += evicted;
     if (slot != nullptr) {
-      plan.limits[i].state = &slot->state;
+      have_counter[i] = true;
     } else if (settings.failure_mode == kFailOpen) {
       out->fail_open = true;  // this limit goes unenforced for this call
     } else {
       table_full = true;
       break;
     }
+  }
+  // An eviction inside a later acquire() may have shifted the slots acquired
+  // before it, so pointers are taken only now, when nothing moves any more.
+  for (int i = 0; i < plan.count && !table_full; ++i) {
+    if (!have_counter[i]) continue;
+    // Never nullptr: a slot acquired at `now` is live, so no eviction removed it.
+    core::CounterSlot* slot = counter_partition(plan.partitions[i]).find(plan.keys[i]);
+    Assert(slot != nullptr);
+    plan.limits[i].state = slot != nullptr ? &slot->state : nullptr;
   }
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);

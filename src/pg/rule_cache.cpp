@@ -29,6 +29,9 @@ RuleMap* rules = nullptr;
 uint64 loaded_generation = 0;  // 0: not loaded / invalidated
 uint64 loaded_installation = 0;
 core::Hash128 default_scope;
+// Bumped by every invalidation.  A load during which it moved (the relation
+// locks taken by the load process invalidation messages) is not trusted.
+uint64 invalidations = 0;
 
 // Builds the new map before swapping it in, so a bad_alloc leaves the old
 // (invalidated) cache untouched.  Throws; runs no PostgreSQL code.
@@ -58,8 +61,9 @@ std::string_view text_view(Datum d) {
 // Reads both rule tables with the latest snapshot (not the transaction's:
 // a REPEATABLE READ transaction must still see rules committed after it
 // began).  Returns a palloc'd array in the caller's memory context.
-RuleRow* load_rule_rows(std::size_t* nrows) {
+RuleRow* load_rule_rows(std::size_t* nrows, uint64* installation) {
   const ExtensionCatalog* ext = extension_catalog();
+  *installation = ext->installation;
   char sql[512];
   snprintf(sql, sizeof sql,
            "SELECT 0, user_id, api_endpoint, max_tokens_per_period, period_interval "
@@ -126,13 +130,17 @@ void ensure_rules_current() {
   // Read the generation before the snapshot is taken: a commit counted in
   // `generation` is then visible to the snapshot.
   pg_memory_barrier();
+  const uint64 invalidations_before = invalidations;
   std::size_t n = 0;
-  RuleRow* rows = load_rule_rows(&n);
+  uint64 installation = 0;
+  RuleRow* rows = load_rule_rows(&n, &installation);
   rebuild(rows, n);  // may throw; the boundary guard turns that into ERROR
   pfree(rows);
-  loaded_installation = extension_catalog()->installation;
-  default_scope = core::scope_hash(shared->hash_key, loaded_installation, core::ScopeKind::Default, {}, {});
-  loaded_generation = generation;
+  loaded_installation = installation;
+  default_scope = core::scope_hash(shared->hash_key, installation, core::ScopeKind::Default, {}, {});
+  // Use what was loaded for this call, but load again next time if the
+  // extension's catalog entry or the rules were invalidated meanwhile.
+  loaded_generation = invalidations == invalidations_before ? generation : 0;
 }
 
 const ScopeRules* find_scope_rules(const core::Hash128& scope) {
@@ -146,6 +154,9 @@ uint64 rules_installation() { return loaded_installation; }
 
 const core::Hash128& default_scope_hash() { return default_scope; }
 
-void invalidate_rule_cache() { loaded_generation = 0; }
+void invalidate_rule_cache() {
+  loaded_generation = 0;
+  ++invalidations;
+}
 
 }  // namespace rate_limiter::pg

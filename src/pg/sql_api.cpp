@@ -151,7 +151,9 @@ void run_call(Call* call) {
                               "rate_limiter.failure_mode = 'open' to allow such calls.")));
       break;
   }
-  if (call->result.fail_open && call->result.status == CallStatus::Decided) metric_add(&m.fail_open);
+  if (call->result.fail_open && call->result.status == CallStatus::Decided &&
+      call->result.decision.allowed())
+    metric_add(&m.fail_open);
 }
 
 void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {

@@ -58,6 +58,12 @@ void on_xact_event(XactEvent event, void*) {
       if (rules_changed) invalidate_rule_cache();
       forget_transaction_state();
       break;
+    case XACT_EVENT_PREPARE:
+      // Only reachable with nothing pending (PRE_PREPARE refuses otherwise),
+      // but the array may still point into TopTransactionContext, which is
+      // about to go away.
+      forget_transaction_state();
+      break;
     default:
       break;
   }

@@ -94,6 +94,26 @@ TEST(CounterPartition, EvictionHintSkipsUselessScans) {
   EXPECT_EQ(t.view().acquire(key_of(2), kMinute, t.header.earliest_expiry, &evicted) != nullptr, true);
 }
 
+TEST(CounterPartition, EvictionShiftsEarlierSlotsSoPointersMustBeFoundAgain) {
+  // key_of(0..3) share home slot 0 and occupy slots 0..3.  Keys 0..2 have
+  // minute windows, key 3 an hour window.
+  Table t(4, 6);
+  uint32_t evicted;
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_NE(t.view().acquire(key_of(i), kMinute, kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(3), 60 * kMinute, kNow, &evicted), nullptr);
+  const int64_t later = kNow + 2 * kMinute;
+  CounterSlot* first = t.view().acquire(key_of(3), 60 * kMinute, later, &evicted);
+  ASSERT_NE(first, nullptr);
+  first->state.used = 7;
+  // Acquiring a new key evicts keys 0..2 and shifts key 3 back towards its home.
+  ASSERT_NE(t.view().acquire(key_of(9), kMinute, later, &evicted), nullptr);
+  EXPECT_EQ(evicted, 3u);
+  EXPECT_NE(first->key, key_of(3)) << "the earlier pointer no longer names key 3";
+  CounterSlot* again = t.view().find(key_of(3));
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->state.used, 7);
+}
+
 // Property: against a std::map model, random acquires and evictions keep
 // every live key findable with its own state, whatever the probe clustering.
 TEST(Property, BehavesLikeAMap) {

@@ -75,11 +75,16 @@ class CounterPartition {
 
   // Finds the key or inserts a slot for it, and brings its state to the
   // current window of length window_micros (see current_window()).  The slot
-  // returned is therefore live at `now`, so a later acquire() in the same
-  // partition, which may evict expired counters, can never evict it.
+  // returned is therefore live at `now`: a later acquire() in the same
+  // partition never evicts it.
   // When the partition is at capacity, every expired counter is evicted
-  // first.  Returns nullptr when nothing could be evicted: the partition is
-  // full of live counters.  *evicted receives the number of slots evicted.
+  // first.  Eviction shifts other slots backwards, so any CounterSlot
+  // pointer obtained earlier from this partition may point elsewhere once
+  // acquire() returns: callers that acquire several keys must look them up
+  // again with find() after the last acquire() (inserting never moves
+  // slots, so find() results are stable until the next acquire()).
+  // Returns nullptr when nothing could be evicted: the partition is full of
+  // live counters.  *evicted receives the number of slots evicted.
   CounterSlot* acquire(const Hash128& key, int64_t window_micros, int64_t now,
                        uint32_t* evicted) noexcept;
 

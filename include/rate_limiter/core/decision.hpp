@@ -84,7 +84,9 @@ struct Decision {
 //
 // Binding limit (the one "limit", reset_at and retry_after describe):
 //  - denied: among the limits that deny, the one whose window ends last
-//    (the earliest instant at which a retry can succeed);
+//    (the earliest instant at which a retry can succeed).  When a request
+//    limit and an exhausted token quota both deny, the outcome names the
+//    kind of the binding one;
 //  - allowed allocation: the token quota with the least tokens remaining,
 //    else the request limit with the fewest requests remaining;
 //  - allowed check: the limit with the smallest remaining/limit fraction,
