@@ -80,16 +80,21 @@ run_isolation() {
   run_regress_style isolation output_iso/regression.diffs REGRESS= TAP_TESTS=
 }
 
+# TAP producers (prove -v, pg_prove -v) print "ok N" / "not ok N" per test.
+record_tap_log() {  # record_tap_log <suite> <log> <exit code>
+  local pass fail
+  pass=$(count '^ok [0-9]' "$2")
+  fail=$(count '^not ok [0-9]' "$2")
+  [ "$3" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E '^(Files=|Result:)' "$2"
+  [ "$fail" -gt 0 ] && grep -B2 -A8 '^not ok' "$2" | head -60
+  record "$1" "$pass" "$fail"
+}
+
 run_tap() {
   rl_log "tap: PostgreSQL::Test::Cluster"
   installcheck "$logs/tap.log" REGRESS= ISOLATION= PROVE_FLAGS=-v
-  local rc=$? pass fail
-  pass=$(count '^ok [0-9]' "$logs/tap.log")
-  fail=$(count '^not ok [0-9]' "$logs/tap.log")
-  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
-  grep -E '^(Files=|Result:)|^test/t/.*(ok|Dubious)' "$logs/tap.log"
-  [ "$fail" -gt 0 ] && grep -B2 -A8 '^not ok' "$logs/tap.log" | head -60
-  record tap "$pass" "$fail"
+  record_tap_log tap "$logs/tap.log" $?
 }
 
 server_port=""
@@ -106,13 +111,7 @@ run_pgtap() {
   ensure_server || { record pgtap 0 1; return; }
   (cd "$stage" && as_test_user pg_prove -v -h "$server_dir" -p "$server_port" -U postgres -d postgres test/pgtap/*.sql) \
     >"$logs/pgtap.log" 2>&1
-  local rc=$? pass fail
-  pass=$(count '^ok [0-9]' "$logs/pgtap.log")
-  fail=$(count '^not ok [0-9]' "$logs/pgtap.log")
-  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
-  grep -E '^(Files=|Result:)' "$logs/pgtap.log"
-  [ "$fail" -gt 0 ] && grep -B2 -A8 '^not ok' "$logs/pgtap.log" | head -60
-  record pgtap "$pass" "$fail"
+  record_tap_log pgtap "$logs/pgtap.log" $?
 }
 
 run_stress() {

@@ -384,22 +384,33 @@ END $$;
 COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval) IS
   'Sets the request limit of every user who has no request limit of their own';
 
-CREATE FUNCTION remove_rate_limit(user_id text, api_endpoint text DEFAULT NULL)
+-- Deletes the token quota and request limit of one scope; internal.
+CREATE FUNCTION rate_limiter_delete_scope(p_user_id text, p_api_endpoint text)
 RETURNS bigint LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
   m bigint;
 BEGIN
-  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
-  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $2, true);
   DELETE FROM @extschema@.token_limits t
-   WHERE t.user_id = $1 AND t.api_endpoint IS NOT DISTINCT FROM $2;
+   WHERE t.user_id IS NOT DISTINCT FROM p_user_id AND t.api_endpoint IS NOT DISTINCT FROM p_api_endpoint;
   GET DIAGNOSTICS n = ROW_COUNT;
   DELETE FROM @extschema@.request_limits r
-   WHERE r.user_id = $1 AND r.api_endpoint IS NOT DISTINCT FROM $2;
+   WHERE r.user_id IS NOT DISTINCT FROM p_user_id AND r.api_endpoint IS NOT DISTINCT FROM p_api_endpoint;
   GET DIAGNOSTICS m = ROW_COUNT;
   RETURN n + m;
+END $$;
+REVOKE ALL ON FUNCTION rate_limiter_delete_scope(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_delete_scope(text, text) IS
+  'Internal: deletes the limits of one scope from both limit tables';
+
+CREATE FUNCTION remove_rate_limit(user_id text, api_endpoint text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $2, true);
+  RETURN @extschema@.rate_limiter_delete_scope($1, $2);
 END $$;
 COMMENT ON FUNCTION remove_rate_limit(text, text) IS
   'Removes the token quota and request limit of a user (or of a user on one endpoint); returns the rows removed';
@@ -407,16 +418,9 @@ COMMENT ON FUNCTION remove_rate_limit(text, text) IS
 CREATE FUNCTION remove_api_rate_limit(api_endpoint text)
 RETURNS bigint LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  n bigint;
-  m bigint;
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
-  DELETE FROM @extschema@.token_limits t WHERE t.user_id IS NULL AND t.api_endpoint = $1;
-  GET DIAGNOSTICS n = ROW_COUNT;
-  DELETE FROM @extschema@.request_limits r WHERE r.user_id IS NULL AND r.api_endpoint = $1;
-  GET DIAGNOSTICS m = ROW_COUNT;
-  RETURN n + m;
+  RETURN @extschema@.rate_limiter_delete_scope(NULL, $1);
 END $$;
 COMMENT ON FUNCTION remove_api_rate_limit(text) IS
   'Removes the limits of an endpoint shared by all users; returns the rows removed';
@@ -424,15 +428,8 @@ COMMENT ON FUNCTION remove_api_rate_limit(text) IS
 CREATE FUNCTION remove_default_rate_limit()
 RETURNS bigint LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  n bigint;
-  m bigint;
 BEGIN
-  DELETE FROM @extschema@.token_limits t WHERE t.user_id IS NULL AND t.api_endpoint IS NULL;
-  GET DIAGNOSTICS n = ROW_COUNT;
-  DELETE FROM @extschema@.request_limits r WHERE r.user_id IS NULL AND r.api_endpoint IS NULL;
-  GET DIAGNOSTICS m = ROW_COUNT;
-  RETURN n + m;
+  RETURN @extschema@.rate_limiter_delete_scope(NULL, NULL);
 END $$;
 COMMENT ON FUNCTION remove_default_rate_limit() IS
   'Removes the default limits; returns the rows removed';
