@@ -52,7 +52,7 @@ CounterSlot* CounterPartition::find(const Hash128& key) noexcept {
   return nullptr;
 }
 
-CounterSlot* CounterPartition::acquire(const Hash128& key, int64_t window_micros, int64_t now,
+CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule, int64_t now,
                                        uint32_t* evicted) noexcept {
   *evicted = 0;
   CounterSlot* slot = find(key);
@@ -70,16 +70,30 @@ CounterSlot* CounterPartition::acquire(const Hash128& key, int64_t window_micros
     slot->state = CounterState{};
     ++header_->count;
   }
-  slot->state = current_window(slot->state, window_micros, now);
+  slot->state = advance(rule, slot->state, now);
   note_written(slot);
   return slot;
 }
 
+bool CounterPartition::refund(const Hash128& key, const LimitRule& rule, int64_t units,
+                              int64_t charge_window, int64_t now) noexcept {
+  CounterSlot* slot = find(key);
+  if (slot == nullptr) return false;
+  core::refund(rule, &slot->state, units, charge_window, now);
+  note_written(slot);
+  return true;
+}
+
+bool CounterPartition::reset(const Hash128& key) noexcept {
+  CounterSlot* slot = find(key);
+  if (slot == nullptr) return false;
+  slot->state = CounterState{};
+  note_written(slot);
+  return true;
+}
+
 void CounterPartition::note_written(const CounterSlot* slot) noexcept {
-  const int64_t expiry = slot->state.window_micros == 0
-                             ? std::numeric_limits<int64_t>::min()
-                             : slot->state.window_start + slot->state.window_micros;
-  header_->earliest_expiry = std::min(header_->earliest_expiry, expiry);
+  header_->earliest_expiry = std::min(header_->earliest_expiry, expiry_of(slot->state));
 }
 
 void CounterPartition::erase_at(uint32_t hole) noexcept {
@@ -111,12 +125,12 @@ uint32_t CounterPartition::evict_expired(int64_t now) noexcept {
   const uint32_t n = header_->nslots;
   for (uint32_t i = 0; i < n;) {
     CounterSlot& s = slots_[i];
-    if (!s.key.is_zero() && counter_expired(s.state, now)) {
+    if (!s.key.is_zero() && state_expired(s.state, now)) {
       erase_at(i);
       ++removed;
       continue;  // another key may have shifted into slot i
     }
-    if (!s.key.is_zero()) earliest = std::min(earliest, s.state.window_start + s.state.window_micros);
+    if (!s.key.is_zero()) earliest = std::min(earliest, expiry_of(s.state));
     ++i;
   }
   header_->earliest_expiry = earliest;

@@ -1,10 +1,12 @@
+#include "rate_limiter/core/counter_table.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <random>
 #include <vector>
 
-#include "rate_limiter/core/counter_table.hpp"
+#include "rate_limiter/core/algorithm.hpp"
 
 using namespace rate_limiter::core;
 
@@ -21,6 +23,8 @@ struct Table {
   }
   CounterPartition view() { return CounterPartition(&header, slots.data()); }
 };
+
+LimitRule fixed(int64_t window) { return LimitRule{100, window}; }
 
 Hash128 key_of(uint64_t i) {
   // Deliberately clustered homes: consecutive lo values land in neighbouring
@@ -48,10 +52,10 @@ TEST(Geometry, LargeTablesSpreadOverPartitionsWithSlack) {
 TEST(CounterPartition, AcquireFindsTheSameSlot) {
   Table t(10, 14);
   uint32_t evicted;
-  CounterSlot* a = t.view().acquire(key_of(1), kMinute, kNow, &evicted);
+  CounterSlot* a = t.view().acquire(key_of(1), fixed(kMinute), kNow, &evicted);
   ASSERT_NE(a, nullptr);
   a->state.used = 5;
-  CounterSlot* again = t.view().acquire(key_of(1), kMinute, kNow, &evicted);
+  CounterSlot* again = t.view().acquire(key_of(1), fixed(kMinute), kNow, &evicted);
   EXPECT_EQ(a, again);
   EXPECT_EQ(again->state.used, 5);
   EXPECT_EQ(t.view().count(), 1u);
@@ -60,22 +64,24 @@ TEST(CounterPartition, AcquireFindsTheSameSlot) {
 TEST(CounterPartition, FullOfLiveCountersRefusesNewKeys) {
   Table t(4, 6);
   uint32_t evicted;
-  for (uint64_t i = 0; i < 4; ++i) ASSERT_NE(t.view().acquire(key_of(i), kMinute, kNow, &evicted), nullptr);
-  EXPECT_EQ(t.view().acquire(key_of(99), kMinute, kNow, &evicted), nullptr);
+  for (uint64_t i = 0; i < 4; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, &evicted), nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(99), fixed(kMinute), kNow, &evicted), nullptr);
   EXPECT_EQ(evicted, 0u);
   // Existing keys are still served.
-  EXPECT_NE(t.view().acquire(key_of(2), kMinute, kNow, &evicted), nullptr);
+  EXPECT_NE(t.view().acquire(key_of(2), fixed(kMinute), kNow, &evicted), nullptr);
 }
 
 TEST(CounterPartition, ExpiredCountersAreEvictedFirst) {
   Table t(4, 6);
   uint32_t evicted;
-  ASSERT_NE(t.view().acquire(key_of(0), kMinute, kNow, &evicted), nullptr);           // minute window
-  ASSERT_NE(t.view().acquire(key_of(1), 60 * kMinute, kNow, &evicted), nullptr);      // hour window
-  ASSERT_NE(t.view().acquire(key_of(2), 60 * kMinute, kNow, &evicted), nullptr);
-  ASSERT_NE(t.view().acquire(key_of(3), kMinute, kNow, &evicted), nullptr);
+  // Keys 0 and 3 have minute windows, keys 1 and 2 hour windows.
+  ASSERT_NE(t.view().acquire(key_of(0), fixed(kMinute), kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(1), fixed(60 * kMinute), kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(2), fixed(60 * kMinute), kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(3), fixed(kMinute), kNow, &evicted), nullptr);
   const int64_t later = kNow + 2 * kMinute;  // the minute windows ended, the hour ones did not
-  CounterSlot* fresh = t.view().acquire(key_of(7), kMinute, later, &evicted);
+  CounterSlot* fresh = t.view().acquire(key_of(7), fixed(kMinute), later, &evicted);
   ASSERT_NE(fresh, nullptr);
   EXPECT_EQ(evicted, 2u);
   EXPECT_EQ(t.view().count(), 3u);
@@ -87,11 +93,12 @@ TEST(CounterPartition, ExpiredCountersAreEvictedFirst) {
 TEST(CounterPartition, EvictionHintSkipsUselessScans) {
   Table t(2, 3);
   uint32_t evicted;
-  ASSERT_NE(t.view().acquire(key_of(0), kMinute, kNow, &evicted), nullptr);
-  ASSERT_NE(t.view().acquire(key_of(1), kMinute, kNow, &evicted), nullptr);
-  EXPECT_EQ(t.view().acquire(key_of(2), kMinute, kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(0), fixed(kMinute), kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(1), fixed(kMinute), kNow, &evicted), nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(2), fixed(kMinute), kNow, &evicted), nullptr);
   EXPECT_GT(t.header.earliest_expiry, kNow);
-  EXPECT_EQ(t.view().acquire(key_of(2), kMinute, t.header.earliest_expiry, &evicted) != nullptr, true);
+  EXPECT_NE(t.view().acquire(key_of(2), fixed(kMinute), t.header.earliest_expiry, &evicted),
+            nullptr);
 }
 
 TEST(CounterPartition, EvictionShiftsEarlierSlotsSoPointersMustBeFoundAgain) {
@@ -99,14 +106,15 @@ TEST(CounterPartition, EvictionShiftsEarlierSlotsSoPointersMustBeFoundAgain) {
   // minute windows, key 3 an hour window.
   Table t(4, 6);
   uint32_t evicted;
-  for (uint64_t i = 0; i < 3; ++i) ASSERT_NE(t.view().acquire(key_of(i), kMinute, kNow, &evicted), nullptr);
-  ASSERT_NE(t.view().acquire(key_of(3), 60 * kMinute, kNow, &evicted), nullptr);
+  for (uint64_t i = 0; i < 3; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(3), fixed(60 * kMinute), kNow, &evicted), nullptr);
   const int64_t later = kNow + 2 * kMinute;
-  CounterSlot* first = t.view().acquire(key_of(3), 60 * kMinute, later, &evicted);
+  CounterSlot* first = t.view().acquire(key_of(3), fixed(60 * kMinute), later, &evicted);
   ASSERT_NE(first, nullptr);
   first->state.used = 7;
   // Acquiring a new key evicts keys 0..2 and shifts key 3 back towards its home.
-  ASSERT_NE(t.view().acquire(key_of(9), kMinute, later, &evicted), nullptr);
+  ASSERT_NE(t.view().acquire(key_of(9), fixed(kMinute), later, &evicted), nullptr);
   EXPECT_EQ(evicted, 3u);
   EXPECT_NE(first->key, key_of(3)) << "the earlier pointer no longer names key 3";
   CounterSlot* again = t.view().find(key_of(3));
@@ -114,10 +122,93 @@ TEST(CounterPartition, EvictionShiftsEarlierSlotsSoPointersMustBeFoundAgain) {
   EXPECT_EQ(again->state.used, 7);
 }
 
+TEST(CounterPartition, AcquiredSlotsOfEveryAlgorithmAreLiveAtNow) {
+  // A full bucket is "expired" one microsecond after it was touched, never
+  // at the instant acquire() returned it: a later acquire() at the same
+  // `now` must not evict it.
+  for (Algorithm a : {Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::TokenBucket,
+                      Algorithm::Gcra}) {
+    Table t(2, 3);
+    uint32_t evicted;
+    const LimitRule rule{10, kMinute, a};
+    ASSERT_NE(t.view().acquire(key_of(0), rule, kNow, &evicted), nullptr);
+    ASSERT_NE(t.view().acquire(key_of(1), rule, kNow, &evicted), nullptr);
+    EXPECT_EQ(t.view().acquire(key_of(2), rule, kNow, &evicted), nullptr) << algorithm_name(a);
+    EXPECT_EQ(evicted, 0u);
+    EXPECT_NE(t.view().find(key_of(0)), nullptr);
+    EXPECT_NE(t.view().find(key_of(1)), nullptr);
+  }
+}
+
+TEST(CounterPartition, BucketExpiresWhenFullAgainAndTheHintSaysWhen) {
+  Table t(1, 2);
+  uint32_t evicted;
+  const LimitRule rule{10, 10 * kMicrosPerSecond, Algorithm::TokenBucket};  // T = 1 s
+  CounterSlot* s = t.view().acquire(key_of(0), rule, kNow, &evicted);
+  ASSERT_NE(s, nullptr);
+  consume(rule, &s->state, 3, kNow);  // TAT = now + 3 s
+  // A scan sets the hint exactly.
+  EXPECT_EQ(t.view().evict_expired(kNow), 0u);
+  EXPECT_EQ(t.header.earliest_expiry, kNow + 3 * kMicrosPerSecond + 1);
+  EXPECT_EQ(t.view().acquire(key_of(1), rule, kNow + 3 * kMicrosPerSecond, &evicted), nullptr);
+  EXPECT_NE(t.view().acquire(key_of(1), rule, kNow + 3 * kMicrosPerSecond + 1, &evicted), nullptr);
+  EXPECT_EQ(evicted, 1u);
+}
+
+TEST(CounterPartition, RefundLowersTheEvictionHint) {
+  Table t(1, 2);
+  uint32_t evicted;
+  const LimitRule rule{10, 10 * kMicrosPerSecond, Algorithm::Gcra, 9};  // capacity 10, T = 1 s
+  CounterSlot* s = t.view().acquire(key_of(0), rule, kNow, &evicted);
+  ASSERT_NE(s, nullptr);
+  const int64_t window = consume(rule, &s->state, 5, kNow);  // TAT = now + 5 s
+  EXPECT_EQ(t.view().evict_expired(kNow), 0u);
+  EXPECT_EQ(t.header.earliest_expiry, kNow + 5 * kMicrosPerSecond + 1);
+  EXPECT_TRUE(t.view().refund(key_of(0), rule, 4, window, kNow));  // TAT = now + 1 s
+  EXPECT_EQ(t.header.earliest_expiry, kNow + kMicrosPerSecond + 1);
+  EXPECT_NE(t.view().acquire(key_of(1), rule, kNow + 2 * kMicrosPerSecond, &evicted), nullptr);
+  EXPECT_EQ(evicted, 1u);
+  EXPECT_FALSE(t.view().refund(key_of(0), rule, 1, window, kNow));
+}
+
+TEST(CounterPartition, ResetFreesTheSlotForEvictionAtOnce) {
+  // A full partition of live counters: resetting one (reset_rate_limit)
+  // makes it evictable immediately, so a new key fits.
+  Table t(2, 3);
+  uint32_t evicted;
+  for (uint64_t i = 0; i < 2; ++i) {
+    CounterSlot* s = t.view().acquire(key_of(i), fixed(kMinute), kNow, &evicted);
+    ASSERT_NE(s, nullptr);
+    consume(fixed(kMinute), &s->state, 7, kNow);
+  }
+  EXPECT_EQ(t.view().acquire(key_of(9), fixed(kMinute), kNow, &evicted), nullptr);
+  EXPECT_TRUE(t.view().reset(key_of(1)));
+  EXPECT_FALSE(t.view().reset(key_of(42)));
+  EXPECT_EQ(t.view().find(key_of(1))->state.window_micros, 0);
+  EXPECT_NE(t.view().acquire(key_of(9), fixed(kMinute), kNow, &evicted), nullptr);
+  EXPECT_EQ(evicted, 1u);
+  EXPECT_EQ(t.view().find(key_of(0))->state.used, 7);
+}
+
+TEST(CounterPartition, SlidingWindowLivesTwoWindows) {
+  Table t(1, 2);
+  uint32_t evicted;
+  const LimitRule rule{10, kMinute, Algorithm::SlidingWindow};
+  CounterSlot* s = t.view().acquire(key_of(0), rule, kNow, &evicted);
+  ASSERT_NE(s, nullptr);
+  const int64_t start = s->state.window_start;
+  EXPECT_EQ(t.header.earliest_expiry, start + 2 * kMinute);
+  EXPECT_EQ(t.view().acquire(key_of(1), rule, start + 2 * kMinute - 1, &evicted), nullptr);
+  EXPECT_NE(t.view().acquire(key_of(1), rule, start + 2 * kMinute, &evicted), nullptr);
+}
+
 // Property: against a std::map model, random acquires and evictions keep
-// every live key findable with its own state, whatever the probe clustering.
+// every live key findable with its own state, whatever the probe clustering
+// and the algorithm; the eviction hint never hides an expired slot.
 TEST(Property, BehavesLikeAMap) {
-  std::mt19937_64 rng(7);
+  const uint64_t seed = 7;
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
   for (int round = 0; round < 50; ++round) {
     const uint32_t capacity = 1 + static_cast<uint32_t>(rng() % 64);
     Table t(capacity, capacity + capacity / 3 + 1);
@@ -126,31 +217,37 @@ TEST(Property, BehavesLikeAMap) {
     for (int step = 0; step < 2000; ++step) {
       now += static_cast<int64_t>(rng() % (kMinute / 4));
       const uint64_t id = rng() % 200;
-      const int64_t window = (1 + static_cast<int64_t>(rng() % 3)) * kMinute;
+      LimitRule rule;
+      rule.limit = 1 + static_cast<int64_t>(rng() % 50);
+      rule.window_micros = (1 + static_cast<int64_t>(rng() % 3)) * kMinute;
+      rule.algorithm = static_cast<Algorithm>(id % kAlgorithms);
       // The model: expired entries may be dropped when the table is full.
       uint32_t evicted = 0;
-      CounterSlot* s = t.view().acquire(key_of(id), window, now, &evicted);
+      CounterSlot* s = t.view().acquire(key_of(id), rule, now, &evicted);
       if (evicted > 0) {
         for (auto it = model.begin(); it != model.end();)
-          it = counter_expired(it->second, now) ? model.erase(it) : std::next(it);
+          it = state_expired(it->second, now) ? model.erase(it) : std::next(it);
       }
       if (s == nullptr) {
         ASSERT_EQ(model.count(id), 0u);
         ASSERT_EQ(model.size(), capacity);
-        for (auto& [k, st] : model) ASSERT_FALSE(counter_expired(st, now)) << k;
+        for (auto& [k, st] : model) ASSERT_FALSE(state_expired(st, now)) << k;
         continue;
       }
       auto it = model.find(id);
-      CounterState expected = current_window(it == model.end() ? CounterState{} : it->second, window, now);
+      CounterState expected = advance(rule, it == model.end() ? CounterState{} : it->second, now);
       ASSERT_EQ(s->state.used, expected.used);
       ASSERT_EQ(s->state.window_start, expected.window_start);
-      s->state.used += static_cast<int64_t>(1 + rng() % 9);
+      ASSERT_FALSE(state_expired(s->state, now));
+      consume(rule, &s->state, static_cast<int64_t>(1 + rng() % 9), now);
       model[id] = s->state;
       ASSERT_EQ(t.view().count(), model.size());
       for (auto& [k, st] : model) {
         CounterSlot* f = t.view().find(key_of(k));
         ASSERT_NE(f, nullptr) << "lost key " << k;
         ASSERT_EQ(f->state.used, st.used);
+        ASSERT_EQ(f->state.window_start, st.window_start);
+        ASSERT_GE(expiry_of(st), t.header.earliest_expiry) << "hint above a slot's expiry";
       }
     }
   }

@@ -1,9 +1,10 @@
+#include "rate_limiter/core/scope_key.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <string>
-
-#include "rate_limiter/core/scope_key.hpp"
+#include <vector>
 
 using namespace rate_limiter::core;
 
@@ -87,4 +88,54 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
   EXPECT_FALSE(counter_key(Hash128{}, LimitKind::Tokens).is_zero());
   Hash128 only_requests_zero{0, 0x9e3779b97f4a7c15ULL};
   EXPECT_FALSE(counter_key(only_requests_zero, LimitKind::Requests).is_zero());
+}
+
+namespace {
+constexpr CounterRole kRoles[] = {CounterRole::Main, CounterRole::Emergency,
+                                  CounterRole::BurstBudget, CounterRole::BurstCap};
+constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
+}  // namespace
+
+TEST(CounterKey, MainKeysAreThoseOfVersion1) {
+  const Hash128 scope{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  EXPECT_EQ(counter_key(scope, LimitKind::Tokens), scope);
+  EXPECT_EQ(counter_key(scope, LimitKind::Tokens, CounterRole::Main), scope);
+  EXPECT_EQ(counter_key(scope, LimitKind::Requests),
+            (Hash128{scope.hi, scope.lo ^ 0x9e3779b97f4a7c15ULL}));
+}
+
+TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
+  const Hash128 scope = scope_hash(reference_key(), 1, ScopeKind::User, "user123", "");
+  std::vector<Hash128> keys;
+  for (LimitKind k : kKinds)
+    for (CounterRole r : kRoles) {
+      const Hash128 key = counter_key(scope, k, r);
+      EXPECT_EQ(key.hi, scope.hi) << "only the low half may differ";
+      EXPECT_FALSE(key.is_zero());
+      for (const Hash128& other : keys) EXPECT_NE(key, other);
+      keys.push_back(key);
+    }
+  EXPECT_EQ(keys.size(), 8u);
+}
+
+TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
+  // The only scopes that can hit {0,0}: hi 0 and lo equal to one of the
+  // eight XOR masks.  Their keys must stay non-zero and pairwise distinct.
+  const Hash128 zero{};
+  std::vector<uint64_t> masks;
+  for (LimitKind k : kKinds)
+    for (CounterRole r : kRoles) masks.push_back(counter_key(zero, k, r).lo ^ 0);
+  // counter_key({0,0}, Tokens, Main) is remapped to {0,1}; the mask is 0.
+  masks[0] = 0;
+  for (uint64_t mask : masks) {
+    const Hash128 scope{0, mask};
+    std::vector<Hash128> keys;
+    for (LimitKind k : kKinds)
+      for (CounterRole r : kRoles) {
+        const Hash128 key = counter_key(scope, k, r);
+        EXPECT_FALSE(key.is_zero());
+        for (const Hash128& other : keys) EXPECT_NE(key, other) << std::hex << mask;
+        keys.push_back(key);
+      }
+  }
 }

@@ -1,6 +1,8 @@
+#include "rate_limiter/core/window.hpp"
+
 #include <gtest/gtest.h>
 
-#include "rate_limiter/core/window.hpp"
+#include "rate_limiter/core/algorithm.hpp"
 
 using namespace rate_limiter::core;
 
@@ -30,30 +32,41 @@ TEST(Window, StartIsNeverAfterNowAndWindowCoversNow) {
   }
 }
 
-TEST(Window, CurrentWindowKeepsLiveCountAndRestartsExpired) {
-  CounterState s{aligned_window_start(kNow, kMinute), kMinute, 42};
-  EXPECT_EQ(current_window(s, kMinute, kNow).used, 42);
-  CounterState later = current_window(s, kMinute, s.window_start + kMinute);
+// The fixed-window behaviour of advance() and state_expired(), which
+// replaced current_window() and counter_expired().
+namespace {
+LimitRule per_minute(int64_t limit = 100) { return LimitRule{limit, kMinute}; }
+CounterState live(int64_t used) {
+  CounterState s = advance(per_minute(), CounterState{}, kNow);
+  s.used = used;
+  return s;
+}
+}  // namespace
+
+TEST(Window, AdvanceKeepsLiveCountAndRestartsExpired) {
+  CounterState s = live(42);
+  EXPECT_EQ(s.window_start, aligned_window_start(kNow, kMinute));
+  EXPECT_EQ(advance(per_minute(), s, kNow).used, 42);
+  CounterState later = advance(per_minute(), s, s.window_start + kMinute);
   EXPECT_EQ(later.used, 0);
   EXPECT_EQ(later.window_start, s.window_start + kMinute);
-  EXPECT_FALSE(counter_expired(s, kNow));
-  EXPECT_TRUE(counter_expired(s, s.window_start + kMinute));
+  EXPECT_FALSE(state_expired(s, kNow));
+  EXPECT_TRUE(state_expired(s, s.window_start + kMinute));
+  EXPECT_EQ(expiry_of(s), s.window_start + kMinute);
 }
 
 TEST(Window, ChangedWindowLengthRestarts) {
-  CounterState s{aligned_window_start(kNow, kMinute), kMinute, 42};
-  CounterState changed = current_window(s, kHour, kNow);
+  CounterState changed = advance(LimitRule{100, kHour}, live(42), kNow);
   EXPECT_EQ(changed.used, 0);
   EXPECT_EQ(changed.window_micros, kHour);
   EXPECT_EQ(changed.window_start, aligned_window_start(kNow, kHour));
 }
 
 TEST(Window, ClockSteppingBackKeepsTheCount) {
-  CounterState s{aligned_window_start(kNow, kMinute), kMinute, 42};
-  EXPECT_EQ(current_window(s, kMinute, kNow - kHour).used, 42);
+  EXPECT_EQ(advance(per_minute(), live(42), kNow - kHour).used, 42);
 }
 
 TEST(Window, FreshCounterIsExpired) {
-  EXPECT_TRUE(counter_expired(CounterState{}, kNow));
-  EXPECT_EQ(current_window(CounterState{}, kMinute, kNow).used, 0);
+  EXPECT_TRUE(state_expired(CounterState{}, kNow));
+  EXPECT_EQ(advance(per_minute(), CounterState{}, kNow).used, 0);
 }

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/core/window.hpp"
 
@@ -36,8 +37,9 @@ struct alignas(64) PartitionHeader {
   uint32_t capacity = 0;      // the most keys this partition admits
   uint32_t nslots = 0;        // array length, > capacity
   uint32_t reserved = 0;
-  // No occupied slot can expire before this instant, so an eviction scan
-  // before it would find nothing.  Lowered whenever a slot is written.
+  // No occupied slot can expire before this instant (expiry_of(), per
+  // algorithm), so an eviction scan before it would find nothing.  Lowered
+  // whenever a slot is written through acquire() or refund().
   int64_t earliest_expiry = 0;
 };
 
@@ -73,10 +75,10 @@ class CounterPartition {
 
   CounterSlot* find(const Hash128& key) noexcept;
 
-  // Finds the key or inserts a slot for it, and brings its state to the
-  // current window of length window_micros (see current_window()).  The slot
-  // returned is therefore live at `now`: a later acquire() in the same
-  // partition never evicts it.
+  // Finds the key or inserts a slot for it, and brings its state to `now`
+  // for `rule` (advance(): a state built for another rule restarts).  The
+  // slot returned is therefore live at `now` (state_expired() is false): a
+  // later acquire() at the same `now` in the same partition never evicts it.
   // When the partition is at capacity, every expired counter is evicted
   // first.  Eviction shifts other slots backwards, so any CounterSlot
   // pointer obtained earlier from this partition may point elsewhere once
@@ -85,8 +87,18 @@ class CounterPartition {
   // slots, so find() results are stable until the next acquire()).
   // Returns nullptr when nothing could be evicted: the partition is full of
   // live counters.  *evicted receives the number of slots evicted.
-  CounterSlot* acquire(const Hash128& key, int64_t window_micros, int64_t now,
+  CounterSlot* acquire(const Hash128& key, const LimitRule& rule, int64_t now,
                        uint32_t* evicted) noexcept;
+
+  // core::refund() on the key's slot, if it exists (returns whether it
+  // does), lowering the eviction hint: a bucket refund moves the state's
+  // expiry earlier.  Moves no slot.
+  // Restarts the key's counter from nothing (full quota), if it exists;
+  // the slot stays and is evictable at once.  Returns whether it existed.
+  bool reset(const Hash128& key) noexcept;
+
+  bool refund(const Hash128& key, const LimitRule& rule, int64_t units, int64_t charge_window,
+              int64_t now) noexcept;
 
   // Removes every expired counter; returns how many.
   uint32_t evict_expired(int64_t now) noexcept;

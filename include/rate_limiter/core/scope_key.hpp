@@ -46,8 +46,21 @@ Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcep
 Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, std::string_view user,
                    std::string_view endpoint) noexcept;
 
-// The key of one counter: a scope identity with the limit kind folded in.
-// Never {0,0}, which marks an empty slot.
-Hash128 counter_key(const Hash128& scope, LimitKind kind) noexcept;
+// Which counter of a limit a key names.  Hashed: never renumber.
+enum class CounterRole : uint8_t {
+  Main = 0,         // the limit's own counter
+  Emergency = 1,    // its emergency allowance
+  BurstBudget = 2,  // its burst-mode budget
+  BurstCap = 3,     // the burst cap (burst_limit over burst_window_seconds) on top of it
+};
+constexpr int kCounterRoles = 4;
+
+// The key of one counter: a scope identity with the limit kind and the
+// counter's role folded in.  Distinct for every (kind, role) of a scope.
+// Only the low half differs from the scope, so every counter of a scope
+// lives in the same partition (partition_of() uses the high half).  Main
+// keys are those of version 1.0.  Never {0,0}, which marks an empty slot.
+Hash128 counter_key(const Hash128& scope, LimitKind kind,
+                    CounterRole role = CounterRole::Main) noexcept;
 
 }  // namespace rate_limiter::core

@@ -17,27 +17,31 @@ namespace rate_limiter::core {
 
 constexpr int64_t kWindowOriginMicros = 4 * kMicrosPerDay;  // 1970-01-05, microseconds since Unix epoch
 
-// The state of one counter.  Trivially copyable: it lives inside a
-// shared-memory slot.  window_micros == 0 marks a counter that has never been
-// used (a fresh slot), which is always treated as expired.
+// The state of one counter.  Trivially copyable and fixed-size: it lives
+// inside a shared-memory slot.  window_micros == 0 marks a counter that has
+// never been used (a fresh slot), which is always treated as expired.  The
+// meaning of the fields depends on the algorithm (algorithm.hpp); only
+// advance() builds states, so window_micros, limit and algorithm always
+// describe the rule the state was built for.
 struct CounterState {
-  int64_t window_start = 0;   // microseconds since the Unix epoch
-  int64_t window_micros = 0;  // the window length this count belongs to
-  int64_t used = 0;           // tokens or requests counted in this window
+  int64_t window_start = 0;   // window algorithms: start of the current window;
+                              // bucket algorithms: TAT, whole microseconds
+  int64_t window_micros = 0;  // window length the state was built for; 0: fresh
+  int64_t used = 0;           // window algorithms: units counted in the current window;
+                              // bucket algorithms: TAT remainder, in 1/limit us (0 .. limit-1)
+  int64_t previous = 0;       // sliding_window: units counted in the previous window
+  int64_t limit = 0;          // the rule limit the state was built for
+  uint32_t history_ppm = 0;   // moving average of completed windows' usage/limit
+                              // (dynamic allocation); halves its weight each window
+  uint8_t algorithm = 0;      // the Algorithm the state was built for
+  uint8_t reserved[3] = {};
 };
 
 // Start of the aligned window of length window_micros that contains now.
 int64_t aligned_window_start(int64_t now, int64_t window_micros) noexcept;
 
-// True when the counter no longer counts anything: never used, or its window
-// has ended.  Such a counter may be evicted without losing quota state.
-bool counter_expired(const CounterState& s, int64_t now) noexcept;
-
-// The counter as it stands at `now` for a rule with window_micros: unchanged
-// inside its window; restarted at zero in the current aligned window when the
-// window has ended, when the counter is fresh, or when the rule's window
-// length changed.  A counter whose window starts in the future (the clock
-// stepped back) is kept: stepping the clock back never returns quota.
-CounterState current_window(const CounterState& s, int64_t window_micros, int64_t now) noexcept;
+// Whether a state still counts anything, and how it moves from window to
+// window, depend on its algorithm: see state_expired() and advance() in
+// algorithm.hpp.
 
 }  // namespace rate_limiter::core
