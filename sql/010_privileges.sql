@@ -31,7 +31,7 @@ SELECT user_id, tokens_used, priority_level FROM token_usage WHERE user_id = 'pr
 -- Administration is delegated function by function: a role granted EXECUTE
 -- on an admin function can do exactly that, without any table privilege.
 CREATE ROLE rl_admin;
-GRANT EXECUTE ON FUNCTION set_rate_limit(text, bigint, interval, text),
+GRANT EXECUTE ON FUNCTION set_rate_limit,
                           reset_rate_limit(text, text),
                           get_rate_limit_status(text),
                           get_rate_limit_history(text, integer) TO rl_admin;
@@ -42,7 +42,7 @@ SELECT scope, "limit", used FROM get_rate_limit_status('priv_user') WHERE scope 
 SELECT (get_rate_limit_history('priv_user'))->'total_requests' AS total_requests;
 \set VERBOSITY terse
 SELECT set_user_rate_limit('priv_user', 1, '1 day');      -- not granted
-SELECT rate_limiter_upsert_token_limit('priv_user', NULL, 1, '1 day');   -- internal
+SELECT rate_limiter_upsert_limit('tokens', 'priv_user', NULL, 1, '1 day', 'fixed_window', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);   -- internal
 SELECT rate_limiter_schedule_reset('user', 'priv_user', NULL);          -- internal
 UPDATE token_limits SET max_tokens_per_period = 1;        -- no table privilege
 \set VERBOSITY default

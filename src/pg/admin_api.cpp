@@ -82,16 +82,20 @@ RL_SQL_FUNCTION(rate_limiter_schedule_reset) {
   PG_RETURN_VOID();
 }
 
-// rate_limiter_peek_counter(scope, user_id, api_endpoint, limit_kind, window)
-//   -> (used, window_start, reset_at)
-// Reads one counter under a shared lock without changing it.  A missing or
-// expired counter reads as 0 in the current window.
+// rate_limiter_peek_counter(scope, user_id, api_endpoint, limit_kind, window,
+//                           algorithm, "limit", burst)
+//   -> (used, remaining, window_start, reset_at)
+// Reads one counter under a shared lock without changing it, as the rule
+// (algorithm, limit, burst) sees it now.  A missing or expired counter
+// reads as unused.  used = capacity - remaining; window_start is NULL for
+// the bucket algorithms, which have no window.
 RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   require_shared_state();
   const core::Hash128 scope = counter_scope_args(fcinfo);
-  if (PG_ARGISNULL(3) || PG_ARGISNULL(4))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                    errmsg("limit_kind and window must not be NULL")));
+  for (int arg = 3; arg <= 6; ++arg)
+    if (PG_ARGISNULL(arg))
+      ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                      errmsg("limit_kind, window, algorithm and limit must not be NULL")));
   const char* kind_text = text_to_cstring(PG_GETARG_TEXT_PP(3));
   core::LimitKind kind;
   if (strcmp(kind_text, "tokens") == 0)
@@ -102,10 +106,19 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("unknown limit_kind \"%s\"", kind_text),
                     errhint("Use 'tokens' or 'requests'.")));
-  const int64 window = interval_to_micros(PG_GETARG_INTERVAL_P(4));
-  if (window < core::kMinWindowMicros || window > core::kMaxWindowMicros)
+  core::LimitRule rule;
+  rule.window_micros = interval_to_micros(PG_GETARG_INTERVAL_P(4));
+  if (rule.window_micros < core::kMinWindowMicros || rule.window_micros > core::kMaxWindowMicros)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("window must be between 1 second and 3650 days")));
+  text* algorithm = PG_GETARG_TEXT_PP(5);
+  if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &rule.algorithm))
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("unknown algorithm \"%s\"", text_to_cstring(algorithm))));
+  rule.limit = PG_GETARG_INT64(6);
+  rule.burst = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT64(7);
+  if (rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 || rule.burst >= core::kMaxQuantity)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("limit or burst out of range")));
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
@@ -122,10 +135,41 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   if (const core::CounterSlot* slot = counter_partition(set.ids[0]).find(key)) state = slot->state;
   release_partitions(set);
 
-  state = core::current_window(state, window, now);
-  Datum values[3] = {Int64GetDatum(state.used),
+  state = core::advance(rule, state, now);
+  const int64 remaining = core::available(rule, state, now);
+  const bool windowed = rule.algorithm == core::Algorithm::FixedWindow ||
+                        rule.algorithm == core::Algorithm::SlidingWindow;
+  Datum values[4] = {Int64GetDatum(core::capacity(rule) - remaining), Int64GetDatum(remaining),
                      TimestampTzGetDatum(unix_to_timestamptz(state.window_start)),
-                     TimestampTzGetDatum(unix_to_timestamptz(state.window_start + state.window_micros))};
-  bool nulls[3] = {false, false, false};
+                     TimestampTzGetDatum(unix_to_timestamptz(core::reset_at(rule, state, now)))};
+  bool nulls[4] = {false, false, !windowed, false};
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
+}
+
+// rate_limiter_schedule_refund(user_id, api_endpoint, tokens, charged_at):
+// when the transaction commits, gives `tokens` back to the counter of every
+// token quota that applies to (user_id, api_endpoint) now, in the window
+// that contained charged_at (a window that has ended is not touched).
+RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
+  require_shared_state();
+  IdArg user = required_id(fcinfo, 0, "user_id");
+  IdArg endpoint = optional_id(fcinfo, 1, "api_endpoint");
+  if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("tokens and charged_at must not be NULL")));
+  const int64 tokens = PG_GETARG_INT64(2);
+  if (tokens < 1 || tokens > core::kMaxQuantity)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("tokens out of range")));
+  const int64 charged_at = timestamptz_to_unix(PG_GETARG_TIMESTAMPTZ(3));
+  ensure_rules_current();
+  core::Hash128 keys[core::kMaxAppliedLimits];
+  core::LimitRule rules[core::kMaxAppliedLimits];
+  const int n = applicable_counters(user.value, endpoint.present, endpoint.value, core::LimitKind::Tokens,
+                                    keys, rules);
+  for (int i = 0; i < n; ++i) {
+    const bool windowed = rules[i].algorithm == core::Algorithm::FixedWindow ||
+                          rules[i].algorithm == core::Algorithm::SlidingWindow;
+    const int64 window = windowed ? core::aligned_window_start(charged_at, rules[i].window_micros) : 0;
+    schedule_refund_at_commit(keys[i], rules[i], tokens, window);
+  }
+  PG_RETURN_VOID();
 }

@@ -28,6 +28,21 @@ IdArg id_value(FunctionCallInfo fcinfo, int argno, const char* name) {
   return arg;
 }
 
+struct ContextKey {
+  const char* name;
+  bool CallOptions::*field;
+};
+
+const ContextKey kContextKeys[] = {
+    {"all_or_nothing", &CallOptions::all_or_nothing},
+    {"burst_mode", &CallOptions::burst_mode},
+    {"emergency_override", &CallOptions::emergency_override},
+    {"refund_on_abort", &CallOptions::refund_on_abort},
+};
+
+const char kKnownKeysHint[] =
+    "Known keys: all_or_nothing, burst_mode, emergency_override, refund_on_abort.";
+
 }  // namespace
 
 IdArg required_id(FunctionCallInfo fcinfo, int argno, const char* name) {
@@ -70,8 +85,8 @@ core::Priority priority_arg(FunctionCallInfo fcinfo, int argno) {
   return *p;
 }
 
-CallContext context_arg(FunctionCallInfo fcinfo, int argno) {
-  CallContext ctx;
+CallOptions context_arg(FunctionCallInfo fcinfo, int argno) {
+  CallOptions ctx;
   if (PG_NARGS() <= argno || PG_ARGISNULL(argno)) return ctx;
   Jsonb* jb = PG_GETARG_JSONB_P(argno);
   if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
@@ -91,23 +106,23 @@ CallContext context_arg(FunctionCallInfo fcinfo, int argno) {
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("unknown key in context: \"%.*s...\"",
                                clipped_length(v.val.string.val, len), v.val.string.val),
-                        errhint("Known keys: all_or_nothing.")));
+                        errhint("%s", kKnownKeysHint)));
       }
       memcpy(key, v.val.string.val, len);
       key[len] = '\0';
       continue;
     }
     if (token != WJB_VALUE) continue;
-    if (strcmp(key, "all_or_nothing") == 0) {
-      if (v.type != jbvBool)
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("context key \"all_or_nothing\" must be a boolean")));
-      ctx.all_or_nothing = v.val.boolean;
-    } else {
+    bool* target = nullptr;
+    for (const ContextKey& k : kContextKeys)
+      if (strcmp(key, k.name) == 0) target = &(ctx.*(k.field));
+    if (target == nullptr)
       ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("unknown key in context: \"%s\"", key),
-                      errhint("Known keys: all_or_nothing.")));
-    }
+                      errmsg("unknown key in context: \"%s\"", key), errhint("%s", kKnownKeysHint)));
+    if (v.type != jbvBool)
+      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                      errmsg("context key \"%s\" must be a boolean", key)));
+    *target = v.val.boolean;
   }
   return ctx;
 }

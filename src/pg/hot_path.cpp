@@ -14,64 +14,146 @@ namespace {
 constexpr int64 kPostgresEpochUnixMicros =
     static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 
+// A counter the call needs: the limit's own counter, or one of its
+// emergency / burst-budget counters.  Every counter of a limit has a key that
+// differs from the main key only in its low half (core::counter_key), so all
+// of them live in the main counter's partition and the call's lock set is
+// the set of its main counters' partitions.
+struct PlannedCounter {
+  core::Hash128 key;
+  core::LimitRule rule;
+  uint32 partition = 0;
+  core::CounterState** target = nullptr;  // where decide() finds it
+  bool have = false;
+};
+
 struct PlannedLimits {
   core::AppliedLimit limits[core::kMaxAppliedLimits];
-  core::Hash128 keys[core::kMaxAppliedLimits];
-  uint32 partitions[core::kMaxAppliedLimits];
+  PlannedCounter counters[kMaxChargedCounters];
+  int counter_of[core::kMaxAppliedLimits][3];  // main, emergency, burst; -1: none
   int count = 0;
+  int ncounters = 0;
 
-  void add(core::ScopeKind reported, const ScopeRules& rules, int kind,
+  int add_counter(const core::Hash128& key, const core::LimitRule& rule, core::CounterState** target) {
+    PlannedCounter& c = counters[ncounters];
+    c.key = key;
+    c.rule = rule;
+    c.partition = core::partition_of(key, shared->geometry.partitions);
+    c.target = target;
+    *target = nullptr;
+    return ncounters++;
+  }
+
+  void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules, int kind,
            const core::Hash128& counter_scope) noexcept {
-    core::AppliedLimit& l = limits[count];
-    l.kind = static_cast<core::LimitKind>(kind);
-    l.scope = reported;
-    l.rule = rules.rule[kind];
-    l.state = nullptr;
-    keys[count] = core::counter_key(counter_scope, l.kind);
-    partitions[count] = core::partition_of(keys[count], shared->geometry.partitions);
-    ++count;
+    const KindRule& kr = rules.kind[kind];
+    const auto lk = static_cast<core::LimitKind>(kind);
+    {
+      core::AppliedLimit& l = limits[count];
+      l = core::AppliedLimit{};
+      l.kind = lk;
+      l.scope = reported;
+      l.rule = kr.rule;
+      l.params = resolve_params(rules, kind);
+      counter_of[count][0] = add_counter(core::counter_key(counter_scope, lk), l.rule, &l.state);
+      counter_of[count][1] = counter_of[count][2] = -1;
+      // The strategy counters exist only for calls that use the strategy.
+      if (request.emergency && l.params.emergency) {
+        const core::LimitRule er = core::emergency_rule(l.rule, l.params);
+        if (er.limit > 0)
+          counter_of[count][1] = add_counter(
+              core::counter_key(counter_scope, lk, core::CounterRole::Emergency), er, &l.emergency_state);
+      }
+      if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
+        const core::LimitRule br = core::burst_budget_rule(l.params);
+        if (br.limit > 0)
+          counter_of[count][2] = add_counter(
+              core::counter_key(counter_scope, lk, core::CounterRole::BurstBudget), br, &l.burst_state);
+      }
+      ++count;
+    }
+    if (kr.has_burst_cap) {
+      core::AppliedLimit& c = limits[count];
+      c = core::AppliedLimit{};
+      c.kind = lk;
+      c.scope = reported;
+      c.burst_cap = true;
+      c.rule = kr.burst_cap;
+      c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
+      counter_of[count][0] =
+          add_counter(core::counter_key(counter_scope, lk, core::CounterRole::BurstCap), c.rule, &c.state);
+      counter_of[count][1] = counter_of[count][2] = -1;
+      ++count;
+    }
   }
 };
 
 // The limits that apply, in the order the core breaks ties by: user+endpoint,
-// user (or the default rule), endpoint; tokens before requests.
-void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
+// user (or the default rule), endpoint; tokens before requests; each limit
+// followed by its burst cap.
+template <typename AddFn>
+void for_each_applicable(std::string_view user, bool has_endpoint, std::string_view endpoint, AddFn add) {
   if (rule_cache_empty()) return;
   const core::SipKey& key = shared->hash_key;
   const uint64 installation = rules_installation();
-  if (in.has_endpoint) {
-    const core::Hash128 ue = core::scope_hash(key, installation, core::ScopeKind::UserEndpoint, in.user, in.endpoint);
+  if (has_endpoint) {
+    const core::Hash128 ue = core::scope_hash(key, installation, core::ScopeKind::UserEndpoint, user, endpoint);
     if (const ScopeRules* r = find_scope_rules(ue))
       for (int k = 0; k < core::kLimitKinds; ++k)
-        if (r->has[k]) plan->add(core::ScopeKind::UserEndpoint, *r, k, ue);
+        if (r->has[k]) add(core::ScopeKind::UserEndpoint, *r, k, ue);
   }
-  const core::Hash128 user = core::scope_hash(key, installation, core::ScopeKind::User, in.user, {});
-  const ScopeRules* own = find_scope_rules(user);
+  const core::Hash128 own_scope = core::scope_hash(key, installation, core::ScopeKind::User, user, {});
+  const ScopeRules* own = find_scope_rules(own_scope);
   const ScopeRules* fallback = find_scope_rules(default_scope_hash());
   for (int k = 0; k < core::kLimitKinds; ++k) {
     // The default applies per kind to users without their own rule of that
     // kind, and counts in the user's own counter.
     if (own != nullptr && own->has[k])
-      plan->add(core::ScopeKind::User, *own, k, user);
+      add(core::ScopeKind::User, *own, k, own_scope);
     else if (fallback != nullptr && fallback->has[k])
-      plan->add(core::ScopeKind::Default, *fallback, k, user);
+      add(core::ScopeKind::Default, *fallback, k, own_scope);
   }
-  if (in.has_endpoint) {
-    const core::Hash128 ep = core::scope_hash(key, installation, core::ScopeKind::Endpoint, {}, in.endpoint);
+  if (has_endpoint) {
+    const core::Hash128 ep = core::scope_hash(key, installation, core::ScopeKind::Endpoint, {}, endpoint);
     if (const ScopeRules* r = find_scope_rules(ep))
       for (int k = 0; k < core::kLimitKinds; ++k)
-        if (r->has[k]) plan->add(core::ScopeKind::Endpoint, *r, k, ep);
+        if (r->has[k]) add(core::ScopeKind::Endpoint, *r, k, ep);
   }
+}
+
+void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
+  for_each_applicable(in.user, in.has_endpoint, in.endpoint,
+                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
+                        plan->add(in.request, reported, r, k, scope);
+                      });
 }
 
 }  // namespace
 
 int64 limiter_now_unix() {
-  return GetCurrentTimestamp() + kPostgresEpochUnixMicros +
-         static_cast<int64>(settings.debug_time_offset_s) * USECS_PER_SEC;
+  const int64 base = settings.debug_clock_s > 0
+                         ? static_cast<int64>(settings.debug_clock_s) * USECS_PER_SEC
+                         : GetCurrentTimestamp() + kPostgresEpochUnixMicros;
+  return base + static_cast<int64>(settings.debug_time_offset_s) * USECS_PER_SEC;
 }
 
 TimestampTz unix_to_timestamptz(int64 unix_micros) { return unix_micros - kPostgresEpochUnixMicros; }
+
+int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; }
+
+int applicable_counters(std::string_view user, bool has_endpoint, std::string_view endpoint,
+                        core::LimitKind kind, core::Hash128* keys, core::LimitRule* rules) {
+  int n = 0;
+  for_each_applicable(user, has_endpoint, endpoint,
+                      [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+                        if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits))
+                          return;
+                        keys[n] = core::counter_key(scope, kind);
+                        rules[n] = r.kind[k].rule;
+                        ++n;
+                      });
+  return n;
+}
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   PlannedLimits plan;
@@ -85,7 +167,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   }
 
   PartitionSet set;
-  for (int i = 0; i < plan.count; ++i) set.add(plan.partitions[i]);
+  for (int i = 0; i < plan.ncounters; ++i) set.add(plan.counters[i].partition);
   if (!acquire_partitions(set, LW_EXCLUSIVE, settings.lock_timeout_ms)) {
     out->status = CallStatus::LockTimeout;
     return;
@@ -95,16 +177,15 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   uint64 keys_before = 0, keys_after = 0, evicted_total = 0;
   for (int i = 0; i < set.count; ++i) keys_before += counter_partition(set.ids[i]).count();
   bool table_full = false;
-  bool have_counter[core::kMaxAppliedLimits] = {};
-  for (int i = 0; i < plan.count; ++i) {
+  for (int i = 0; i < plan.ncounters; ++i) {
+    PlannedCounter& c = plan.counters[i];
     uint32 evicted = 0;
-    core::CounterSlot* slot = counter_partition(plan.partitions[i])
-                                  .acquire(plan.keys[i], plan.limits[i].rule.window_micros, now, &evicted);
+    core::CounterSlot* slot = counter_partition(c.partition).acquire(c.key, c.rule, now, &evicted);
     evicted_total += evicted;
     if (slot != nullptr) {
-      have_counter[i] = true;
+      c.have = true;
     } else if (settings.failure_mode == kFailOpen) {
-      out->fail_open = true;  // this limit goes unenforced for this call
+      out->fail_open = true;  // this counter goes unenforced for this call
     } else {
       table_full = true;
       break;
@@ -112,28 +193,50 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   }
   // An eviction inside a later acquire() may have shifted the slots acquired
   // before it, so pointers are taken only now, when nothing moves any more.
-  for (int i = 0; i < plan.count && !table_full; ++i) {
-    if (!have_counter[i]) continue;
+  for (int i = 0; i < plan.ncounters && !table_full; ++i) {
+    PlannedCounter& c = plan.counters[i];
+    if (!c.have) continue;
     // Never nullptr: a slot acquired at `now` is live, so no eviction removed it.
-    core::CounterSlot* slot = counter_partition(plan.partitions[i]).find(plan.keys[i]);
+    core::CounterSlot* slot = counter_partition(c.partition).find(c.key);
     Assert(slot != nullptr);
-    plan.limits[i].state = slot != nullptr ? &slot->state : nullptr;
+    *c.target = slot != nullptr ? &slot->state : nullptr;
   }
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
     out->decision = core::decide(in.request, plan.limits, plan.count, shares, now);
-    if (out->decision.binding >= 0) {
-      const core::AppliedLimit& b = plan.limits[out->decision.binding];
-      out->binding.present = true;
-      out->binding.kind = b.kind;
-      out->binding.scope = b.scope;
-      out->binding.limit = b.rule.limit;
-      out->binding.window_micros = b.rule.window_micros;
-    }
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
   release_partitions(set);
   // ---- locks released ----
+
+  if (!table_full) {
+    const core::Decision& d = out->decision;
+    if (d.binding >= 0) {
+      const core::AppliedLimit& b = plan.limits[d.binding];
+      out->binding.present = true;
+      out->binding.kind = b.kind;
+      out->binding.scope = b.scope;
+      out->binding.burst_cap = b.burst_cap;
+      out->binding.algorithm = b.rule.algorithm;
+      out->binding.limit = core::capacity(b.rule);
+      out->binding.window_micros = b.rule.window_micros;
+    }
+    // What was charged, counter by counter, for refunds.
+    for (int i = 0; i < plan.count; ++i) {
+      const core::Charge& ch = d.charges[i];
+      const int64 units[3] = {ch.units, ch.emergency_units, ch.burst_units};
+      const int64 windows[3] = {ch.window, ch.emergency_window, ch.burst_window};
+      for (int role = 0; role < 3; ++role) {
+        const int c = plan.counter_of[i][role];
+        if (c < 0 || units[role] <= 0 || !plan.counters[c].have) continue;
+        ChargedCounter& cc = out->charged[out->charged_count++];
+        cc.key = plan.counters[c].key;
+        cc.rule = plan.counters[c].rule;
+        cc.units = units[role];
+        cc.window = windows[role];
+      }
+    }
+  }
 
   SharedMetrics& m = shared->metrics;
   if (evicted_total > 0) metric_add(&m.evictions, evicted_total);

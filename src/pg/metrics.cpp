@@ -49,6 +49,7 @@ RL_SQL_FUNCTION(get_performance_metrics) {
                    total == 0 ? 0.0 : static_cast<double>(time_ns) / total / 1e9);
   append_metric(&buf, "emergency_overrides", pg_atomic_read_u64(&m.emergency_overrides));
   append_metric(&buf, "burst_allocations", pg_atomic_read_u64(&m.burst_allocations));
+  append_metric(&buf, "emergency_override_refused", pg_atomic_read_u64(&m.emergency_refused));
   append_metric(&buf, "fail_open_decisions", pg_atomic_read_u64(&m.fail_open));
   append_metric(&buf, "fail_closed_decisions", pg_atomic_read_u64(&m.fail_closed));
   append_metric(&buf, "lock_timeouts", pg_atomic_read_u64(&m.lock_timeouts));

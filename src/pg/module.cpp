@@ -5,6 +5,7 @@
 // _PG_init does nothing and every function raises a clear error
 // (require_shared_state()); the install script calls one, so CREATE
 // EXTENSION fails with that error too.
+#include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
@@ -51,4 +52,5 @@ void _PG_init(void) {
   rate_limiter::pg::register_extension_catalog_invalidation();
   rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
   rate_limiter::pg::register_usage_log_reset();
+  rate_limiter::pg::register_emergency_access_reset();
 }

@@ -13,8 +13,21 @@ Settings settings = {
     /* share_high */ 0.5,
     /* share_medium */ 0.3,
     /* share_low */ 0.2,
+    /* enable_dynamic_allocation */ false,
+    /* emergency_override_enabled */ true,
+    /* burst_mode_enabled */ true,
+    /* user_history_weight */ 0.3,
+    /* system_load_weight */ 0.2,
+    /* time_factor_weight */ 0.1,
+    /* emergency_threshold */ 0.95,
+    /* override_percentage */ 0.8,
+    /* burst_multiplier */ 2.0,
+    /* burst_window_s */ 900,
+    /* max_burst_tokens */ 1000,
+    /* refund_on_abort */ false,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
+    /* debug_clock_s */ 0,
 };
 
 namespace {
@@ -60,6 +73,58 @@ void define_settings() {
       "Largest share of the remaining token quota one low-priority request may take.", nullptr,
       &settings.share_low, 0.2, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
 
+  // Strategies.  SUSET: any of them can loosen a limit.
+  DefineCustomBoolVariable(
+      "rate_limiter.enable_dynamic_allocation",
+      "Default of enable_dynamic_allocation for limits that leave it NULL.",
+      "Dynamic allocation lowers the priority share of heavy users, under load and late in the "
+      "window.",
+      &settings.enable_dynamic_allocation, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "rate_limiter.emergency_override_enabled",
+      "Default of emergency_override_enabled for limits that leave it NULL.",
+      "Only roles with EXECUTE on rate_limiter_emergency_access() can use the override.",
+      &settings.emergency_override_enabled, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "rate_limiter.burst_mode_enabled", "Default of burst_mode_enabled for limits that leave it NULL.",
+      nullptr, &settings.burst_mode_enabled, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.user_history_weight",
+      "Dynamic allocation: weight of the user's recent usage (moving average of used/limit).",
+      nullptr, &settings.user_history_weight, 0.3, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.system_load_weight",
+      "Dynamic allocation: weight of the system load (usage of the endpoint-wide limits).", nullptr,
+      &settings.system_load_weight, 0.2, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.time_factor_weight",
+      "Dynamic allocation: weight of the position in the window.", nullptr,
+      &settings.time_factor_weight, 0.1, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.emergency_threshold",
+      "Emergency override: usage fraction from which the emergency allowance opens.", nullptr,
+      &settings.emergency_threshold, 0.95, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.override_percentage",
+      "Emergency override: allowance per window beyond the limit, as a fraction of the limit.",
+      nullptr, &settings.override_percentage, 0.8, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.burst_multiplier",
+      "Burst mode: factor applied to the per-request cap (the priority share).", nullptr,
+      &settings.burst_multiplier, 2.0, 1.0, 100.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.burst_window", "Burst mode: length of the window of the burst budget.", nullptr,
+      &settings.burst_window_s, 900, 1, 315360000, PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.max_burst_tokens",
+      "Burst mode: tokens above the normal cap one quota may grant per burst window.", nullptr,
+      &settings.max_burst_tokens, 1000, 0, INT_MAX, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "rate_limiter.refund_on_abort",
+      "Give back the quota charged by a transaction (or savepoint) that rolls back.",
+      "The same as context {\"refund_on_abort\": true} on every call.", &settings.refund_on_abort,
+      false, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+
   DefineCustomIntVariable(
       "rate_limiter.debug_hold_lock_ms",
       "Testing only: keep the partition locks this long during each call.",
@@ -73,7 +138,17 @@ void define_settings() {
       &settings.debug_time_offset_s, 0, -2000000000, 2000000000, PGC_SUSET,
       GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
 
+  DefineCustomIntVariable(
+      "rate_limiter.debug_clock",
+      "Testing only: freeze the limiter's clock at this many seconds after the Unix epoch.",
+      "0 uses the wall clock.  debug_time_offset applies on top.", &settings.debug_clock_s, 0, 0,
+      INT_MAX, PGC_SUSET, GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+
   MarkGUCPrefixReserved("rate_limiter");
+}
+
+uint32_t fraction_ppm(double fraction) {
+  return static_cast<uint32_t>(std::llround(fraction * core::kShareScale));
 }
 
 core::PriorityShares current_priority_shares() {

@@ -59,7 +59,8 @@ void attach_shared_memory() {
     SharedMetrics& m = state->metrics;
     for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
                                 &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
-                                &m.fail_closed, &m.lock_timeouts, &m.evictions, &m.keys_in_use})
+                                &m.fail_closed, &m.lock_timeouts, &m.evictions, &m.keys_in_use,
+                                &m.emergency_refused})
       pg_atomic_init_u64(c, 0);
     for (uint32 p = 0; p < g.partitions; ++p) {
       core::CounterPartition::initialize(&partition_headers[p],

@@ -8,11 +8,13 @@
 #include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
+#include "rate_limiter/pg/transaction_effects.hpp"
 #include "rate_limiter/pg/usage_log.hpp"
 
 namespace rate_limiter::pg {
@@ -36,6 +38,28 @@ const char* scope_name(core::ScopeKind s) {
 }
 
 const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
+
+// limit_kind in the result: a burst cap reports its own kind.
+const char* binding_kind_name(const BindingLimit& b) {
+  if (b.burst_cap) return b.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";
+  return kind_name(b.kind);
+}
+
+const char* strategy_name(core::Strategy s) {
+  switch (s) {
+    case core::Strategy::None:
+      return "none";
+    case core::Strategy::Priority:
+      return "priority";
+    case core::Strategy::Dynamic:
+      return "dynamic";
+    case core::Strategy::Burst:
+      return "burst";
+    case core::Strategy::Emergency:
+      return "emergency";
+  }
+  return "none";
+}
 
 const char* reason_of(const CallResult& r, core::CallKind kind) {
   switch (r.decision.outcome) {
@@ -104,9 +128,21 @@ struct Call {
   IdArg session;
   CallInput input;
   CallResult result;
+  bool refund_on_abort = false;
   int64 now = 0;
   int64 started_ns = 0;
 };
+
+// refund_on_abort: what this call charged goes back if the transaction (or
+// the savepoint it ran in) rolls back.  Scheduling allocates, so it happens
+// after the locks are gone; should it fail, the charge simply stays.
+void schedule_abort_refunds(const Call& call) {
+  if (!call.refund_on_abort || call.result.status != CallStatus::Decided) return;
+  for (int i = 0; i < call.result.charged_count; ++i) {
+    const ChargedCounter& c = call.result.charged[i];
+    schedule_refund_on_abort(c.key, c.rule, c.units, c.window);
+  }
+}
 
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
 void run_call(Call* call) {
@@ -154,6 +190,7 @@ void run_call(Call* call) {
   if (call->result.fail_open && call->result.status == CallStatus::Decided &&
       call->result.decision.allowed())
     metric_add(&m.fail_open);
+  schedule_abort_refunds(*call);
 }
 
 void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {
@@ -181,7 +218,7 @@ Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
   values[2] = Int64GetDatum(d.binding_remaining);
   values[3] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
   values[4] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
-  values[5] = CStringGetTextDatum(kind_name(b.kind));
+  values[5] = CStringGetTextDatum(binding_kind_name(b));
   values[6] = CStringGetTextDatum(scope_name(b.scope));
   values[7] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
                                       ? "fail_open_lock_timeout"
@@ -193,7 +230,9 @@ Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
 Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
   Call call;
   start_call(fcinfo, &call, 0, 1);
+  call.session = optional_id(fcinfo, 2, "session_id");
   call.input.request.kind = core::CallKind::Check;
+  call.refund_on_abort = settings.refund_on_abort;
   require_writable_transaction();
   run_call(&call);
 
@@ -213,7 +252,9 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
                           text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
                  : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
              errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
-                       b.limit, kind_name(b.kind), window_words(b.window_micros),
+                       b.limit, b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
+                                            : kind_name(b.kind),
+                       window_words(b.window_micros),
                        scope_name(b.scope), d.binding_remaining),
              errhint("Retry after %.3f seconds.", static_cast<double>(d.retry_after) / USECS_PER_SEC)));
   }
@@ -230,7 +271,7 @@ using namespace rate_limiter::pg;
 //                 session_id, context)
 //   -> (success, tokens_allocated, tokens_remaining, allocation_strategy,
 //       reason, "limit", reset_at, retry_after, requests_remaining,
-//       limit_kind, scope)
+//       limit_kind, scope, allocation_id, burst_tokens, emergency_tokens)
 RL_SQL_FUNCTION(allocate_tokens) {
   Call call;
   start_call(fcinfo, &call, 0, 3);
@@ -238,26 +279,35 @@ RL_SQL_FUNCTION(allocate_tokens) {
   call.input.request.tokens = token_count(fcinfo, 1, "tokens_requested");
   call.input.request.priority = priority_arg(fcinfo, 2);
   call.session = optional_id(fcinfo, 4, "session_id");
-  call.input.request.all_or_nothing = context_arg(fcinfo, 5).all_or_nothing;
+  const CallOptions context = context_arg(fcinfo, 5);
+  call.input.request.all_or_nothing = context.all_or_nothing;
+  call.input.request.burst_mode = context.burst_mode;
+  call.input.request.emergency = context.emergency_override;
+  call.refund_on_abort = context.refund_on_abort || settings.refund_on_abort;
+  if (context.emergency_override) require_emergency_privilege();
   require_writable_transaction();
   run_call(&call);
 
   const core::Decision& d = call.result.decision;
   const BindingLimit& b = call.result.binding;
+  int64 allocation_id = -1;
   if (d.allowed()) {
     UsageRow row{&call.user, &call.endpoint, &call.session, d.granted,
                  core::priority_name(call.input.request.priority), unix_to_timestamptz(call.now)};
-    write_usage_row(row);
+    allocation_id = write_usage_row(row);
+    SharedMetrics& m = shared->metrics;
+    if (d.burst_tokens > 0) metric_add(&m.burst_allocations);
+    if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);
   }
   record_decision(d.allowed(), call.started_ns);
 
-  Datum values[11];
-  bool nulls[11] = {false, false, false, false, false, !b.present, !b.present,
-                    d.retry_after <= 0, false, !b.present, !b.present};
+  Datum values[14];
+  bool nulls[14] = {false, false, false, false, false, !b.present, !b.present,
+                    d.retry_after <= 0, false, !b.present, !b.present, false, false, false};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(d.granted);
   values[2] = nullable_int8(d.tokens_remaining, &nulls[2]);
-  values[3] = CStringGetTextDatum(d.tokens_remaining >= 0 ? "priority" : "none");
+  values[3] = CStringGetTextDatum(strategy_name(d.strategy));
   values[4] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
                                       ? "fail_open_lock_timeout"
                                       : reason_of(call.result, core::CallKind::Allocate));
@@ -265,8 +315,11 @@ RL_SQL_FUNCTION(allocate_tokens) {
   values[6] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
   values[7] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
   values[8] = nullable_int8(d.requests_remaining, &nulls[8]);
-  values[9] = CStringGetTextDatum(kind_name(b.kind));
+  values[9] = CStringGetTextDatum(binding_kind_name(b));
   values[10] = CStringGetTextDatum(scope_name(b.scope));
+  values[11] = nullable_int8(allocation_id, &nulls[11]);
+  values[12] = Int64GetDatum(d.burst_tokens);
+  values[13] = Int64GetDatum(d.emergency_units);
   HeapTuple tuple = heap_form_tuple(result_descriptor(fcinfo), values, nulls);
   return HeapTupleGetDatum(tuple);
 }

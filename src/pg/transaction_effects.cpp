@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/transaction_effects.hpp"
 
+#include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
@@ -8,60 +9,77 @@
 namespace rate_limiter::pg {
 namespace {
 
-struct PendingReset {
+enum class Action : uint8 { Reset, Refund };
+enum class When : uint8 { Commit, Abort };
+
+struct Adjustment {
   core::Hash128 key;
+  core::LimitRule rule;
+  int64 units;
+  int64 charge_window;
+  Action action;
+  When when;
   SubTransactionId subxact;
 };
 
 bool rules_changed = false;
-PendingReset* pending = nullptr;  // in TopTransactionContext
+Adjustment* pending = nullptr;  // in TopTransactionContext
 int pending_count = 0;
 int pending_capacity = 0;
+int commit_effects = 0;  // pending entries with When::Commit
 
 void forget_transaction_state() {
   rules_changed = false;
   pending = nullptr;  // its memory goes with TopTransactionContext
   pending_count = 0;
   pending_capacity = 0;
+  commit_effects = 0;
 }
 
-// Runs inside the commit callback, where nothing may fail: plain blocking
+// Runs inside transaction callbacks, where nothing may fail: plain blocking
 // LWLock waits (no timeout path that would need an ereport) and stores.
-void apply_pending_resets() {
-  for (int i = 0; i < pending_count; ++i) {
-    const core::Hash128& key = pending[i].key;
-    const uint32 p = core::partition_of(key, shared->geometry.partitions);
-    LWLockAcquire(partition_lock(p), LW_EXCLUSIVE);
-    if (core::CounterSlot* slot = counter_partition(p).find(key)) slot->state.used = 0;
-    LWLockRelease(partition_lock(p));
-  }
+void apply(const Adjustment& a, int64 now) {
+  const uint32 p = core::partition_of(a.key, shared->geometry.partitions);
+  LWLockAcquire(partition_lock(p), LW_EXCLUSIVE);
+  if (a.action == Action::Reset)
+    counter_partition(p).reset(a.key);
+  else
+    counter_partition(p).refund(a.key, a.rule, a.units, a.charge_window, now);
+  LWLockRelease(partition_lock(p));
+}
+
+void apply_all(When when) {
+  if (pending_count == 0) return;
+  const int64 now = limiter_now_unix();
+  for (int i = 0; i < pending_count; ++i)
+    if (pending[i].when == when) apply(pending[i], now);
 }
 
 void on_xact_event(XactEvent event, void*) {
   switch (event) {
     case XACT_EVENT_PRE_PREPARE:
-      if (rules_changed || pending_count > 0)
+      if (rules_changed || commit_effects > 0)
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("cannot PREPARE a transaction that changed rate limits or reset "
-                               "rate limit counters")));
+                        errmsg("cannot PREPARE a transaction that changed rate limits, reset rate "
+                               "limit counters or settled tokens")));
       break;
     case XACT_EVENT_COMMIT:
       if (rules_changed) {
         pg_atomic_fetch_add_u64(&shared->rules_generation, 1);
         invalidate_rule_cache();
       }
-      if (pending_count > 0) apply_pending_resets();
+      apply_all(When::Commit);
       forget_transaction_state();
       break;
     case XACT_EVENT_ABORT:
       // The cache may hold this transaction's own uncommitted rules.
       if (rules_changed) invalidate_rule_cache();
+      apply_all(When::Abort);
       forget_transaction_state();
       break;
     case XACT_EVENT_PREPARE:
-      // Only reachable with nothing pending (PRE_PREPARE refuses otherwise),
-      // but the array may still point into TopTransactionContext, which is
-      // about to go away.
+      // Only abort-time refunds can be pending here; they are dropped, and
+      // the array lives in TopTransactionContext, which is about to go.
       forget_transaction_state();
       break;
     default:
@@ -72,12 +90,36 @@ void on_xact_event(XactEvent event, void*) {
 void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
   if (event != SUBXACT_EVENT_ABORT_SUB) return;
   // Subtransaction ids grow; every subtransaction begun since `subxact` is
-  // one of its descendants, so drop every reset recorded since.
+  // one of its descendants (or was committed into one), so every entry
+  // recorded since belongs to the aborted subtree.
+  const int64 now = pending_count > 0 ? limiter_now_unix() : 0;
   int kept = 0;
-  for (int i = 0; i < pending_count; ++i)
-    if (pending[i].subxact < subxact) pending[kept++] = pending[i];
+  for (int i = 0; i < pending_count; ++i) {
+    const Adjustment& a = pending[i];
+    if (a.subxact < subxact) {
+      pending[kept++] = a;
+    } else if (a.when == When::Abort) {
+      apply(a, now);
+    } else {
+      --commit_effects;
+    }
+  }
   pending_count = kept;
   if (rules_changed) invalidate_rule_cache();
+}
+
+void record(const Adjustment& a) {
+  if (pending_count == pending_capacity) {
+    const int capacity = pending_capacity == 0 ? 16 : pending_capacity * 2;
+    pending = static_cast<Adjustment*>(
+        pending == nullptr ? MemoryContextAlloc(TopTransactionContext, capacity * sizeof(Adjustment))
+                           : repalloc(pending, capacity * sizeof(Adjustment)));
+    pending_capacity = capacity;
+  }
+  pending[pending_count] = a;
+  pending[pending_count].subxact = GetCurrentSubTransactionId();
+  ++pending_count;
+  if (a.when == When::Commit) ++commit_effects;
 }
 
 }  // namespace
@@ -94,16 +136,17 @@ void note_rule_change() {
 }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {
-  if (pending_count == pending_capacity) {
-    const int capacity = pending_capacity == 0 ? 16 : pending_capacity * 2;
-    pending = static_cast<PendingReset*>(
-        pending == nullptr ? MemoryContextAlloc(TopTransactionContext, capacity * sizeof(PendingReset))
-                           : repalloc(pending, capacity * sizeof(PendingReset)));
-    pending_capacity = capacity;
-  }
-  pending[pending_count].key = counter_key;
-  pending[pending_count].subxact = GetCurrentSubTransactionId();
-  ++pending_count;
+  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0});
+}
+
+void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
+                               int64_t units, int64_t charge_window) {
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0});
+}
+
+void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
+                              int64_t units, int64_t charge_window) {
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0});
 }
 
 }  // namespace rate_limiter::pg

@@ -24,7 +24,7 @@ SPIPlanPtr prepare_insert(const ExtensionCatalog* ext) {
   snprintf(sql, sizeof sql,
            "INSERT INTO %s.token_usage "
            "(user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
-           "VALUES ($1, $2, $3, $4, $5, $6)",
+           "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
            ext->quoted_schema);
   Oid types[6] = {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
   SPIPlanPtr plan = SPI_prepare(sql, 6, types);
@@ -46,7 +46,7 @@ void require_writable_transaction() {
                     errmsg("rate_limiter cannot record usage in a read-only transaction")));
 }
 
-void write_usage_row(const UsageRow& row) {
+int64 write_usage_row(const UsageRow& row) {
   const ExtensionCatalog* ext = extension_catalog();
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
@@ -60,9 +60,13 @@ void write_usage_row(const UsageRow& row) {
   if (row.priority != nullptr) values[4] = CStringGetTextDatum(row.priority); else nulls[4] = 'n';
   values[5] = TimestampTzGetDatum(row.at);
   int rc = SPI_execute_plan(plan, values, nulls, false, 0);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter: usage insert failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+    elog(ERROR, "rate_limiter: usage insert failed: %s", SPI_result_code_string(rc));
+  bool isnull = false;
+  const int64 id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   SPI_finish();
   owner.restore();
+  return id;
 }
 
 void register_usage_log_reset() { on_extension_catalog_reset(forget_plan); }

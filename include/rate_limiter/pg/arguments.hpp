@@ -34,12 +34,15 @@ int64 token_count(FunctionCallInfo fcinfo, int argno, const char* name);
 core::Priority priority_arg(FunctionCallInfo fcinfo, int argno);
 
 // Options passed in the jsonb `context` argument.
-struct CallContext {
+struct CallOptions {
   bool all_or_nothing = false;
+  bool burst_mode = false;
+  bool emergency_override = false;
+  bool refund_on_abort = false;
 };
 
 // NULL and '{}' give the defaults; anything but an object of known keys
 // with values of the right type is an error.
-CallContext context_arg(FunctionCallInfo fcinfo, int argno);
+CallOptions context_arg(FunctionCallInfo fcinfo, int argno);
 
 }  // namespace rate_limiter::pg

@@ -31,23 +31,49 @@ struct BindingLimit {
   bool present = false;
   core::LimitKind kind = core::LimitKind::Tokens;
   core::ScopeKind scope = core::ScopeKind::User;
-  int64 limit = 0;
+  bool burst_cap = false;  // the seed's burst_limit over burst_window_seconds
+  core::Algorithm algorithm = core::Algorithm::FixedWindow;
+  int64 limit = 0;         // capacity() of the binding limit
   int64 window_micros = 0;
 };
+
+// One counter a decision charged: enough to give the units back
+// (core::refund) after the locks are gone.
+struct ChargedCounter {
+  core::Hash128 key;
+  core::LimitRule rule;
+  int64 units = 0;
+  int64 window = 0;
+};
+
+// Each applied limit can charge its counter, its emergency counter and its
+// burst budget.
+constexpr int kMaxChargedCounters = 3 * core::kMaxAppliedLimits;
 
 struct CallResult {
   CallStatus status = CallStatus::Decided;
   core::Decision decision;
   BindingLimit binding;
   bool fail_open = false;  // some limit went unenforced (table full, failure_mode = open)
+  ChargedCounter charged[kMaxChargedCounters];
+  int charged_count = 0;
 };
 
 // The limiter's clock, in microseconds since the Unix epoch.  Wall-clock
-// time read now (never the transaction start), plus the testing offset.
+// time read now (never the transaction start), or the frozen testing clock
+// (rate_limiter.debug_clock), plus the testing offset.
 int64 limiter_now_unix();
 
 TimestampTz unix_to_timestamptz(int64 unix_micros);
+int64 timestamptz_to_unix(TimestampTz t);
 
 void decide_call(const CallInput& input, int64 now_unix, CallResult* result) noexcept;
+
+// The counters that apply to (user, endpoint) for `kind`, main counters only,
+// with their rules: what settle_tokens gives unused tokens back to.  Needs a
+// current rule cache.  Returns how many were written to keys/rules (at most
+// core::kMaxAppliedLimits).
+int applicable_counters(std::string_view user, bool has_endpoint, std::string_view endpoint,
+                        core::LimitKind kind, core::Hash128* keys, core::LimitRule* rules);
 
 }  // namespace rate_limiter::pg

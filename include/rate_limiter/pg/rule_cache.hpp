@@ -17,11 +17,41 @@
 
 namespace rate_limiter::pg {
 
+// The strategy options of one rule row as stored; a negative value (or -1
+// for a switch) is NULL: resolve_params() fills it from the request limit
+// of the same scope (switches only) or from the settings.
+struct RuleOptions {
+  int8 dynamic = -1;  // -1 NULL, 0 false, 1 true
+  int8 emergency = -1;
+  int8 burst_mode = -1;
+  int64 history_weight_ppm = -1;
+  int64 load_weight_ppm = -1;
+  int64 time_weight_ppm = -1;
+  int64 emergency_threshold_ppm = -1;
+  int64 override_ppm = -1;
+  int64 burst_multiplier_ppm = -1;
+  int64 burst_window_micros = -1;
+  int64 max_burst_tokens = -1;
+};
+
+// One row of a rule table.
+struct KindRule {
+  core::LimitRule rule;
+  RuleOptions options;
+  bool has_burst_cap = false;  // burst_limit over burst_window_seconds
+  core::LimitRule burst_cap;   // always a fixed window
+};
+
 // The rules of one scope: at most one per limit kind.
 struct ScopeRules {
   bool has[core::kLimitKinds] = {false, false};
-  core::LimitRule rule[core::kLimitKinds];
+  KindRule kind[core::kLimitKinds];
 };
+
+// The strategy parameters of the scope's rule of `kind` under the current
+// settings: the row's own value, else (switches only) the other kind's row
+// of the same scope, else the setting.
+core::StrategyParams resolve_params(const ScopeRules& scope, int kind);
 
 // Reloads the cache when the shared generation moved on or the cache was
 // invalidated.  May run SQL and ereport: call it before taking any lock.

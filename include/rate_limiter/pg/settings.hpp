@@ -16,8 +16,22 @@ struct Settings {
   double share_high;        // rate_limiter.priority_share_high
   double share_medium;      // rate_limiter.priority_share_medium
   double share_low;         // rate_limiter.priority_share_low
+  // Strategy defaults for limits whose row leaves them NULL.
+  bool enable_dynamic_allocation;   // rate_limiter.enable_dynamic_allocation
+  bool emergency_override_enabled;  // rate_limiter.emergency_override_enabled
+  bool burst_mode_enabled;          // rate_limiter.burst_mode_enabled
+  double user_history_weight;       // rate_limiter.user_history_weight
+  double system_load_weight;        // rate_limiter.system_load_weight
+  double time_factor_weight;        // rate_limiter.time_factor_weight
+  double emergency_threshold;       // rate_limiter.emergency_threshold
+  double override_percentage;       // rate_limiter.override_percentage
+  double burst_multiplier;          // rate_limiter.burst_multiplier
+  int burst_window_s;               // rate_limiter.burst_window
+  int max_burst_tokens;             // rate_limiter.max_burst_tokens
+  bool refund_on_abort;             // rate_limiter.refund_on_abort
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
+  int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock
 };
 
 extern Settings settings;
@@ -25,5 +39,8 @@ extern Settings settings;
 void define_settings();
 
 core::PriorityShares current_priority_shares();
+
+// A fraction setting in parts per million.
+uint32_t fraction_ppm(double fraction);
 
 }  // namespace rate_limiter::pg

@@ -35,6 +35,7 @@ struct SharedMetrics {
   pg_atomic_uint64 lock_timeouts;
   pg_atomic_uint64 evictions;
   pg_atomic_uint64 keys_in_use;      // occupied counter slots
+  pg_atomic_uint64 emergency_refused;  // emergency_override asked without the privilege
 };
 
 struct SharedState {

@@ -1,17 +1,25 @@
-// Effects on shared state that follow the transaction: they happen at
-// commit, and never when the transaction (or the subtransaction that asked
-// for them) rolls back.
+// Effects on shared state that follow the transaction.
 //
 //  - Rule changes: a statement trigger on the rule tables marks the
 //    transaction; at commit the shared rules generation is bumped, which
 //    makes every backend reload its rule cache (rule_cache.hpp).
-//  - Counter resets (reset_rate_limit): the counters to clear are recorded
-//    with the subtransaction that asked, and cleared at commit.
+//  - Counter adjustments recorded with the subtransaction that asked for
+//    them, applied to the shared counters
+//      at commit:  resets (reset_rate_limit) and refunds (settle_tokens);
+//      at abort:   refunds of what the transaction charged, when it asked
+//                  for refund_on_abort.  A ROLLBACK TO SAVEPOINT applies the
+//                  refunds of the calls made since the savepoint at once.
+//    Adjustments of the other kind are dropped.  Applying them takes plain
+//    blocking partition locks inside the transaction callbacks, where nothing
+//    may fail: only stores to the counter, no allocation, no SQL.
 //
-// PREPARE TRANSACTION is refused for such transactions: their commit would
-// happen later in another session, where these callbacks cannot follow.
+// PREPARE TRANSACTION is refused when commit-time effects are pending:
+// their commit would happen later in another session, where these callbacks
+// cannot follow.  Refund-on-abort charges are dropped at PREPARE (a later
+// ROLLBACK PREPARED does not refund them).
 #pragma once
 
+#include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/types.hpp"
 
 namespace rate_limiter::pg {
@@ -20,6 +28,14 @@ void register_transaction_callbacks();  // once, from _PG_init
 
 void note_rule_change();  // the current transaction changed a rule table
 
+// At commit: the counter restarts from nothing (full quota).
 void schedule_counter_reset(const core::Hash128& counter_key);
+
+// At commit (settle_tokens) or at abort (refund_on_abort): core::refund()
+// of `units` charged in `charge_window` to the counter under `rule`.
+void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
+                               int64_t units, int64_t charge_window);
+void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
+                              int64_t units, int64_t charge_window);
 
 }  // namespace rate_limiter::pg

@@ -22,7 +22,8 @@ struct UsageRow {
   TimestampTz at;
 };
 
-void write_usage_row(const UsageRow& row);
+// Returns the row id (token_usage.id): allocate_tokens' allocation_id.
+int64 write_usage_row(const UsageRow& row);
 
 // Raises 25006 when the caller's transaction cannot write the usage row
 // (read-only transaction or hot standby).  Called before any counter is

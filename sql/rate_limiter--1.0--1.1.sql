@@ -1,0 +1,647 @@
+-- rate_limiter 1.0 -> 1.1: algorithms, strategies, settle/refund.
+\echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.1'" to load this file. \quit
+
+-- ==== algorithms, strategies, settle ====
+
+------------------------------------------------------------------------------
+-- Per-limit algorithm and strategy columns.  NULL means "use the setting"
+-- (rate_limiter.* GUC); the switches of a token quota fall back to the
+-- request limit of the same scope (the seed's RateLimitConfig), then to the
+-- GUC.  Both tables take the same columns; which ones act on which kind of
+-- limit is documented in the README ("Strategies").
+------------------------------------------------------------------------------
+ALTER TABLE token_limits
+  ADD COLUMN algorithm text NOT NULL DEFAULT 'fixed_window',
+  ADD COLUMN burst bigint,
+  ADD COLUMN burst_limit bigint,
+  ADD COLUMN burst_window_seconds integer,
+  ADD COLUMN enable_dynamic_allocation boolean,
+  ADD COLUMN emergency_override_enabled boolean,
+  ADD COLUMN burst_mode_enabled boolean,
+  ADD COLUMN user_history_weight float8,
+  ADD COLUMN system_load_weight float8,
+  ADD COLUMN time_factor_weight float8,
+  ADD COLUMN emergency_threshold float8,
+  ADD COLUMN override_percentage float8,
+  ADD COLUMN burst_multiplier float8,
+  ADD COLUMN burst_window interval,
+  ADD COLUMN max_burst_tokens bigint;
+ALTER TABLE request_limits
+  ADD COLUMN algorithm text NOT NULL DEFAULT 'fixed_window',
+  ADD COLUMN burst bigint,
+  ADD COLUMN burst_limit bigint,
+  ADD COLUMN burst_window_seconds integer,
+  ADD COLUMN enable_dynamic_allocation boolean,
+  ADD COLUMN emergency_override_enabled boolean,
+  ADD COLUMN burst_mode_enabled boolean,
+  ADD COLUMN user_history_weight float8,
+  ADD COLUMN system_load_weight float8,
+  ADD COLUMN time_factor_weight float8,
+  ADD COLUMN emergency_threshold float8,
+  ADD COLUMN override_percentage float8,
+  ADD COLUMN burst_multiplier float8,
+  ADD COLUMN burst_window interval,
+  ADD COLUMN max_burst_tokens bigint;
+
+-- The same CHECK constraints on both tables (NaN fails every range check:
+-- it sorts above every number).
+DO $$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['token_limits', 'request_limits'] LOOP
+    EXECUTE format($f$
+      ALTER TABLE %1$I
+        ADD CONSTRAINT %1$s_algorithm_check
+          CHECK (algorithm IN ('fixed_window', 'sliding_window', 'token_bucket', 'gcra')),
+        ADD CONSTRAINT %1$s_burst_check
+          CHECK (burst IS NULL OR (burst BETWEEN 0 AND 1000000000000000
+                                   AND algorithm IN ('token_bucket', 'gcra'))),
+        ADD CONSTRAINT %1$s_burst_limit_check
+          CHECK ((burst_limit IS NULL) = (burst_window_seconds IS NULL)
+                 AND (burst_limit IS NULL OR burst_limit BETWEEN 1 AND 1000000000000000)
+                 AND (burst_window_seconds IS NULL OR burst_window_seconds BETWEEN 1 AND 315360000)),
+        ADD CONSTRAINT %1$s_weights_check
+          CHECK (coalesce(user_history_weight, 0) BETWEEN 0 AND 1
+                 AND coalesce(system_load_weight, 0) BETWEEN 0 AND 1
+                 AND coalesce(time_factor_weight, 0) BETWEEN 0 AND 1
+                 AND coalesce(emergency_threshold, 0) BETWEEN 0 AND 1
+                 AND coalesce(override_percentage, 0) BETWEEN 0 AND 1
+                 AND coalesce(burst_multiplier, 1) BETWEEN 1 AND 100),
+        ADD CONSTRAINT %1$s_burst_window_check
+          CHECK (burst_window IS NULL OR burst_window BETWEEN interval '1 second' AND interval '3650 days'),
+        ADD CONSTRAINT %1$s_max_burst_tokens_check
+          CHECK (max_burst_tokens IS NULL OR max_burst_tokens BETWEEN 0 AND 1000000000000000)
+    $f$, t);
+  END LOOP;
+END $$;
+
+-- The rule triggers fire for the new rule columns too (not for the
+-- snapshot columns rate_limiter_flush() writes).
+DROP TRIGGER rate_limiter_rules_changed ON token_limits;
+DROP TRIGGER rate_limiter_rules_changed ON request_limits;
+CREATE TRIGGER rate_limiter_rules_changed
+  AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_tokens_per_period, period_interval,
+    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
+    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
+    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
+    max_burst_tokens
+  ON token_limits FOR EACH STATEMENT EXECUTE FUNCTION rate_limiter_rules_changed();
+CREATE TRIGGER rate_limiter_rules_changed
+  AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_requests_per_window, window_duration,
+    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
+    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
+    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
+    max_burst_tokens
+  ON request_limits FOR EACH STATEMENT EXECUTE FUNCTION rate_limiter_rules_changed();
+ALTER TABLE token_limits ENABLE ALWAYS TRIGGER rate_limiter_rules_changed;
+ALTER TABLE request_limits ENABLE ALWAYS TRIGGER rate_limiter_rules_changed;
+
+------------------------------------------------------------------------------
+-- settle_tokens: token_usage remembers what was granted and when it was
+-- settled.  allocation_id is token_usage.id.
+------------------------------------------------------------------------------
+ALTER TABLE token_usage
+  ADD COLUMN tokens_granted bigint CHECK (tokens_granted IS NULL OR tokens_granted >= 0),
+  ADD COLUMN settled_at timestamptz;
+COMMENT ON COLUMN token_usage.tokens_granted IS
+  'Tokens granted by allocate_tokens, kept when settle_tokens replaces tokens_used with the actual usage';
+COMMENT ON COLUMN token_usage.settled_at IS 'When settle_tokens settled this allocation; NULL: not settled';
+
+------------------------------------------------------------------------------
+-- Hot path: new result columns (allocation_id), session_id on check/enforce.
+------------------------------------------------------------------------------
+DROP FUNCTION allocate_tokens(text, bigint, text, text, text, jsonb);
+CREATE FUNCTION allocate_tokens(
+  user_id             text,
+  tokens_requested    bigint,
+  priority_level      text DEFAULT 'medium',
+  api_endpoint        text DEFAULT NULL,
+  session_id          text DEFAULT NULL,
+  context             jsonb DEFAULT '{}',
+  OUT success             boolean,
+  OUT tokens_allocated    bigint,
+  OUT tokens_remaining    bigint,
+  OUT allocation_strategy text,
+  OUT reason              text,
+  OUT "limit"             bigint,
+  OUT reset_at            timestamptz,
+  OUT retry_after         interval,
+  OUT requests_remaining  bigint,
+  OUT limit_kind          text,
+  OUT scope               text,
+  OUT allocation_id       bigint,
+  OUT burst_tokens        bigint,
+  OUT emergency_tokens    bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'allocate_tokens' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION allocate_tokens(text, bigint, text, text, text, jsonb) IS
+  'Grants up to tokens_requested tokens: at most the priority share (high 0.5, medium 0.3, low 0.2) of the remaining quota of the most restrictive scope, adjusted by the dynamic, burst and emergency strategies; counts one request';
+
+DROP FUNCTION check_rate_limit(text, text);
+CREATE FUNCTION check_rate_limit(
+  user_id      text,
+  api_endpoint text DEFAULT NULL,
+  session_id   text DEFAULT NULL,
+  OUT allowed     boolean,
+  OUT "limit"     bigint,
+  OUT remaining   bigint,
+  OUT reset_at    timestamptz,
+  OUT retry_after interval,
+  OUT limit_kind  text,
+  OUT scope       text,
+  OUT reason      text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'check_rate_limit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION check_rate_limit(text, text, text) IS
+  'Checks every applicable request limit and token quota; counts the request when allowed';
+
+DROP FUNCTION enforce_rate_limit(text, text);
+CREATE FUNCTION enforce_rate_limit(
+  user_id      text,
+  api_endpoint text DEFAULT NULL,
+  session_id   text DEFAULT NULL,
+  OUT allowed     boolean,
+  OUT "limit"     bigint,
+  OUT remaining   bigint,
+  OUT reset_at    timestamptz,
+  OUT retry_after interval,
+  OUT limit_kind  text,
+  OUT scope       text,
+  OUT reason      text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'enforce_rate_limit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION enforce_rate_limit(text, text, text) IS
+  'Like check_rate_limit, but raises SQLSTATE RL429 when the request is denied';
+
+-- The privilege to use {"emergency_override": true}: EXECUTE on this
+-- function.  GRANT EXECUTE ON FUNCTION rate_limiter_emergency_access() TO oncall;
+CREATE FUNCTION rate_limiter_emergency_access() RETURNS boolean
+AS 'MODULE_PATHNAME', 'rate_limiter_emergency_access' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION rate_limiter_emergency_access() FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_emergency_access() IS
+  'Roles with EXECUTE on this function may use {"emergency_override": true}; returns true when the current user may';
+
+-- Internal: gives unused tokens back to the counters of a user's token
+-- quotas when the transaction commits (settle_tokens).
+CREATE FUNCTION rate_limiter_schedule_refund(user_id text, api_endpoint text, tokens bigint,
+                                             charged_at timestamptz)
+RETURNS void AS 'MODULE_PATHNAME', 'rate_limiter_schedule_refund' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_schedule_refund(text, text, bigint, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_schedule_refund(text, text, bigint, timestamptz) IS
+  'Internal: returns tokens to the token quota counters that applied at charged_at, when the transaction commits';
+
+-- settle_tokens(allocation_id, tokens_used): the actual usage of a grant.
+-- The unused part goes back to the quota (at commit), token_usage keeps
+-- the actual usage in tokens_used and the grant in tokens_granted.
+CREATE FUNCTION settle_tokens(allocation_id bigint, tokens_used bigint,
+                              OUT tokens_granted bigint, OUT tokens_refunded bigint)
+RETURNS record LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  u record;
+BEGIN
+  IF $1 IS NULL THEN
+    RAISE EXCEPTION 'allocation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF $2 IS NULL THEN
+    RAISE EXCEPTION 'tokens_used must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF $2 < 0 THEN
+    RAISE EXCEPTION 'tokens_used must not be negative, not %', $2
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT t.id, t.user_id, t.api_endpoint, t.tokens_used, t.settled_at, t."timestamp", t.priority_level
+    INTO u FROM @extschema@.token_usage t WHERE t.id = $1 FOR UPDATE;
+  IF NOT FOUND OR u.priority_level IS NULL THEN
+    RAISE EXCEPTION 'allocation % does not exist', $1
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'allocation_id is the value allocate_tokens returned for a grant.';
+  END IF;
+  IF u.settled_at IS NOT NULL THEN
+    RAISE EXCEPTION 'allocation % is already settled', $1
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('It was settled at %s.', u.settled_at);
+  END IF;
+  IF $2 > u.tokens_used THEN
+    RAISE EXCEPTION 'tokens_used (%) exceeds the % tokens granted to allocation %', $2, u.tokens_used, $1
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE @extschema@.token_usage t
+     SET tokens_granted = u.tokens_used, tokens_used = $2, settled_at = clock_timestamp()
+   WHERE t.id = $1;
+  IF u.tokens_used > $2 THEN
+    PERFORM @extschema@.rate_limiter_schedule_refund(u.user_id, u.api_endpoint,
+                                                      u.tokens_used - $2, u."timestamp");
+  END IF;
+  tokens_granted := u.tokens_used;
+  tokens_refunded := u.tokens_used - $2;
+END $$;
+COMMENT ON FUNCTION settle_tokens(bigint, bigint) IS
+  'Settles a grant with the tokens actually used: the unused part returns to the quota when the transaction commits';
+
+------------------------------------------------------------------------------
+-- Administration with the new options.  The old signatures are replaced
+-- (same leading arguments, so existing calls keep working).
+------------------------------------------------------------------------------
+DROP FUNCTION set_rate_limit(text, bigint, interval, text);
+DROP FUNCTION set_user_rate_limit(text, bigint, interval, text);
+DROP FUNCTION set_api_rate_limit(text, bigint, interval);
+DROP FUNCTION set_api_token_limit(text, bigint, interval);
+DROP FUNCTION set_default_rate_limit(bigint, interval);
+DROP FUNCTION set_default_user_rate_limit(bigint, interval);
+DROP FUNCTION rate_limiter_upsert_token_limit(text, text, bigint, interval);
+DROP FUNCTION rate_limiter_upsert_request_limit(text, text, bigint, interval);
+
+-- Validates the options and writes one row of either rule table; internal.
+CREATE FUNCTION rate_limiter_upsert_limit(
+  p_kind text, p_user_id text, p_api_endpoint text, p_max bigint, p_window interval,
+  p_algorithm text, p_burst bigint, p_burst_limit bigint, p_burst_window_seconds integer,
+  p_enable_dynamic_allocation boolean, p_emergency_override_enabled boolean,
+  p_burst_mode_enabled boolean, p_user_history_weight float8, p_system_load_weight float8,
+  p_time_factor_weight float8, p_emergency_threshold float8, p_override_percentage float8,
+  p_burst_multiplier float8, p_burst_window interval, p_max_burst_tokens bigint)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  fraction_names text[] := ARRAY['user_history_weight', 'system_load_weight', 'time_factor_weight',
+                                 'emergency_threshold', 'override_percentage'];
+  fractions float8[] := ARRAY[p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+                              p_emergency_threshold, p_override_percentage];
+BEGIN
+  IF p_kind = 'tokens' THEN
+    PERFORM @extschema@.rate_limiter_check_limit('max_tokens_per_period', p_max);
+    PERFORM @extschema@.rate_limiter_check_window('period_interval', p_window);
+  ELSE
+    PERFORM @extschema@.rate_limiter_check_limit('max_requests_per_window', p_max);
+    PERFORM @extschema@.rate_limiter_check_window('window_duration', p_window);
+  END IF;
+  IF p_algorithm IS NULL THEN
+    RAISE EXCEPTION 'algorithm must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_algorithm NOT IN ('fixed_window', 'sliding_window', 'token_bucket', 'gcra') THEN
+    RAISE EXCEPTION 'unknown algorithm "%"', p_algorithm
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''fixed_window'', ''sliding_window'', ''token_bucket'' or ''gcra''.';
+  END IF;
+  IF p_burst IS NOT NULL THEN
+    IF p_algorithm NOT IN ('token_bucket', 'gcra') THEN
+      RAISE EXCEPTION 'burst applies only to the token_bucket and gcra algorithms'
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'For a short-window cap on a window algorithm use burst_limit and burst_window_seconds.';
+    END IF;
+    IF p_burst < 0 OR p_burst > 1000000000000000 THEN
+      RAISE EXCEPTION 'burst must be between 0 and 1000000000000000, not %', p_burst
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END IF;
+  IF (p_burst_limit IS NULL) <> (p_burst_window_seconds IS NULL) THEN
+    RAISE EXCEPTION 'burst_limit and burst_window_seconds must be given together'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_burst_limit IS NOT NULL THEN
+    PERFORM @extschema@.rate_limiter_check_limit('burst_limit', p_burst_limit);
+    IF p_burst_window_seconds < 1 OR p_burst_window_seconds * interval '1 second' > p_window THEN
+      RAISE EXCEPTION 'burst_window_seconds must be between 1 and the limit''s window (% seconds), not %',
+        extract(epoch FROM p_window)::bigint, p_burst_window_seconds
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END IF;
+  FOR i IN 1 .. array_length(fractions, 1) LOOP
+    IF fractions[i] IS NOT NULL AND NOT (fractions[i] BETWEEN 0 AND 1) THEN
+      RAISE EXCEPTION '% must be between 0 and 1, not %', fraction_names[i], fractions[i]
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END LOOP;
+  IF p_burst_multiplier IS NOT NULL AND NOT (p_burst_multiplier BETWEEN 1 AND 100) THEN
+    RAISE EXCEPTION 'burst_multiplier must be between 1 and 100, not %', p_burst_multiplier
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_burst_window IS NOT NULL THEN
+    PERFORM @extschema@.rate_limiter_check_window('burst_window', p_burst_window);
+  END IF;
+  IF p_max_burst_tokens IS NOT NULL AND (p_max_burst_tokens < 0 OR p_max_burst_tokens > 1000000000000000) THEN
+    RAISE EXCEPTION 'max_burst_tokens must be between 0 and 1000000000000000, not %', p_max_burst_tokens
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  IF p_kind = 'tokens' THEN
+    INSERT INTO @extschema@.token_limits AS t (
+      user_id, api_endpoint, max_tokens_per_period, period_interval, algorithm, burst, burst_limit,
+      burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
+      user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens)
+    VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
+      p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
+      p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+      p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
+      p_max_burst_tokens)
+    ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
+      max_tokens_per_period = EXCLUDED.max_tokens_per_period,
+      period_interval = EXCLUDED.period_interval,
+      algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst, burst_limit = EXCLUDED.burst_limit,
+      burst_window_seconds = EXCLUDED.burst_window_seconds,
+      enable_dynamic_allocation = EXCLUDED.enable_dynamic_allocation,
+      emergency_override_enabled = EXCLUDED.emergency_override_enabled,
+      burst_mode_enabled = EXCLUDED.burst_mode_enabled,
+      user_history_weight = EXCLUDED.user_history_weight,
+      system_load_weight = EXCLUDED.system_load_weight,
+      time_factor_weight = EXCLUDED.time_factor_weight,
+      emergency_threshold = EXCLUDED.emergency_threshold,
+      override_percentage = EXCLUDED.override_percentage,
+      burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
+      max_burst_tokens = EXCLUDED.max_burst_tokens, updated_at = now();
+  ELSE
+    INSERT INTO @extschema@.request_limits AS r (
+      user_id, api_endpoint, max_requests_per_window, window_duration, algorithm, burst, burst_limit,
+      burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
+      user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens)
+    VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
+      p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
+      p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+      p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
+      p_max_burst_tokens)
+    ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
+      max_requests_per_window = EXCLUDED.max_requests_per_window,
+      window_duration = EXCLUDED.window_duration,
+      algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst, burst_limit = EXCLUDED.burst_limit,
+      burst_window_seconds = EXCLUDED.burst_window_seconds,
+      enable_dynamic_allocation = EXCLUDED.enable_dynamic_allocation,
+      emergency_override_enabled = EXCLUDED.emergency_override_enabled,
+      burst_mode_enabled = EXCLUDED.burst_mode_enabled,
+      user_history_weight = EXCLUDED.user_history_weight,
+      system_load_weight = EXCLUDED.system_load_weight,
+      time_factor_weight = EXCLUDED.time_factor_weight,
+      emergency_threshold = EXCLUDED.emergency_threshold,
+      override_percentage = EXCLUDED.override_percentage,
+      burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
+      max_burst_tokens = EXCLUDED.max_burst_tokens, updated_at = now();
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint,
+  bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8,
+  interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint,
+  bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8,
+  interval, bigint) IS
+  'Internal: validates the options and inserts or updates one token_limits or request_limits row';
+
+CREATE FUNCTION set_rate_limit(user_id text, max_tokens_per_period bigint,
+  period_interval interval DEFAULT '1 day',
+  api_endpoint text DEFAULT NULL,
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
+  PERFORM @extschema@.rate_limiter_upsert_limit('tokens', $1, $4, $2, $3,
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+END $$;
+REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the token quota of a user (on one endpoint when api_endpoint is given), with its algorithm and strategy options; takes effect at commit';
+
+CREATE FUNCTION set_user_rate_limit(user_id text, max_requests_per_window bigint,
+  window_duration interval,
+  api_endpoint text DEFAULT NULL,
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
+  PERFORM @extschema@.rate_limiter_upsert_limit('requests', $1, $4, $2, $3,
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+END $$;
+REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given): the seed''s RateLimitConfig with burst_limit, burst_window_seconds and the strategy switches; takes effect at commit';
+
+CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
+  window_duration interval,
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
+  PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, $1, $2, $3,
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+END $$;
+REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the request limit of an endpoint, shared by all users; takes effect at commit';
+
+CREATE FUNCTION set_api_token_limit(api_endpoint text, max_tokens_per_period bigint,
+  period_interval interval DEFAULT '1 day',
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
+  PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, $1, $2, $3,
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+END $$;
+REVOKE ALL ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the token quota of an endpoint, shared by all users; takes effect at commit';
+
+CREATE FUNCTION set_default_rate_limit(max_tokens_per_period bigint,
+  period_interval interval DEFAULT '1 day',
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, NULL, $1, $2,
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17);
+END $$;
+REVOKE ALL ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the token quota of every user who has no token quota of their own';
+
+CREATE FUNCTION set_default_user_rate_limit(max_requests_per_window bigint,
+  window_duration interval,
+  algorithm text DEFAULT 'fixed_window',
+  burst bigint DEFAULT NULL,
+  burst_limit bigint DEFAULT NULL,
+  burst_window_seconds integer DEFAULT NULL,
+  enable_dynamic_allocation boolean DEFAULT NULL,
+  emergency_override_enabled boolean DEFAULT NULL,
+  burst_mode_enabled boolean DEFAULT NULL,
+  user_history_weight float8 DEFAULT NULL,
+  system_load_weight float8 DEFAULT NULL,
+  time_factor_weight float8 DEFAULT NULL,
+  emergency_threshold float8 DEFAULT NULL,
+  override_percentage float8 DEFAULT NULL,
+  burst_multiplier float8 DEFAULT NULL,
+  burst_window interval DEFAULT NULL,
+  max_burst_tokens bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, NULL, $1, $2,
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17);
+END $$;
+REVOKE ALL ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint) IS
+  'Sets the request limit of every user who has no request limit of their own';
+
+------------------------------------------------------------------------------
+-- Status reads counters the way their algorithm counts.
+------------------------------------------------------------------------------
+DROP FUNCTION get_rate_limit_status(text);
+DROP FUNCTION rate_limiter_flush();
+DROP FUNCTION rate_limiter_peek_counter(text, text, text, text, interval);
+
+CREATE FUNCTION rate_limiter_peek_counter(
+  scope text, user_id text, api_endpoint text, limit_kind text, window_duration interval,
+  algorithm text, "limit" bigint, burst bigint,
+  OUT used bigint, OUT remaining bigint, OUT window_start timestamptz, OUT reset_at timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'rate_limiter_peek_counter' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_peek_counter(text, text, text, text, interval, text, bigint, bigint)
+  FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_peek_counter(text, text, text, text, interval, text, bigint, bigint) IS
+  'Internal: reads one shared-memory counter without changing it';
+
+-- Every limit that applies to the user: their user+endpoint rules, their own
+-- rule or the default (per kind), and every endpoint-wide rule.
+CREATE FUNCTION get_rate_limit_status(user_id text)
+RETURNS TABLE (scope text, api_endpoint text, limit_kind text, algorithm text, "limit" bigint,
+               used bigint, remaining bigint, window_duration interval, window_start timestamptz,
+               reset_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  RETURN QUERY
+  WITH token_rules AS (
+    SELECT t.user_id AS uid, t.api_endpoint AS ep, 'tokens' AS kind, t.max_tokens_per_period AS lim,
+           t.period_interval AS win, t.algorithm AS alg, t.burst AS bst
+      FROM @extschema@.token_limits t
+  ), request_rules AS (
+    SELECT r.user_id, r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration,
+           r.algorithm, r.burst
+      FROM @extschema@.request_limits r
+  ), all_rules AS (
+    SELECT * FROM token_rules UNION ALL SELECT * FROM request_rules
+  ), rules AS (
+    SELECT CASE WHEN a.ep IS NOT NULL THEN 'user_endpoint' ELSE 'user' END AS scope, a.*
+      FROM all_rules a WHERE a.uid = $1
+    UNION ALL
+    SELECT 'default', a.*
+      FROM all_rules a
+     WHERE a.uid IS NULL AND a.ep IS NULL
+       AND NOT EXISTS (SELECT 1 FROM all_rules o WHERE o.uid = $1 AND o.ep IS NULL AND o.kind = a.kind)
+    UNION ALL
+    SELECT 'endpoint', a.* FROM all_rules a WHERE a.uid IS NULL AND a.ep IS NOT NULL
+  )
+  SELECT rules.scope, rules.ep, rules.kind, rules.alg, c.used + c.remaining, c.used, c.remaining,
+         rules.win, c.window_start, c.reset_at
+    FROM rules,
+         LATERAL @extschema@.rate_limiter_peek_counter(
+           rules.scope, CASE WHEN rules.scope = 'endpoint' THEN NULL ELSE $1 END,
+           rules.ep, rules.kind, rules.win, rules.alg, rules.lim, rules.bst) c
+   ORDER BY CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
+                             WHEN 'default' THEN 2 ELSE 3 END,
+            rules.ep NULLS FIRST, rules.kind;
+END $$;
+REVOKE ALL ON FUNCTION get_rate_limit_status(text) FROM PUBLIC;
+COMMENT ON FUNCTION get_rate_limit_status(text) IS
+  'One row per limit that applies to the user, with live usage from shared memory';
+
+-- Writes the live token counters into token_limits.tokens_used_in_period and
+-- period_start (the snapshot columns).  Returns the rows updated.
+CREATE FUNCTION rate_limiter_flush()
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  n bigint;
+BEGIN
+  UPDATE @extschema@.token_limits t
+     SET (tokens_used_in_period, period_start) = (
+           SELECT c.used, c.window_start
+             FROM @extschema@.rate_limiter_peek_counter(
+                    CASE WHEN t.user_id IS NULL THEN 'endpoint'
+                         WHEN t.api_endpoint IS NULL THEN 'user' ELSE 'user_endpoint' END,
+                    t.user_id, t.api_endpoint, 'tokens', t.period_interval, t.algorithm,
+                    t.max_tokens_per_period, t.burst) c)
+   WHERE t.user_id IS NOT NULL OR t.api_endpoint IS NOT NULL;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION rate_limiter_flush() FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_flush() IS
+  'Copies the live token counters into token_limits.tokens_used_in_period and period_start; returns the rows updated';
+
+-- ==== end algorithms, strategies, settle ====
