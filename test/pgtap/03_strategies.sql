@@ -128,7 +128,7 @@ SELECT throws_ok(format($$SELECT allocate_tokens(%L, 10, 'high', context => '{"e
                  '42501', 'permission denied to use emergency_override',
                  'a role without EXECUTE on rate_limiter_emergency_access() gets 42501');
 RESET ROLE;
-SELECT is((get_performance_metrics()->>'emergency_override_refused')::bigint, :refused_before + 1,
+SELECT is((get_performance_metrics()->>'emergency_override_refused')::bigint, (:refused_before + 1)::bigint,
           'the refused attempt is counted');
 GRANT EXECUTE ON FUNCTION rate_limiter_emergency_access() TO rl_tap_plain;
 SET LOCAL ROLE rl_tap_plain;
