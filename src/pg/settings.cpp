@@ -8,6 +8,7 @@ namespace rate_limiter::pg {
 
 Settings settings = {
     /* max_keys */ 100000,
+    /* max_revocations */ 10000,
     /* failure_mode */ kFailClosed,
     /* lock_timeout_ms */ 1000,
     /* share_high */ 0.5,
@@ -33,6 +34,13 @@ void define_settings() {
       "Each scope and kind of limit that a request touches uses one counter. "
       "Counters whose window has ended are evicted when space is needed.",
       &settings.max_keys, 100000, 16, 100000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.max_revocations",
+      "Maximum number of revoked tokens cached in shared memory, over all databases.",
+      "When the cache is full, tokens that do not fit are looked up in token_revocations "
+      "(slower, still exact).",
+      &settings.max_revocations, 10000, 1, 10000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 
   DefineCustomEnumVariable(
       "rate_limiter.failure_mode",

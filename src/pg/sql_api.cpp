@@ -2,7 +2,8 @@
 // enforce_rate_limit.
 //
 // Each runs in three phases (see boundary.hpp):
-//   1. validate arguments and make the rule cache current (may ereport);
+//   1. validate arguments, check a session_id against the revocations
+//      (allocate_tokens) and make the rule cache current (may ereport);
 //   2. decide_call(): locks and arithmetic only, noexcept;
 //   3. raise errors, write the usage row, record metrics, build the record.
 #include "rate_limiter/core/priority.hpp"
@@ -10,6 +11,7 @@
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/revocation_lookup.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
@@ -54,6 +56,8 @@ const char* reason_of(const CallResult& r, core::CallKind kind) {
       return "priority_share_exhausted";
     case core::Outcome::DeniedAllOrNothing:
       return "insufficient_quota";
+    case core::Outcome::DeniedRevoked:
+      return "revoked";
   }
   return "unknown";
 }
@@ -240,7 +244,12 @@ RL_SQL_FUNCTION(allocate_tokens) {
   call.session = optional_id(fcinfo, 4, "session_id");
   call.input.request.all_or_nothing = context_arg(fcinfo, 5).all_or_nothing;
   require_writable_transaction();
-  run_call(&call);
+  // A revoked session is denied before any lock: nothing charged, no
+  // binding limit, no usage row.
+  if (call.session.present && session_revoked(call.session.value))
+    call.result.decision.outcome = core::Outcome::DeniedRevoked;
+  else
+    run_call(&call);
 
   const core::Decision& d = call.result.decision;
   const BindingLimit& b = call.result.binding;

@@ -11,6 +11,7 @@ enum FailureMode { kFailClosed = 0, kFailOpen = 1 };
 
 struct Settings {
   int max_keys;             // rate_limiter.max_keys (postmaster)
+  int max_revocations;      // rate_limiter.max_revocations (postmaster)
   int failure_mode;         // rate_limiter.failure_mode: FailureMode
   int lock_timeout_ms;      // rate_limiter.lock_timeout; 0 waits without bound
   double share_high;        // rate_limiter.priority_share_high
