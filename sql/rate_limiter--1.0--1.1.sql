@@ -80,4 +80,18 @@ REVOKE ALL ON FUNCTION unrevoke_token(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION reload_revocations() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revocation_cache_status() FROM PUBLIC;
 
+------------------------------------------------------------------------------
+-- rate_limit_trigger(): BEFORE INSERT OR UPDATE ... FOR EACH ROW on an
+-- application table.  TG_ARGV: user column, endpoint ('' = none), optional
+-- cost (integer or integer column), optional priority (default 'high').
+-- EXECUTE stays open to PUBLIC: it only lets a role attach the trigger to
+-- tables it owns, and the trigger calls enforce_rate_limit/allocate_tokens
+-- only if the table's owner may execute them.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION rate_limit_trigger() RETURNS trigger
+AS 'MODULE_PATHNAME', 'rate_limit_trigger' LANGUAGE C;
+COMMENT ON FUNCTION rate_limit_trigger() IS
+  'Trigger: BEFORE INSERT OR UPDATE FOR EACH ROW EXECUTE FUNCTION rate_limit_trigger(user_column, endpoint [, cost [, priority]]); raises RL429 over the limit. endpoint '''' means none; cost is an integer or an integer column (allocates that many tokens, all or nothing; without it each row counts one request); priority defaults to high';
+
 -- ==== end revocations and rate_limit_trigger ====

@@ -7,6 +7,7 @@
 // EXTENSION fails with that error too.
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/rate_limit_trigger.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -53,4 +54,5 @@ void _PG_init(void) {
   rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
   rate_limiter::pg::register_usage_log_reset();
   rate_limiter::pg::register_revocations();
+  rate_limiter::pg::register_rate_limit_trigger_invalidation();
 }
