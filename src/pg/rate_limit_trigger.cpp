@@ -125,8 +125,11 @@ TriggerArgs parse_args(const TriggerData* trig) {
   Relation rel = trig->tg_relation;
   if (t->tgnargs < 2 || t->tgnargs > 4)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("trigger \"%s\" passes %d arguments to rate_limit_trigger(), which takes 2 to 4",
-                           t->tgname, t->tgnargs),
+                    errmsg_plural("trigger \"%s\" passes %d argument to rate_limit_trigger(), "
+                                  "which takes 2 to 4",
+                                  "trigger \"%s\" passes %d arguments to rate_limit_trigger(), "
+                                  "which takes 2 to 4",
+                                  t->tgnargs, t->tgname, t->tgnargs),
                     errhint("EXECUTE FUNCTION rate_limit_trigger('user_column', 'endpoint' "
                             "[, cost [, priority]]), where endpoint '' means none and cost is an "
                             "integer or a column name.")));
