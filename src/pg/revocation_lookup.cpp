@@ -6,6 +6,7 @@
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/revocation_changes.hpp"
+#include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
 namespace rate_limiter::pg {
@@ -127,6 +128,8 @@ void load_installation(const ExtensionCatalog* ext) {
   if (!begin_revocation_load(ext->installation, &generation)) return;
   std::size_t n = 0;
   core::Hash128* keys = read_revoked_keys(ext, &n);
+  if (settings.debug_revocation_load_delay_ms > 0)
+    pg_usleep(static_cast<long>(settings.debug_revocation_load_delay_ms) * 1000L);
   finish_revocation_load(ext->installation, generation, keys, n);
   pfree(keys);
 }

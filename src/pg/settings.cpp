@@ -16,6 +16,7 @@ Settings settings = {
     /* share_low */ 0.2,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
+    /* debug_revocation_load_delay_ms */ 0,
 };
 
 namespace {
@@ -80,6 +81,14 @@ void define_settings() {
       "Used by the test suite to cross window boundaries without sleeping.",
       &settings.debug_time_offset_s, 0, -2000000000, 2000000000, PGC_SUSET,
       GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.debug_revocation_load_delay_ms",
+      "Testing only: pause this long between reading token_revocations and filling the "
+      "revocation cache.",
+      "Used by the test suite to commit revocations while a load is under way.",
+      &settings.debug_revocation_load_delay_ms, 0, 0, 60000, PGC_SUSET,
+      GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
 
   MarkGUCPrefixReserved("rate_limiter");
 }

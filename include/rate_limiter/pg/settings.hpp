@@ -19,6 +19,7 @@ struct Settings {
   double share_low;         // rate_limiter.priority_share_low
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
+  int debug_revocation_load_delay_ms;  // rate_limiter.debug_revocation_load_delay_ms (developer)
 };
 
 extern Settings settings;
