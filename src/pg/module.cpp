@@ -8,6 +8,8 @@
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/rate_limit_trigger.hpp"
+#include "rate_limiter/pg/revocation_lookup.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
@@ -53,4 +55,6 @@ void _PG_init(void) {
   rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
   rate_limiter::pg::register_usage_log_reset();
   rate_limiter::pg::register_emergency_access_reset();
+  rate_limiter::pg::register_revocations();
+  rate_limiter::pg::register_rate_limit_trigger_invalidation();
 }

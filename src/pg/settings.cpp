@@ -8,6 +8,7 @@ namespace rate_limiter::pg {
 
 Settings settings = {
     /* max_keys */ 100000,
+    /* max_revocations */ 10000,
     /* failure_mode */ kFailClosed,
     /* lock_timeout_ms */ 1000,
     /* share_high */ 0.5,
@@ -28,6 +29,7 @@ Settings settings = {
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
+    /* debug_revocation_load_delay_ms */ 0,
 };
 
 namespace {
@@ -46,6 +48,13 @@ void define_settings() {
       "Each scope and kind of limit that a request touches uses one counter. "
       "Counters whose window has ended are evicted when space is needed.",
       &settings.max_keys, 100000, 16, 100000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.max_revocations",
+      "Maximum number of revoked tokens cached in shared memory, over all databases.",
+      "When the cache is full, tokens that do not fit are looked up in token_revocations "
+      "(slower, still exact).",
+      &settings.max_revocations, 10000, 1, 10000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 
   DefineCustomEnumVariable(
       "rate_limiter.failure_mode",
@@ -143,6 +152,14 @@ void define_settings() {
       "Testing only: freeze the limiter's clock at this many seconds after the Unix epoch.",
       "0 uses the wall clock.  debug_time_offset applies on top.", &settings.debug_clock_s, 0, 0,
       INT_MAX, PGC_SUSET, GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.debug_revocation_load_delay_ms",
+      "Testing only: pause this long between reading token_revocations and filling the "
+      "revocation cache.",
+      "Used by the test suite to commit revocations while a load is under way.",
+      &settings.debug_revocation_load_delay_ms, 0, 0, 60000, PGC_SUSET,
+      GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
 
   MarkGUCPrefixReserved("rate_limiter");
 }

@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/shared_state.hpp"
 
+#include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 
 namespace rate_limiter::pg {
@@ -32,6 +33,7 @@ void request_shared_memory() {
   const core::TableGeometry g = core::geometry_for(static_cast<uint32_t>(settings.max_keys));
   RequestAddinShmemSpace(segment_bytes(g));
   RequestNamedLWLockTranche(kTrancheName, static_cast<int>(g.partitions));
+  request_revocation_memory();  // its own segment and lock tranche
 }
 
 void attach_shared_memory() {
@@ -69,6 +71,7 @@ void attach_shared_memory() {
     }
   }
   LWLockRelease(AddinShmemInitLock);
+  attach_revocation_memory();
   shared = state;
 }
 

@@ -2,7 +2,8 @@
 // enforce_rate_limit.
 //
 // Each runs in three phases (see boundary.hpp):
-//   1. validate arguments and make the rule cache current (may ereport);
+//   1. validate arguments, check a session_id against the revocations
+//      (allocate_tokens) and make the rule cache current (may ereport);
 //   2. decide_call(): locks and arithmetic only, noexcept;
 //   3. raise errors, write the usage row, record metrics, build the record.
 #include "rate_limiter/core/priority.hpp"
@@ -11,6 +12,7 @@
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/revocation_lookup.hpp"
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
@@ -78,6 +80,8 @@ const char* reason_of(const CallResult& r, core::CallKind kind) {
       return "priority_share_exhausted";
     case core::Outcome::DeniedAllOrNothing:
       return "insufficient_quota";
+    case core::Outcome::DeniedRevoked:
+      return "revoked";
   }
   return "unknown";
 }
@@ -234,7 +238,12 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
   call.input.request.kind = core::CallKind::Check;
   call.refund_on_abort = settings.refund_on_abort;
   require_writable_transaction();
-  run_call(&call);
+  // As in allocate_tokens: a revoked session is denied before any lock.
+  const bool revoked = call.session.present && session_revoked(call.session.value);
+  if (revoked)
+    call.result.decision.outcome = core::Outcome::DeniedRevoked;
+  else
+    run_call(&call);
 
   const core::Decision& d = call.result.decision;
   if (d.allowed()) {
@@ -243,6 +252,10 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
   }
   record_decision(d.allowed(), call.started_ns);
 
+  if (enforce && revoked)
+    ereport(ERROR, (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
+                    errmsg("session \"%s\" is revoked", text_to_cstring(call.session.datum)),
+                    errdetail("Reason: revoked.  Retrying does not help until the session is unrevoked.")));
   if (enforce && !d.allowed()) {
     const BindingLimit& b = call.result.binding;
     ereport(ERROR,
@@ -286,7 +299,12 @@ RL_SQL_FUNCTION(allocate_tokens) {
   call.refund_on_abort = context.refund_on_abort || settings.refund_on_abort;
   if (context.emergency_override) require_emergency_privilege();
   require_writable_transaction();
-  run_call(&call);
+  // A revoked session is denied before any lock: nothing charged, no
+  // binding limit, no usage row.
+  if (call.session.present && session_revoked(call.session.value))
+    call.result.decision.outcome = core::Outcome::DeniedRevoked;
+  else
+    run_call(&call);
 
   const core::Decision& d = call.result.decision;
   const BindingLimit& b = call.result.binding;

@@ -73,6 +73,29 @@ mismatched=$(psql_q "
    WHERE l.logged <> s.used OR l.logged > 3000 OR l.logged = 0")
 check "per-user default quotas: each of the $CLIENTS counters equals its usage rows, within 3000" "$mismatched" 0
 
+# 4. Revocations: readers check session ids against the shared cache while
+# writers revoke, unrevoke and force reloads, all at once for a few seconds.
+# Afterwards the cache agrees with token_revocations on every token.  (A
+# smoke test under load; test/t/005_revocation_load_race.pl places a commit
+# inside a load deterministically.)
+psql_q "DELETE FROM token_revocations WHERE token LIKE 'stress_rv_%'" >/dev/null
+seconds=${STRESS_SECONDS:-5}
+pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$seconds" -f "$here/revocation_check.sql" "${conn[@]}" \
+  >"$tmp/revocation_check.log" 2>&1 &
+readers=$!
+pgbench -n -c 4 -j 1 -T "$seconds" -f "$here/revocation_write.sql" "${conn[@]}" >"$tmp/revocation_write.log" 2>&1 ||
+  { echo "FAIL: pgbench revocation_write.sql did not complete"; cat "$tmp/revocation_write.log"; failures=$((failures + 1)); }
+wait "$readers" ||
+  { echo "FAIL: pgbench revocation_check.sql did not complete"; cat "$tmp/revocation_check.log"; failures=$((failures + 1)); }
+grep -E '^tps' "$tmp/revocation_check.log" | sed "s/^/  revocation_check.sql: /"
+grep -E '^tps' "$tmp/revocation_write.log" | sed "s/^/  revocation_write.sql: /"
+mismatched=$(psql_q "
+  SELECT count(*) FROM generate_series(0, 40) g
+   WHERE is_token_revoked('stress_rv_' || g)
+         <> EXISTS (SELECT 1 FROM token_revocations WHERE token = 'stress_rv_' || g)")
+check "revocations: the cache agrees with token_revocations on all 41 tokens" "$mismatched" 0
+psql_q "DELETE FROM token_revocations WHERE token LIKE 'stress_rv_%'" >/dev/null
+
 psql_q "SELECT remove_default_rate_limit();" >/dev/null
 echo "stress: $failures failed"
 [ "$failures" -eq 0 ]

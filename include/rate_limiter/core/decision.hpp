@@ -120,6 +120,7 @@ enum class Outcome : uint8_t {
                        // priority share of what remains is a whole token
   DeniedPriorityShare, // a larger share would get tokens, this priority's gets 0
   DeniedAllOrNothing,  // all_or_nothing and the grant would have been partial
+  DeniedRevoked,       // the session id is revoked; set by the caller, never by decide()
 };
 
 constexpr bool outcome_allows(Outcome o) noexcept {

@@ -11,6 +11,7 @@ enum FailureMode { kFailClosed = 0, kFailOpen = 1 };
 
 struct Settings {
   int max_keys;             // rate_limiter.max_keys (postmaster)
+  int max_revocations;      // rate_limiter.max_revocations (postmaster)
   int failure_mode;         // rate_limiter.failure_mode: FailureMode
   int lock_timeout_ms;      // rate_limiter.lock_timeout; 0 waits without bound
   double share_high;        // rate_limiter.priority_share_high
@@ -32,6 +33,7 @@ struct Settings {
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock
+  int debug_revocation_load_delay_ms;  // rate_limiter.debug_revocation_load_delay_ms (developer)
 };
 
 extern Settings settings;

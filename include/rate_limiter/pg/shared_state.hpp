@@ -4,6 +4,8 @@
 //   SharedState                       header, metrics, rule generation
 //   PartitionHeader[partitions]       one cache line each
 //   CounterSlot[partitions * slots]   the counters, partition after partition
+// Revoked tokens live in a second segment with its own lock, requested and
+// attached from here (revocation_cache.hpp).
 //
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"

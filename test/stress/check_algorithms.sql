@@ -1,0 +1,3 @@
+SELECT allowed FROM check_rate_limit('stress_gcra');
+SELECT allowed FROM check_rate_limit('stress_sliding');
+SELECT allowed FROM check_rate_limit('stress_bucket');
