@@ -96,6 +96,43 @@ mismatched=$(psql_q "
 check "revocations: the cache agrees with token_revocations on all 41 tokens" "$mismatched" 0
 psql_q "DELETE FROM token_revocations WHERE token LIKE 'stress_rv_%'" >/dev/null
 
+# 5. Strategies and algorithms on hot keys, with the limiter's clock frozen
+# (rate_limiter.debug_clock, testing only) so that no refill or window
+# boundary blurs the totals.  Each total is exact:
+#  - emergency: every call asks 50 at low priority with emergency_override,
+#    which takes all that remains of the 1000, then the allowance of
+#    0.8 x 1000 beyond it: exactly 1800 granted, 800 of them emergency;
+#  - burst: calls ask 5000 at low priority in burst mode (share 0.2 x 5 = 1);
+#    the burst budget of 300 goes to whoever comes first, and the quota
+#    drains until floor(0.2 x remaining) is 0, at 4 tokens left: exactly
+#    9996 granted, 300 of them burst;
+#  - gcra (max_burst 999), sliding_window (700 per hour) and token_bucket
+#    (capacity 900) admit exactly their capacity.
+export PGOPTIONS="${PGOPTIONS:-} -c rate_limiter.debug_clock=1800000000"
+psql_q "SELECT set_rate_limit('stress_emergency', 1000, '3650 days');
+        SELECT set_rate_limit('stress_burst', 10000, '3650 days', burst_multiplier => 5, max_burst_tokens => 300);
+        SELECT set_user_rate_limit('stress_gcra', 30, '60 seconds', algorithm => 'gcra', burst => 999);
+        SELECT set_user_rate_limit('stress_sliding', 700, '1 hour', algorithm => 'sliding_window');
+        SELECT set_user_rate_limit('stress_bucket', 5000, '3650 days', algorithm => 'token_bucket', burst => 900);
+        SELECT reset_rate_limit(u) FROM unnest(ARRAY['stress_emergency', 'stress_burst', 'stress_gcra',
+                                                     'stress_sliding', 'stress_bucket']) u;
+        SET client_min_messages = warning;
+        DROP TABLE IF EXISTS stress_strategy_log;
+        CREATE TABLE stress_strategy_log (kind text, granted bigint, burst bigint, emergency bigint);" >/dev/null
+bench alloc_emergency.sql
+bench alloc_burst.sql
+bench check_algorithms.sql
+check "emergency override: tokens granted" \
+  "$(psql_q "SELECT sum(granted) || '/' || sum(emergency) FROM stress_strategy_log WHERE kind = 'emergency'")" 1800/800
+check "burst mode: tokens granted / burst tokens" \
+  "$(psql_q "SELECT sum(granted) || '/' || sum(burst) FROM stress_strategy_log WHERE kind = 'burst'")" 9996/300
+for pair in stress_gcra:1000 stress_sliding:700 stress_bucket:900; do
+  user=${pair%%:*}
+  check "$user: requests admitted" "$(psql_q "SELECT count(*) FROM token_usage WHERE user_id = '$user'")" "${pair##*:}"
+done
+psql_q "DROP TABLE stress_strategy_log" >/dev/null
+unset PGOPTIONS
+
 psql_q "SELECT remove_default_rate_limit();" >/dev/null
 echo "stress: $failures failed"
 [ "$failures" -eq 0 ]
