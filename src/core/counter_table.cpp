@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "rate_limiter/core/open_addressing.hpp"
+
 namespace rate_limiter::core {
 
 TableGeometry geometry_for(uint32_t max_keys) noexcept {
@@ -97,25 +99,8 @@ void CounterPartition::note_written(const CounterSlot* slot) noexcept {
 }
 
 void CounterPartition::erase_at(uint32_t hole) noexcept {
-  // Backward-shift deletion: pull later members of the probe run into the
-  // hole whenever the hole lies on their probe path, so lookups never need
-  // tombstones.
-  const uint32_t n = header_->nslots;
-  uint32_t j = hole;
-  for (;;) {
-    j = (j + 1 == n ? 0 : j + 1);
-    CounterSlot& s = slots_[j];
-    if (s.key.is_zero()) break;
-    const uint32_t home = home_of(s.key);
-    // Distance from home to j and from home to the hole, both circular.
-    const uint32_t dist_j = (j + n - home) % n;
-    const uint32_t dist_hole = (hole + n - home) % n;
-    if (dist_hole <= dist_j) {
-      slots_[hole] = s;
-      hole = j;
-    }
-  }
-  slots_[hole] = CounterSlot{};
+  backward_shift_erase(slots_, header_->nslots, hole,
+                       [this](const Hash128& key) { return home_of(key); });
   --header_->count;
 }
 

@@ -1,5 +1,7 @@
 #include "rate_limiter/core/revocation_set.hpp"
 
+#include "rate_limiter/core/open_addressing.hpp"
+
 namespace rate_limiter::core {
 
 uint32_t revocation_slots_for(uint32_t capacity) noexcept {
@@ -67,23 +69,8 @@ bool RevocationSet::erase(const Hash128& key) noexcept {
 }
 
 void RevocationSet::erase_at(uint32_t hole) noexcept {
-  // Backward-shift deletion: pull later members of the probe run into the
-  // hole whenever the hole lies on their probe path.
-  const uint32_t n = header_->nslots;
-  uint32_t j = hole;
-  for (;;) {
-    j = next(j);
-    RevocationSlot& s = slots_[j];
-    if (s.key.is_zero()) break;
-    const uint32_t home = home_of(s.key);
-    const uint32_t dist_j = (j + n - home) % n;
-    const uint32_t dist_hole = (hole + n - home) % n;
-    if (dist_hole <= dist_j) {
-      slots_[hole] = s;
-      hole = j;
-    }
-  }
-  slots_[hole] = RevocationSlot{};
+  backward_shift_erase(slots_, header_->nslots, hole,
+                       [this](const Hash128& key) { return home_of(key); });
   --header_->count;
 }
 
