@@ -54,27 +54,42 @@ CounterSlot* CounterPartition::find(const Hash128& key) noexcept {
   return nullptr;
 }
 
-CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule, int64_t now,
-                                       uint32_t* evicted) noexcept {
+CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now,
+                                              uint32_t* evicted) noexcept {
   *evicted = 0;
   CounterSlot* slot = find(key);
-  if (slot == nullptr) {
-    if (header_->count >= header_->capacity) {
-      if (now < header_->earliest_expiry) return nullptr;  // nothing can have expired yet
-      *evicted = evict_expired(now);
-      if (header_->count >= header_->capacity) return nullptr;
-    }
-    const uint32_t n = header_->nslots;
-    uint32_t i = home_of(key);
-    while (!slots_[i].key.is_zero()) i = (i + 1 == n ? 0 : i + 1);  // count < nslots: terminates
-    slot = &slots_[i];
-    slot->key = key;
-    slot->state = CounterState{};
-    ++header_->count;
+  if (slot != nullptr) return slot;
+  if (header_->count >= header_->capacity) {
+    if (now < header_->earliest_expiry) return nullptr;  // nothing can have expired yet
+    *evicted = evict_expired(now);
+    if (header_->count >= header_->capacity) return nullptr;
   }
+  const uint32_t n = header_->nslots;
+  uint32_t i = home_of(key);
+  while (!slots_[i].key.is_zero()) i = (i + 1 == n ? 0 : i + 1);  // count < nslots: terminates
+  slot = &slots_[i];
+  slot->key = key;
+  slot->state = CounterState{};
+  ++header_->count;
+  return slot;
+}
+
+CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule, int64_t now,
+                                       uint32_t* evicted) noexcept {
+  CounterSlot* slot = find_or_insert(key, now, evicted);
+  if (slot == nullptr) return nullptr;
   slot->state = advance(rule, slot->state, now);
   note_written(slot);
   return slot;
+}
+
+bool CounterPartition::store(const Hash128& key, const CounterState& state, int64_t now) noexcept {
+  uint32_t evicted = 0;
+  CounterSlot* slot = find_or_insert(key, now, &evicted);
+  if (slot == nullptr) return false;
+  slot->state = state;
+  note_written(slot);
+  return true;
 }
 
 bool CounterPartition::refund(const Hash128& key, const LimitRule& rule, int64_t units,

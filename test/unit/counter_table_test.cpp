@@ -190,6 +190,24 @@ TEST(CounterPartition, ResetFreesTheSlotForEvictionAtOnce) {
   EXPECT_EQ(t.view().find(key_of(0))->state.used, 7);
 }
 
+TEST(CounterPartition, StoreOverwritesOrInsertsAndKeepsTheHintLow) {
+  Table t(2, 3);
+  uint32_t evicted;
+  CounterState saved = advance(fixed(kMinute), CounterState{}, kNow);
+  consume(fixed(kMinute), &saved, 42, kNow);
+  EXPECT_TRUE(t.view().store(key_of(1), saved, kNow));
+  EXPECT_EQ(t.view().find(key_of(1))->state.used, 42);
+  EXPECT_EQ(t.header.earliest_expiry, saved.window_start + kMinute);
+  saved.used = 43;
+  EXPECT_TRUE(t.view().store(key_of(1), saved, kNow));
+  EXPECT_EQ(t.view().count(), 1u);
+  EXPECT_EQ(t.view().acquire(key_of(1), fixed(kMinute), kNow, &evicted)->state.used, 43);
+  EXPECT_TRUE(t.view().store(key_of(2), saved, kNow));
+  EXPECT_FALSE(t.view().store(key_of(3), saved, kNow));  // full of live counters
+  // Once they expired, a store evicts them like acquire() does.
+  EXPECT_TRUE(t.view().store(key_of(3), saved, kNow + 2 * kMinute));
+}
+
 TEST(CounterPartition, SlidingWindowLivesTwoWindows) {
   Table t(1, 2);
   uint32_t evicted;

@@ -93,6 +93,12 @@ class CounterPartition {
   // core::refund() on the key's slot, if it exists (returns whether it
   // does), lowering the eviction hint: a bucket refund moves the state's
   // expiry earlier.  Moves no slot.
+  // Writes `state` as the key's counter: overwrites an existing slot, or
+  // inserts one when the partition has room (expired counters are evicted
+  // first, as in acquire()).  For restoring saved or rebuilt counters.
+  // Returns false when the key is absent and nothing could be evicted.
+  bool store(const Hash128& key, const CounterState& state, int64_t now) noexcept;
+
   // Restarts the key's counter from nothing (full quota), if it exists;
   // the slot stays and is evictable at once.  Returns whether it existed.
   bool reset(const Hash128& key) noexcept;
@@ -109,6 +115,8 @@ class CounterPartition {
 
  private:
   uint32_t home_of(const Hash128& key) const noexcept;
+  // The key's slot, or a new empty one (state fresh) when there is room.
+  CounterSlot* find_or_insert(const Hash128& key, int64_t now, uint32_t* evicted) noexcept;
   void erase_at(uint32_t index) noexcept;
   void note_written(const CounterSlot* slot) noexcept;
 
