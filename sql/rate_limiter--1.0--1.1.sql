@@ -645,6 +645,13 @@ REVOKE ALL ON FUNCTION rate_limiter_flush() FROM PUBLIC;
 COMMENT ON FUNCTION rate_limiter_flush() IS
   'Copies the live token counters into token_limits.tokens_used_in_period and period_start; returns the rows updated';
 
+------------------------------------------------------------------------------
+-- Rebuilding counters after a crash or promotion replays the usage rows of
+-- each rule's current window: by user (the existing user_id index), by
+-- endpoint (this one) and by time for the default rule.
+------------------------------------------------------------------------------
+CREATE INDEX token_usage_endpoint_time_idx ON token_usage (api_endpoint, "timestamp");
+
 -- ==== end algorithms, strategies, settle ====
 
 -- ==== revocations and rate_limit_trigger ====

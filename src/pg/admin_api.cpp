@@ -4,6 +4,7 @@
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/counter_recovery.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
@@ -123,6 +124,8 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
 
+  ensure_rules_current();
+  ensure_counters_recovered();
   const core::Hash128 key = core::counter_key(scope, kind);
   const int64 now = limiter_now_unix();
   PartitionSet set;
@@ -161,6 +164,7 @@ RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("tokens out of range")));
   const int64 charged_at = timestamptz_to_unix(PG_GETARG_TIMESTAMPTZ(3));
   ensure_rules_current();
+  ensure_counters_recovered();
   core::Hash128 keys[core::kMaxAppliedLimits];
   core::LimitRule rules[core::kMaxAppliedLimits];
   const int n = applicable_counters(user.value, endpoint.present, endpoint.value, core::LimitKind::Tokens,

@@ -26,6 +26,7 @@ Settings settings = {
     /* burst_window_s */ 900,
     /* max_burst_tokens */ 1000,
     /* refund_on_abort */ false,
+    /* recovery_timeout_ms */ 10000,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
@@ -133,6 +134,12 @@ void define_settings() {
       "Give back the quota charged by a transaction (or savepoint) that rolls back.",
       "The same as context {\"refund_on_abort\": true} on every call.", &settings.refund_on_abort,
       false, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.recovery_timeout",
+      "Longest wait for another session's rebuild of the counters after a crash or promotion.",
+      "A wait that runs out raises 55P03.", &settings.recovery_timeout_ms, 10000, 0, 3600000,
+      PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.debug_hold_lock_ms",

@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/shared_state.hpp"
 
+#include "rate_limiter/pg/counter_file.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 
@@ -12,11 +13,13 @@ namespace {
 constexpr uint32 kMagic = 0x524c4d31;  // "RLM1"
 constexpr const char* kSegmentName = "rate_limiter";
 constexpr const char* kTrancheName = "rate_limiter";
+constexpr const char* kRecoveryTrancheName = "rate_limiter_recovery";
 
 // Set in every process by attach_shared_memory().
 core::PartitionHeader* partition_headers = nullptr;
 core::CounterSlot* counter_slots = nullptr;
 LWLockPadded* partition_locks = nullptr;
+LWLockPadded* recovery_locks = nullptr;
 
 Size header_bytes() { return MAXALIGN(sizeof(SharedState)); }
 
@@ -33,6 +36,7 @@ void request_shared_memory() {
   const core::TableGeometry g = core::geometry_for(static_cast<uint32_t>(settings.max_keys));
   RequestAddinShmemSpace(segment_bytes(g));
   RequestNamedLWLockTranche(kTrancheName, static_cast<int>(g.partitions));
+  RequestNamedLWLockTranche(kRecoveryTrancheName, 1);
   request_revocation_memory();  // its own segment and lock tranche
 }
 
@@ -46,6 +50,7 @@ void attach_shared_memory() {
   partition_headers = reinterpret_cast<core::PartitionHeader*>(base + header_bytes());
   counter_slots = reinterpret_cast<core::CounterSlot*>(partition_headers + g.partitions);
   partition_locks = GetNamedLWLockTranche(kTrancheName);
+  recovery_locks = GetNamedLWLockTranche(kRecoveryTrancheName);
 
   if (!found) {
     state->magic = kMagic;
@@ -64,6 +69,8 @@ void attach_shared_memory() {
                                 &m.fail_closed, &m.lock_timeouts, &m.evictions, &m.keys_in_use,
                                 &m.emergency_refused})
       pg_atomic_init_u64(c, 0);
+    memset(&state->recovery, 0, sizeof state->recovery);
+    ConditionVariableInit(&state->recovery.done);
     for (uint32 p = 0; p < g.partitions; ++p) {
       core::CounterPartition::initialize(&partition_headers[p],
                                          counter_slots + static_cast<Size>(p) * g.slots_per_partition,
@@ -73,6 +80,12 @@ void attach_shared_memory() {
   LWLockRelease(AddinShmemInitLock);
   attach_revocation_memory();
   shared = state;
+  // The postmaster, creating the segment: load the counters saved at the
+  // last clean shutdown, and save them at this server's clean shutdown.
+  if (!found && !IsUnderPostmaster) {
+    load_counter_file();
+    on_shmem_exit(save_counter_file_at_exit, 0);
+  }
 }
 
 void require_shared_state() {
@@ -91,5 +104,7 @@ core::CounterPartition counter_partition(uint32 partition) {
 }
 
 LWLock* partition_lock(uint32 partition) { return &partition_locks[partition].lock; }
+
+LWLock* recovery_lock() { return &recovery_locks[0].lock; }
 
 }  // namespace rate_limiter::pg

@@ -9,6 +9,7 @@
 #include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/counter_recovery.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/metrics.hpp"
@@ -151,6 +152,7 @@ void schedule_abort_refunds(const Call& call) {
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
 void run_call(Call* call) {
   ensure_rules_current();
+  ensure_counters_recovered();
   call->input.user = call->user.value;
   call->input.has_endpoint = call->endpoint.present;
   call->input.endpoint = call->endpoint.value;

@@ -110,6 +110,13 @@ class CounterPartition {
   uint32_t evict_expired(int64_t now) noexcept;
 
 
+  // Calls fn(const CounterSlot&) for every occupied slot.
+  template <typename Fn>
+  void for_each(Fn fn) const {
+    for (uint32_t i = 0; i < header_->nslots; ++i)
+      if (!slots_[i].key.is_zero()) fn(slots_[i]);
+  }
+
   uint32_t count() const noexcept { return header_->count; }
   uint32_t capacity() const noexcept { return header_->capacity; }
 

@@ -30,6 +30,7 @@ struct Settings {
   int burst_window_s;               // rate_limiter.burst_window
   int max_burst_tokens;             // rate_limiter.max_burst_tokens
   bool refund_on_abort;             // rate_limiter.refund_on_abort
+  int recovery_timeout_ms;          // rate_limiter.recovery_timeout
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock

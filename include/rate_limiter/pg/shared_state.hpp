@@ -40,6 +40,31 @@ struct SharedMetrics {
   pg_atomic_uint64 emergency_refused;  // emergency_override asked without the privilege
 };
 
+// Which installations (database + extension) have complete counters: after
+// a server start without a valid state file (a crash, a first start, a
+// promoted standby) the counters of an installation are rebuilt from
+// token_usage before its first decision (counter_recovery.hpp).  Guarded by
+// the lock of the "rate_limiter_recovery" tranche.
+constexpr int kMaxRecoveryEntries = 64;
+
+enum RecoveryStatus : uint32 { kRecoveryNone = 0, kRecoveryRunning = 1, kRecoveryDone = 2 };
+
+struct RecoveryEntry {
+  uint64 installation;  // 0: unused
+  uint32 status;        // RecoveryStatus
+  int32 pid;            // the backend rebuilding (kRecoveryRunning)
+  uint64 last_used;     // for reusing the oldest entry when all are taken
+};
+
+struct RecoveryState {
+  // Set at startup when every counter came from a valid state file: then no
+  // installation needs a rebuild.
+  bool restored_from_file;
+  uint64 clock;  // bumped per use; RecoveryEntry::last_used
+  ConditionVariable done;  // broadcast when a rebuild ends (or fails)
+  RecoveryEntry entries[kMaxRecoveryEntries];
+};
+
 struct SharedState {
   uint32 magic;
   core::TableGeometry geometry;
@@ -48,6 +73,7 @@ struct SharedState {
   // rule cache carries an older value reloads it before its next decision.
   pg_atomic_uint64 rules_generation;
   SharedMetrics metrics;
+  RecoveryState recovery;
 };
 
 // nullptr unless the library was loaded through shared_preload_libraries.
@@ -61,5 +87,6 @@ void require_shared_state();
 
 core::CounterPartition counter_partition(uint32 partition);
 LWLock* partition_lock(uint32 partition);
+LWLock* recovery_lock();
 
 }  // namespace rate_limiter::pg

@@ -1,0 +1,27 @@
+// The counters across a clean restart: the way pg_stat_statements keeps its
+// statistics.
+//
+// At a clean shutdown the postmaster (on_shmem_exit, after every backend
+// has gone) writes every counter slot and the hash key the slots are keyed
+// with to pg_stat/rate_limiter.counters, with a CRC-32C over the whole file,
+// through a temporary file and a durable rename.  At the next start the
+// postmaster, creating the segment, loads it before any backend exists and
+// deletes it, so that a later crash never reloads stale counters.
+//
+// A missing, torn or corrupt file (bad magic, version, size or checksum) is
+// ignored with a LOG message; so is a file met by a server that starts in
+// recovery (standby.signal or recovery.signal: a standby must not serve
+// counters it did not count).  The counters are then rebuilt from
+// token_usage (counter_recovery.hpp).  When every saved counter was loaded,
+// RecoveryState::restored_from_file tells the hot path that no rebuild is
+// needed.
+#pragma once
+
+#include "rate_limiter/pg/postgres.hpp"
+
+namespace rate_limiter::pg {
+
+void load_counter_file();                          // postmaster, at segment creation
+void save_counter_file_at_exit(int code, Datum);  // on_shmem_exit callback
+
+}  // namespace rate_limiter::pg

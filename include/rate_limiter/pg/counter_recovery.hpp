@@ -1,0 +1,34 @@
+// Rebuilding counters from token_usage.
+//
+// Shared memory is lost at a crash (PostgreSQL resets it after any backend
+// crash), and a promoted standby never had counters.  Handing out a fresh
+// quota then would break every limit, so before the first decision of an
+// installation (database + extension) on a server that did not load its
+// counters from the state file (counter_file.hpp), the counters of every
+// rule are rebuilt by replaying the usage rows of their current windows
+// through the rule's algorithm:
+//   fixed_window    rows since the current window start
+//   sliding_window  rows since the previous window start
+//   token_bucket,   rows since the bucket could last have been full
+//   gcra            (capacity x window / limit before now)
+//   burst caps      rows since the cap's window start
+// Tokens count tokens_used, requests count rows.  Replaying through the
+// algorithm's own consume() reproduces what was charged (a row's tokens
+// beyond the limit came from an emergency allowance and are clamped away).
+// Not rebuilt: the dynamic-allocation history, burst budgets and emergency
+// allowances, which restart empty.
+//
+// The first backend to need an installation rebuilds it (SQL, as the
+// extension owner, before any partition lock); the others wait for it, at
+// most rate_limiter.recovery_timeout, then fail with 55P03.  Rebuilt states
+// are merged into shared memory keeping whichever state has less available,
+// so a repeated rebuild never lowers a counter.
+#pragma once
+
+namespace rate_limiter::pg {
+
+// Raises 55P03 when a rebuild by another backend outlasts
+// rate_limiter.recovery_timeout; may run SQL.  Call before any lock.
+void ensure_counters_recovered();
+
+}  // namespace rate_limiter::pg

@@ -1,0 +1,164 @@
+#include "rate_limiter/pg/counter_file.hpp"
+
+#include <sys/stat.h>
+
+#include "rate_limiter/pg/hot_path.hpp"
+#include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/shared_state.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+constexpr const char* kFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.counters";
+constexpr const char* kTempFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.counters.tmp";
+constexpr uint32 kFileMagic = 0x524c4331;  // "RLC1"
+// Bump when CounterSlot, CounterState or the key derivation changes.
+constexpr uint32 kFileVersion = 1;
+
+struct FileHeader {
+  uint32 magic;
+  uint32 version;
+  uint32 slot_size;   // sizeof(core::CounterSlot), a cheap layout check
+  uint32 reserved;
+  uint64 entries;
+  core::SipKey hash_key;  // the slots' keys are keyed hashes under this key
+};
+
+bool starting_in_recovery() {
+  struct stat st;
+  return ::stat(STANDBY_SIGNAL_FILE, &st) == 0 || ::stat(RECOVERY_SIGNAL_FILE, &st) == 0;
+}
+
+// Reads the whole file into palloc'd memory; nullptr when absent.
+char* read_file(Size* size) {
+  FILE* f = AllocateFile(kFile, PG_BINARY_R);
+  if (f == nullptr) {
+    if (errno != ENOENT)
+      ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not open \"%s\": %m", kFile)));
+    return nullptr;
+  }
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || st.st_size < 0 || st.st_size > (off_t)MaxAllocHugeSize) {
+    FreeFile(f);
+    ereport(LOG, (errmsg("rate_limiter: ignoring \"%s\": unreadable size", kFile)));
+    return nullptr;
+  }
+  *size = static_cast<Size>(st.st_size);
+  char* data = static_cast<char*>(palloc_extended(Max(*size, 1), MCXT_ALLOC_HUGE));
+  const bool ok = fread(data, 1, *size, f) == *size;
+  FreeFile(f);
+  if (!ok) {
+    ereport(LOG, (errmsg("rate_limiter: ignoring \"%s\": short read", kFile)));
+    pfree(data);
+    return nullptr;
+  }
+  return data;
+}
+
+// The file's reason for being ignored, or nullptr when it is sound.
+const char* check_file(const char* data, Size size, FileHeader* header) {
+  if (size < sizeof(FileHeader) + sizeof(pg_crc32c)) return "too short";
+  memcpy(header, data, sizeof(FileHeader));
+  if (header->magic != kFileMagic) return "bad magic number";
+  if (header->version != kFileVersion || header->slot_size != sizeof(core::CounterSlot))
+    return "written by another version";
+  const Size body = size - sizeof(pg_crc32c);
+  if (header->entries != (body - sizeof(FileHeader)) / sizeof(core::CounterSlot) ||
+      (body - sizeof(FileHeader)) % sizeof(core::CounterSlot) != 0)
+    return "size does not match its entry count (torn write?)";
+  pg_crc32c expected, actual;
+  memcpy(&expected, data + body, sizeof expected);
+  INIT_CRC32C(actual);
+  COMP_CRC32C(actual, data, body);
+  FIN_CRC32C(actual);
+  if (!EQ_CRC32C(actual, expected)) return "checksum mismatch";
+  return nullptr;
+}
+
+}  // namespace
+
+void load_counter_file() {
+  shared->recovery.restored_from_file = false;
+  Size size = 0;
+  char* data = read_file(&size);
+  if (data == nullptr) return;  // no file: a first start, or the last stop was a crash
+
+  FileHeader header;
+  const char* problem = starting_in_recovery() ? "the server starts in recovery" : check_file(data, size, &header);
+  if (problem != nullptr) {
+    ereport(LOG, (errmsg("rate_limiter: ignoring saved counters in \"%s\": %s", kFile, problem),
+                  errdetail("Counters will be rebuilt from token_usage.")));
+  } else {
+    // The saved keys are hashes under the saved key: keep using it.
+    shared->hash_key = header.hash_key;
+    const int64 now = limiter_now_unix();
+    const auto* slots = reinterpret_cast<const core::CounterSlot*>(data + sizeof(FileHeader));
+    uint64 stored = 0, dropped = 0;
+    for (uint64 i = 0; i < header.entries; ++i) {
+      const core::CounterSlot& s = slots[i];
+      if (s.key.is_zero()) continue;
+      // No locks: the postmaster runs this before any other process exists.
+      const uint32 p = core::partition_of(s.key, shared->geometry.partitions);
+      if (counter_partition(p).store(s.key, s.state, now))
+        ++stored;
+      else
+        ++dropped;
+    }
+    metric_add(&shared->metrics.keys_in_use, stored);
+    // Counters that did not fit (rate_limiter.max_keys was lowered) would
+    // restart from zero: rebuild every installation from the table instead.
+    shared->recovery.restored_from_file = dropped == 0;
+    ereport(LOG, (errmsg("rate_limiter: loaded " UINT64_FORMAT " saved counters from \"%s\"", stored, kFile),
+                  dropped > 0 ? errdetail(UINT64_FORMAT " did not fit; counters will be rebuilt from token_usage.",
+                                          dropped)
+                              : 0));
+  }
+  pfree(data);
+  // Never load the same file twice: after a crash it would be stale.
+  if (unlink(kFile) != 0 && errno != ENOENT)
+    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not remove \"%s\": %m", kFile)));
+}
+
+void save_counter_file_at_exit(int code, Datum) {
+  // Only at a clean shutdown: after a crash shared memory is not trusted.
+  if (code != 0 || shared == nullptr) return;
+  FILE* f = AllocateFile(kTempFile, PG_BINARY_W);
+  if (f == nullptr) {
+    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    return;
+  }
+  FileHeader header{};
+  header.magic = kFileMagic;
+  header.version = kFileVersion;
+  header.slot_size = sizeof(core::CounterSlot);
+  header.hash_key = shared->hash_key;
+  // Count first: the header precedes the slots.  Every other process has
+  // exited, so the table cannot change in between.
+  for (uint32 p = 0; p < shared->geometry.partitions; ++p)
+    header.entries += counter_partition(p).count();
+  pg_crc32c crc;
+  INIT_CRC32C(crc);
+  bool ok = fwrite(&header, sizeof header, 1, f) == 1;
+  COMP_CRC32C(crc, &header, sizeof header);
+  uint64 written = 0;
+  for (uint32 p = 0; ok && p < shared->geometry.partitions; ++p) {
+    core::CounterPartition part = counter_partition(p);
+    part.for_each([&](const core::CounterSlot& s) {
+      if (!ok) return;
+      ok = fwrite(&s, sizeof s, 1, f) == 1;
+      COMP_CRC32C(crc, &s, sizeof s);
+      ++written;
+    });
+  }
+  FIN_CRC32C(crc);
+  ok = ok && written == header.entries && fwrite(&crc, sizeof crc, 1, f) == 1;
+  if (FreeFile(f) != 0) ok = false;
+  if (!ok) {
+    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    unlink(kTempFile);
+    return;
+  }
+  (void)durable_rename(kTempFile, kFile, LOG);
+}
+
+}  // namespace rate_limiter::pg
