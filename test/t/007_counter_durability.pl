@@ -98,10 +98,13 @@ is(status($node, 'd2'), $d2, 'after an immediate shutdown the counters are rebui
 # shared memory; afterwards the counter is rebuilt from the committed rows.
 # At most the grants of transactions in flight at the kill (one per client)
 # are lost, so used after >= used before the kill - clients x 5 tokens.
-$node->safe_psql('postgres', "SELECT set_rate_limit('d3', 1000000000, '3650 days')");
+# The application records each grant in its own table, in the same
+# transaction: a committed grant is a row in `granted`.
+$node->safe_psql('postgres', "SELECT set_rate_limit('d3', 1000000000, '3650 days');
+	CREATE TABLE granted (allocation_id bigint, tokens bigint)");
 my $script = PostgreSQL::Test::Utils::tempdir() . '/alloc.sql';
 open(my $sf, '>', $script) or die;
-print $sf "SELECT tokens_allocated FROM allocate_tokens('d3', 5, 'high');\n";
+print $sf "INSERT INTO granted SELECT allocation_id, tokens_allocated FROM allocate_tokens('d3', 5, 'high');\n";
 close($sf);
 my ($out, $err) = ('', '');
 my $clients = 4;
@@ -124,6 +127,11 @@ my $logged = $node->safe_psql('postgres', "SELECT sum(tokens_used) FROM token_us
 is($used_after, $logged, "after the crash the counter equals the committed usage rows ($logged tokens)");
 cmp_ok($used_after, '>=', $used_before - $clients * 5,
 	"no more than the in-flight grants are lost ($used_before before the kill, $used_after after)");
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM granted g WHERE NOT EXISTS (SELECT 1 FROM token_usage u WHERE u.id = g.allocation_id)"),
+	'0', 'every committed grant has its usage row');
+is($node->safe_psql('postgres', 'SELECT sum(tokens) FROM granted'), $used_after,
+	'the rebuilt counter equals the committed grants');
 
 # 5. A standby refuses to decide; after promotion the counters are rebuilt
 # from the replicated usage rows: a user at 90% stays at 90%.
