@@ -5,7 +5,8 @@
 //   PartitionHeader[partitions]       one cache line each
 //   CounterSlot[partitions * slots]   the counters, partition after partition
 // Revoked tokens live in a second segment with its own lock, requested and
-// attached from here (revocation_cache.hpp).
+// attached from here (revocation_cache.hpp); so does the usage queue
+// (usage_queue.hpp).
 //
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"
@@ -38,6 +39,10 @@ struct SharedMetrics {
   pg_atomic_uint64 evictions;
   pg_atomic_uint64 keys_in_use;      // occupied counter slots
   pg_atomic_uint64 emergency_refused;  // emergency_override asked without the privilege
+  // The usage log (usage_queue.hpp).
+  pg_atomic_uint64 usage_rows_flushed;    // rows the flusher inserted
+  pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
+  pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
 };
 
 struct SharedState {
