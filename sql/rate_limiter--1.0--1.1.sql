@@ -747,3 +747,123 @@ COMMENT ON FUNCTION rate_limit_trigger() IS
   'Trigger: BEFORE INSERT OR UPDATE FOR EACH ROW EXECUTE FUNCTION rate_limit_trigger(user_column, endpoint [, cost [, priority]]); raises RL429 over the limit. endpoint '''' means none; cost is an integer or an integer column (allocates that many tokens, all or nothing; without it each row counts one request); priority defaults to high';
 
 -- ==== end revocations and rate_limit_trigger ====
+
+-- ==== async usage log ====
+
+------------------------------------------------------------------------------
+-- Usage log modes (rate_limiter.usage_log): in async mode the rows reach
+-- token_usage through a shared-memory queue and the "rate_limiter flusher"
+-- background worker (see README, "Usage log").
+------------------------------------------------------------------------------
+
+-- The flusher's retention deletes by age, and a rebuild of counters reads
+-- the rows of the current windows: both scan by time.
+CREATE INDEX token_usage_timestamp_idx ON token_usage ("timestamp");
+
+-- In async mode allocate_tokens draws its allocation_id from this sequence
+-- directly (nextval, without inserting).  A per-session cache makes that a
+-- memory read for 63 calls out of 64: no lock on the sequence's buffer, no
+-- WAL.  Ids stay unique; they are no longer in time order across sessions,
+-- and a session that ends leaves the rest of its cache as a gap.
+ALTER SEQUENCE token_usage_id_seq CACHE 64;
+
+-- Waits until the flusher has written every usage row queued before the
+-- call (and writes this transaction's refund_on_abort rows, which wait for
+-- commit otherwise).  An error after 30 s without progress of the flusher.
+CREATE FUNCTION rate_limiter_flush_usage() RETURNS void
+AS 'MODULE_PATHNAME', 'rate_limiter_flush_usage' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_flush_usage() FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_flush_usage() IS
+  'Waits until every usage row queued before the call is in token_usage (usage_log = async)';
+
+-- The snapshot half of rate_limiter_flush(), also run by the flusher every
+-- 10 s with skip_locked: it must never wait for (or deadlock with) a
+-- session that holds a token_limits row.
+CREATE FUNCTION rate_limiter_snapshot_counters(skip_locked boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  n bigint;
+BEGIN
+  UPDATE @extschema@.token_limits t
+     SET (tokens_used_in_period, period_start) = (
+           SELECT c.used, c.window_start
+             FROM @extschema@.rate_limiter_peek_counter(
+                    CASE WHEN t.user_id IS NULL THEN 'endpoint'
+                         WHEN t.api_endpoint IS NULL THEN 'user' ELSE 'user_endpoint' END,
+                    t.user_id, t.api_endpoint, 'tokens', t.period_interval, t.algorithm,
+                    t.max_tokens_per_period, t.burst) c)
+   WHERE (t.user_id IS NOT NULL OR t.api_endpoint IS NOT NULL)
+     AND (NOT $1 OR t.id IN (SELECT l.id FROM @extschema@.token_limits l
+                              WHERE l.user_id IS NOT NULL OR l.api_endpoint IS NOT NULL
+                              FOR UPDATE SKIP LOCKED));
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION rate_limiter_snapshot_counters(boolean) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_snapshot_counters(boolean) IS
+  'Internal: copies the live token counters into token_limits.tokens_used_in_period and period_start (skipping rows locked by other sessions when skip_locked); returns the rows updated';
+
+CREATE OR REPLACE FUNCTION rate_limiter_flush()
+RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_flush_usage();
+  RETURN @extschema@.rate_limiter_snapshot_counters(false);
+END $$;
+COMMENT ON FUNCTION rate_limiter_flush() IS
+  'Writes every queued usage row into token_usage (waiting for the flusher), then copies the live token counters into token_limits.tokens_used_in_period and period_start; returns the token_limits rows updated';
+
+-- settle_tokens: as before, but an allocation whose row is not in
+-- token_usage yet (usage_log = async: still queued, or pending until this
+-- transaction commits) is waited for once before "does not exist".
+CREATE OR REPLACE FUNCTION settle_tokens(allocation_id bigint, tokens_used bigint,
+                                         OUT tokens_granted bigint, OUT tokens_refunded bigint)
+RETURNS record LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  u record;
+BEGIN
+  IF $1 IS NULL THEN
+    RAISE EXCEPTION 'allocation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF $2 IS NULL THEN
+    RAISE EXCEPTION 'tokens_used must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF $2 < 0 THEN
+    RAISE EXCEPTION 'tokens_used must not be negative, not %', $2
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT t.id, t.user_id, t.api_endpoint, t.tokens_used, t.settled_at, t."timestamp", t.priority_level
+    INTO u FROM @extschema@.token_usage t WHERE t.id = $1 FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM @extschema@.rate_limiter_flush_usage();
+    SELECT t.id, t.user_id, t.api_endpoint, t.tokens_used, t.settled_at, t."timestamp", t.priority_level
+      INTO u FROM @extschema@.token_usage t WHERE t.id = $1 FOR UPDATE;
+  END IF;
+  IF NOT FOUND OR u.priority_level IS NULL THEN
+    RAISE EXCEPTION 'allocation % does not exist', $1
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'allocation_id is the value allocate_tokens returned for a grant.';
+  END IF;
+  IF u.settled_at IS NOT NULL THEN
+    RAISE EXCEPTION 'allocation % is already settled', $1
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('It was settled at %s.', u.settled_at);
+  END IF;
+  IF $2 > u.tokens_used THEN
+    RAISE EXCEPTION 'tokens_used (%) exceeds the % tokens granted to allocation %', $2, u.tokens_used, $1
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE @extschema@.token_usage t
+     SET tokens_granted = u.tokens_used, tokens_used = $2, settled_at = clock_timestamp()
+   WHERE t.id = $1;
+  IF u.tokens_used > $2 THEN
+    PERFORM @extschema@.rate_limiter_schedule_refund(u.user_id, u.api_endpoint,
+                                                      u.tokens_used - $2, u."timestamp");
+  END IF;
+  tokens_granted := u.tokens_used;
+  tokens_refunded := u.tokens_used - $2;
+END $$;
+
+-- ==== end async usage log ====

@@ -13,14 +13,15 @@ constexpr const char* kFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.cou
 constexpr const char* kTempFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.counters.tmp";
 constexpr uint32 kFileMagic = 0x524c4331;  // "RLC1"
 // Bump when CounterSlot, CounterState or the key derivation changes.
-constexpr uint32 kFileVersion = 1;
+constexpr uint32 kFileVersion = 2;
 
 struct FileHeader {
   uint32 magic;
   uint32 version;
   uint32 slot_size;   // sizeof(core::CounterSlot), a cheap layout check
   uint32 reserved;
-  uint64 entries;
+  uint64 entries;       // counter slots, after the header
+  uint64 installations; // complete installations (uint64 each), after the slots
   core::SipKey hash_key;  // the slots' keys are keyed hashes under this key
 };
 
@@ -63,8 +64,10 @@ const char* check_file(const char* data, Size size, FileHeader* header) {
   if (header->version != kFileVersion || header->slot_size != sizeof(core::CounterSlot))
     return "written by another version";
   const Size body = size - sizeof(pg_crc32c);
-  if (header->entries != (body - sizeof(FileHeader)) / sizeof(core::CounterSlot) ||
-      (body - sizeof(FileHeader)) % sizeof(core::CounterSlot) != 0)
+  if (header->entries > body / sizeof(core::CounterSlot) ||
+      header->installations > static_cast<uint64>(kMaxRecoveryEntries) ||
+      body != sizeof(FileHeader) + header->entries * sizeof(core::CounterSlot) +
+                  header->installations * sizeof(uint64))
     return "size does not match its entry count (torn write?)";
   pg_crc32c expected, actual;
   memcpy(&expected, data + body, sizeof expected);
@@ -78,7 +81,6 @@ const char* check_file(const char* data, Size size, FileHeader* header) {
 }  // namespace
 
 void load_counter_file() {
-  shared->recovery.restored_from_file = false;
   Size size = 0;
   char* data = read_file(&size);
   if (data == nullptr) return;  // no file: a first start, or the last stop was a crash
@@ -106,8 +108,14 @@ void load_counter_file() {
     }
     metric_add(&shared->metrics.keys_in_use, stored);
     // Counters that did not fit (rate_limiter.max_keys was lowered) would
-    // restart from zero: rebuild every installation from the table instead.
-    shared->recovery.restored_from_file = dropped == 0;
+    // restart from zero: then no installation counts as complete, and each
+    // is rebuilt from the table (the merge keeps what was loaded).
+    if (dropped == 0) {
+      const auto* installations = reinterpret_cast<const uint64*>(
+          data + sizeof(FileHeader) + header.entries * sizeof(core::CounterSlot));
+      for (uint64 i = 0; i < header.installations; ++i)
+        shared->recovery.entries[i] = RecoveryEntry{installations[i], kRecoveryDone, 0, 0};
+    }
     ereport(LOG, (errmsg("rate_limiter: loaded " UINT64_FORMAT " saved counters from \"%s\"", stored, kFile),
                   dropped > 0 ? errdetail(UINT64_FORMAT " did not fit; counters will be rebuilt from token_usage.",
                                           dropped)
@@ -136,6 +144,9 @@ void save_counter_file_at_exit(int code, Datum) {
   // exited, so the table cannot change in between.
   for (uint32 p = 0; p < shared->geometry.partitions; ++p)
     header.entries += counter_partition(p).count();
+  uint64 complete[kMaxRecoveryEntries];
+  for (const RecoveryEntry& e : shared->recovery.entries)
+    if (e.installation != 0 && e.status == kRecoveryDone) complete[header.installations++] = e.installation;
   pg_crc32c crc;
   INIT_CRC32C(crc);
   bool ok = fwrite(&header, sizeof header, 1, f) == 1;
@@ -149,6 +160,10 @@ void save_counter_file_at_exit(int code, Datum) {
       COMP_CRC32C(crc, &s, sizeof s);
       ++written;
     });
+  }
+  if (ok && header.installations > 0) {
+    ok = fwrite(complete, sizeof(uint64), header.installations, f) == header.installations;
+    COMP_CRC32C(crc, complete, header.installations * sizeof(uint64));
   }
   FIN_CRC32C(crc);
   ok = ok && written == header.entries && fwrite(&crc, sizeof crc, 1, f) == 1;

@@ -302,7 +302,6 @@ void ensure_counters_recovered() {
     ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
                     errmsg("rate_limiter counters are kept on the primary server"),
                     errhint("Call the primary: quota is counted there.")));
-  if (shared->recovery.restored_from_file) return;  // set once, before any backend
   const ExtensionCatalog* ext = extension_catalog();
   if (recovered_installation == ext->installation) return;
   const uint64 installation = ext->installation;

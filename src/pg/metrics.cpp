@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "rate_limiter/pg/boundary.hpp"
+#include "rate_limiter/pg/usage_queue.hpp"
 
 namespace rate_limiter::pg {
 
@@ -57,6 +58,14 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "keys_in_use", pg_atomic_read_u64(&m.keys_in_use));
   append_metric(&buf, "keys_capacity", shared->geometry.total_capacity());
   append_metric(&buf, "partitions", shared->geometry.partitions);
+  const UsageQueueStats q = usage_queue_stats();
+  append_metric(&buf, "usage_queue_depth", q.events);
+  append_metric(&buf, "usage_queue_bytes", q.bytes);
+  append_metric(&buf, "usage_queue_capacity", q.capacity);
+  append_metric(&buf, "usage_flush_lag_ms", static_cast<uint64>(q.lag_ms));
+  append_metric(&buf, "usage_rows_flushed", pg_atomic_read_u64(&m.usage_rows_flushed));
+  append_metric(&buf, "usage_queue_full_waits", pg_atomic_read_u64(&m.usage_queue_full_waits));
+  append_metric(&buf, "usage_sync_fallbacks", pg_atomic_read_u64(&m.usage_sync_fallbacks));
   appendStringInfoChar(&buf, '}');
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

@@ -7,6 +7,7 @@
 // EXTENSION fails with that error too.
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/flush_worker.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/rate_limit_trigger.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
@@ -15,6 +16,7 @@
 #include "rate_limiter/pg/shared_state.hpp"
 #include "rate_limiter/pg/transaction_effects.hpp"
 #include "rate_limiter/pg/usage_log.hpp"
+#include "rate_limiter/pg/usage_pending.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -54,6 +56,8 @@ void _PG_init(void) {
   rate_limiter::pg::register_extension_catalog_invalidation();
   rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
   rate_limiter::pg::register_usage_log_reset();
+  rate_limiter::pg::register_pending_usage_callbacks();
+  rate_limiter::pg::register_flush_worker();
   rate_limiter::pg::register_emergency_access_reset();
   rate_limiter::pg::register_revocations();
   rate_limiter::pg::register_rate_limit_trigger_invalidation();

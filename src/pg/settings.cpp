@@ -5,6 +5,12 @@
 #include "rate_limiter/pg/postgres.hpp"
 
 namespace rate_limiter::pg {
+namespace {
+
+constexpr int kSecondsPerDay = 86400;
+constexpr int kDefaultUsageRetentionS = 90 * kSecondsPerDay;  // 90 days
+
+}  // namespace
 
 Settings settings = {
     /* max_keys */ 100000,
@@ -27,6 +33,12 @@ Settings settings = {
     /* max_burst_tokens */ 1000,
     /* refund_on_abort */ false,
     /* recovery_timeout_ms */ 10000,
+    /* usage_log */ kUsageLogAsync,
+    /* flush_interval_ms */ 200,
+    /* usage_database */ nullptr,
+    /* usage_queue_size_kb */ 8192,
+    /* queue_full_wait_ms */ 100,
+    /* usage_retention_s */ kDefaultUsageRetentionS,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
@@ -38,6 +50,13 @@ namespace {
 const struct config_enum_entry kFailureModes[] = {
     {"closed", kFailClosed, false},
     {"open", kFailOpen, false},
+    {nullptr, 0, false},
+};
+
+const struct config_enum_entry kUsageLogModes[] = {
+    {"async", kUsageLogAsync, false},
+    {"sync", kUsageLogSync, false},
+    {"off", kUsageLogOff, false},
     {nullptr, 0, false},
 };
 
@@ -134,6 +153,36 @@ void define_settings() {
       "Give back the quota charged by a transaction (or savepoint) that rolls back.",
       "The same as context {\"refund_on_abort\": true} on every call.", &settings.refund_on_abort,
       false, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+
+  // The usage log.  usage_log is SUSET: 'off' would let a session hide its
+  // usage.
+  DefineCustomEnumVariable(
+      "rate_limiter.usage_log", "How token_usage rows are written.",
+      "async queues them in shared memory for the flusher worker; sync inserts them in the "
+      "caller's transaction; off writes none.",
+      &settings.usage_log, kUsageLogAsync, kUsageLogModes, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.flush_interval", "How often the flusher writes queued usage rows.",
+      "It also wakes up early when the queue is half full.", &settings.flush_interval_ms, 200, 10,
+      60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "rate_limiter.database", "The database the flusher worker connects to.",
+      "Only calls in this database use usage_log = async; other databases write synchronously.",
+      &settings.usage_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
+      "A row takes about 56 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,
+      1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.queue_full_wait",
+      "Longest wait for room in a full usage queue before writing the row synchronously.", nullptr,
+      &settings.queue_full_wait_ms, 100, 0, 60000, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
+      nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.usage_retention", "Age after which the flusher deletes token_usage rows.",
+      "Rows inside twice the longest window of any limit are kept regardless. 0 keeps every row.",
+      &settings.usage_retention_s, kDefaultUsageRetentionS, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+      nullptr, nullptr, nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.recovery_timeout",

@@ -3,6 +3,7 @@
 #include "rate_limiter/pg/counter_file.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
+#include "rate_limiter/pg/usage_queue.hpp"
 
 namespace rate_limiter::pg {
 
@@ -38,6 +39,7 @@ void request_shared_memory() {
   RequestNamedLWLockTranche(kTrancheName, static_cast<int>(g.partitions));
   RequestNamedLWLockTranche(kRecoveryTrancheName, 1);
   request_revocation_memory();  // its own segment and lock tranche
+  request_usage_queue_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -67,7 +69,8 @@ void attach_shared_memory() {
     for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
                                 &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
                                 &m.fail_closed, &m.lock_timeouts, &m.evictions, &m.keys_in_use,
-                                &m.emergency_refused})
+                                &m.emergency_refused, &m.usage_rows_flushed,
+                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks})
       pg_atomic_init_u64(c, 0);
     memset(&state->recovery, 0, sizeof state->recovery);
     ConditionVariableInit(&state->recovery.done);
@@ -79,6 +82,7 @@ void attach_shared_memory() {
   }
   LWLockRelease(AddinShmemInitLock);
   attach_revocation_memory();
+  attach_usage_queue_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.

@@ -5,7 +5,8 @@
 //   1. validate arguments, check a session_id against the revocations
 //      (allocate_tokens) and make the rule cache current (may ereport);
 //   2. decide_call(): locks and arithmetic only, noexcept;
-//   3. raise errors, write the usage row, record metrics, build the record.
+//   3. raise errors, log the usage (usage_log.hpp), record metrics, build the
+//      record.
 #include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
@@ -249,8 +250,8 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
 
   const core::Decision& d = call.result.decision;
   if (d.allowed()) {
-    UsageRow row{&call.user, &call.endpoint, &call.session, 0, nullptr, unix_to_timestamptz(call.now)};
-    write_usage_row(row);
+    UsageRow row{&call.user, &call.endpoint, &call.session, 0, kNoPriority, unix_to_timestamptz(call.now)};
+    log_usage(row, call.refund_on_abort);
   }
   record_decision(d.allowed(), call.started_ns);
 
@@ -313,8 +314,8 @@ RL_SQL_FUNCTION(allocate_tokens) {
   int64 allocation_id = -1;
   if (d.allowed()) {
     UsageRow row{&call.user, &call.endpoint, &call.session, d.granted,
-                 core::priority_name(call.input.request.priority), unix_to_timestamptz(call.now)};
-    allocation_id = write_usage_row(row);
+                 static_cast<int>(call.input.request.priority), unix_to_timestamptz(call.now)};
+    allocation_id = log_usage(row, call.refund_on_abort);
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);

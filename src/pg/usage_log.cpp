@@ -1,37 +1,110 @@
 #include "rate_limiter/pg/usage_log.hpp"
 
+#include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/settings.hpp"
+#include "rate_limiter/pg/usage_pending.hpp"
 
 namespace rate_limiter::pg {
 namespace {
 
-SPIPlanPtr insert_plan = nullptr;
-bool insert_plan_stale = false;
+constexpr int kColumns = 7;  // id, user_id, session_id, tokens_used, api_endpoint, priority_level, timestamp
 
-void forget_plan() {
+// [0]: the id from the column default, RETURNING id; [1]: an explicit id.
+SPIPlanPtr insert_plans[2] = {nullptr, nullptr};
+bool insert_plans_stale = false;
+Oid id_sequence = InvalidOid;  // token_usage_id_seq, found once per backend
+enum class AsyncDatabase { Unknown, Yes, No };
+AsyncDatabase async_database = AsyncDatabase::Unknown;
+
+void forget_plans() {
   // Called from an invalidation callback: only mark; free at next use.
-  if (insert_plan != nullptr) insert_plan_stale = true;
+  if (insert_plans[0] != nullptr || insert_plans[1] != nullptr) insert_plans_stale = true;
+  id_sequence = InvalidOid;
 }
 
-SPIPlanPtr prepare_insert(const ExtensionCatalog* ext) {
-  if (insert_plan != nullptr && insert_plan_stale) {
-    SPI_freeplan(insert_plan);
-    insert_plan = nullptr;
-    insert_plan_stale = false;
+SPIPlanPtr prepare_insert(const ExtensionCatalog* ext, bool explicit_id) {
+  if (insert_plans_stale) {
+    for (SPIPlanPtr& plan : insert_plans) {
+      if (plan != nullptr) SPI_freeplan(plan);
+      plan = nullptr;
+    }
+    insert_plans_stale = false;
   }
-  if (insert_plan != nullptr) return insert_plan;
+  SPIPlanPtr& slot = insert_plans[explicit_id ? 1 : 0];
+  if (slot != nullptr) return slot;
   char sql[512];
   snprintf(sql, sizeof sql,
            "INSERT INTO %s.token_usage "
-           "(user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
-           "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-           ext->quoted_schema);
-  Oid types[6] = {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  SPIPlanPtr plan = SPI_prepare(sql, 6, types);
+           "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
+           "VALUES (%s, $2, $3, $4, $5, $6, $7) RETURNING id",
+           ext->quoted_schema, explicit_id ? "$1" : "DEFAULT");
+  Oid types[kColumns] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+  SPIPlanPtr plan = SPI_prepare(sql, kColumns, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage insert");
   if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the usage insert");
-  insert_plan = plan;
+  slot = plan;
   return plan;
+}
+
+// The id allocate_tokens returns in async mode, before the row exists.
+// nextval_internal() is what nextval() runs, without the permission check
+// (the caller needs no privilege on the sequence, as in sync mode).  The
+// sequence has CACHE set (see the 1.1 upgrade script), so most calls take
+// no buffer lock and write no WAL.
+int64 next_usage_id(const ExtensionCatalog* ext) {
+  if (!OidIsValid(id_sequence)) {
+    id_sequence = get_relname_relid("token_usage_id_seq", ext->schema);
+    if (!OidIsValid(id_sequence))
+      ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                      errmsg("rate_limiter sequence \"token_usage_id_seq\" is missing"),
+                      errhint("Reinstall the extension: DROP EXTENSION rate_limiter; "
+                              "CREATE EXTENSION rate_limiter;")));
+  }
+  return nextval_internal(id_sequence, false);
+}
+
+Datum text_or_null(const char* bytes, int length, char* null_flag) {
+  if (bytes == nullptr) {
+    *null_flag = 'n';
+    return (Datum)0;
+  }
+  return PointerGetDatum(cstring_to_text_with_len(bytes, length));
+}
+
+UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
+  UsageEvent e;
+  e.tokens = row.tokens;
+  e.at = row.at;
+  e.database = MyDatabaseId;
+  e.extension = ext->extension;
+  e.priority = row.priority;
+  e.user = row.user->value.data();
+  e.user_len = static_cast<int>(row.user->value.size());
+  if (row.endpoint->present) {
+    e.endpoint = row.endpoint->value.data();
+    e.endpoint_len = static_cast<int>(row.endpoint->value.size());
+  }
+  if (row.session->present) {
+    e.session = row.session->value.data();
+    e.session_len = static_cast<int>(row.session->value.size());
+  }
+  return e;
+}
+
+// Async: to the queue (or, for refund_on_abort, to this transaction's
+// pending events); when there is no room within queue_full_wait, written
+// synchronously instead.
+void enqueue_or_insert(const UsageEvent& event, bool refund_on_abort) {
+  char record[kMaxEncodedEventBytes];
+  const uint32 length = encode_usage_event(event, record);
+  const bool queued = refund_on_abort
+                          ? defer_usage_event(record, length, settings.queue_full_wait_ms)
+                          : usage_queue_append(record, length, settings.queue_full_wait_ms);
+  if (queued) return;
+  metric_add(&shared->metrics.usage_sync_fallbacks);
+  insert_usage_row(event);
 }
 
 }  // namespace
@@ -46,19 +119,37 @@ void require_writable_transaction() {
                     errmsg("rate_limiter cannot record usage in a read-only transaction")));
 }
 
-int64 write_usage_row(const UsageRow& row) {
+bool usage_log_async() { return settings.usage_log == kUsageLogAsync && in_flusher_database(); }
+
+bool in_flusher_database() {
+  if (async_database == AsyncDatabase::Unknown) {
+    // MyDatabaseId never changes in a backend, nor does rate_limiter.database
+    // (postmaster), so the answer is looked up once.
+    const char* name = get_database_name(MyDatabaseId);
+    async_database = name != nullptr && strcmp(name, settings.usage_database) == 0
+                         ? AsyncDatabase::Yes
+                         : AsyncDatabase::No;
+  }
+  return async_database == AsyncDatabase::Yes;
+}
+
+int64 insert_usage_row(const UsageEvent& e) {
   const ExtensionCatalog* ext = extension_catalog();
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
-  SPIPlanPtr plan = prepare_insert(ext);
-  Datum values[6];
-  char nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-  values[0] = PointerGetDatum(row.user->datum);
-  if (row.session->present) values[1] = PointerGetDatum(row.session->datum); else nulls[1] = 'n';
-  values[2] = Int64GetDatum(row.tokens);
-  if (row.endpoint->present) values[3] = PointerGetDatum(row.endpoint->datum); else nulls[3] = 'n';
-  if (row.priority != nullptr) values[4] = CStringGetTextDatum(row.priority); else nulls[4] = 'n';
-  values[5] = TimestampTzGetDatum(row.at);
+  SPIPlanPtr plan = prepare_insert(ext, e.id != 0);
+  Datum values[kColumns];
+  char nulls[kColumns] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+  values[0] = Int64GetDatum(e.id);
+  values[1] = PointerGetDatum(cstring_to_text_with_len(e.user, e.user_len));
+  values[2] = text_or_null(e.session, e.session_len, &nulls[2]);
+  values[3] = Int64GetDatum(e.tokens);
+  values[4] = text_or_null(e.endpoint, e.endpoint_len, &nulls[4]);
+  if (e.priority != kNoPriority)
+    values[5] = CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
+  else
+    nulls[5] = 'n';
+  values[6] = TimestampTzGetDatum(e.at);
   int rc = SPI_execute_plan(plan, values, nulls, false, 0);
   if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
     elog(ERROR, "rate_limiter: usage insert failed: %s", SPI_result_code_string(rc));
@@ -69,6 +160,18 @@ int64 write_usage_row(const UsageRow& row) {
   return id;
 }
 
-void register_usage_log_reset() { on_extension_catalog_reset(forget_plan); }
+int64 log_usage(const UsageRow& row, bool refund_on_abort) {
+  if (settings.usage_log == kUsageLogOff) return -1;
+  const ExtensionCatalog* ext = extension_catalog();
+  UsageEvent event = event_of(row, ext);
+  if (!usage_log_async()) return insert_usage_row(event);
+  // A grant needs its id now (allocation_id); a counted check does not, and
+  // leaves it to the column default when flushed.
+  if (row.priority != kNoPriority) event.id = next_usage_id(ext);
+  enqueue_or_insert(event, refund_on_abort);
+  return row.priority != kNoPriority ? event.id : -1;
+}
+
+void register_usage_log_reset() { on_extension_catalog_reset(forget_plans); }
 
 }  // namespace rate_limiter::pg

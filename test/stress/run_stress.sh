@@ -22,6 +22,9 @@ bench() {  # bench <script>
   pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$TXNS" -f "$here/$1" "${conn[@]}" >"$tmp/$1.log" 2>&1 ||
     { echo "FAIL: pgbench $1 did not complete"; cat "$tmp/$1.log"; failures=$((failures + 1)); }
   grep -E '^(tps|number of failed)' "$tmp/$1.log" | sed "s/^/  $1: /"
+  # With rate_limiter.usage_log = async (the default) the usage rows reach
+  # token_usage through the flusher: wait for them before counting.
+  psql_q "SELECT rate_limiter_flush()" >/dev/null
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

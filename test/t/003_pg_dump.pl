@@ -1,5 +1,5 @@
 # Limits, usage and revocations travel with pg_dump, and a restored database
-# enforces the restored limits at once.
+# enforces the restored limits at once, counting the restored usage.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -40,13 +40,15 @@ foreach my $q ($q_limits, $q_requests, $q_usage,
 	is($node->safe_psql('restored', $q), $node->safe_psql('source', $q), "restored: $q");
 }
 
-# Restored limits are enforced in the restored database (its counters are
-# its own: the source's usage lives in the source's counters).
+# Restored limits are enforced in the restored database, and the restored
+# usage counts: before its first decision the new installation's counters
+# are rebuilt from its token_usage, which holds the source's 10 tokens and
+# 1 request.
 is($node->safe_psql('restored', "SELECT tokens_allocated, \"limit\" FROM allocate_tokens('dumped', 1000, 'high')"),
-	'50|100', 'the restored token quota applies');
+	'45|100', 'the restored token quota applies, with the restored usage: floor(0.5 x 90)');
 is($node->safe_psql('restored',
 	"SELECT count(*) FILTER (WHERE (check_rate_limit('dumped', 'chat')).allowed) FROM generate_series(1, 5)"),
-	'3', 'the restored request limit applies');
+	'2', 'the restored request limit applies, with the restored usage: 3 - 1 left');
 is($node->safe_psql('restored', "SELECT tokens_allocated FROM allocate_tokens('someone', 1000, 'high')"),
 	'25', 'the restored default applies');
 # Sequences were dumped too: new rows do not collide with restored ones.

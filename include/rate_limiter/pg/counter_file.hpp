@@ -2,19 +2,20 @@
 // statistics.
 //
 // At a clean shutdown the postmaster (on_shmem_exit, after every backend
-// has gone) writes every counter slot and the hash key the slots are keyed
-// with to pg_stat/rate_limiter.counters, with a CRC-32C over the whole file,
-// through a temporary file and a durable rename.  At the next start the
-// postmaster, creating the segment, loads it before any backend exists and
-// deletes it, so that a later crash never reloads stale counters.
+// has gone) writes every counter slot, the hash key the slots are keyed
+// with and the installations whose counters were complete
+// (RecoveryState) to pg_stat/rate_limiter.counters, with a CRC-32C over the
+// whole file, through a temporary file and a durable rename.  At the next
+// start the postmaster, creating the segment, loads it before any backend
+// exists, marks those installations complete, and deletes the file, so that
+// a later crash never reloads stale counters.
 //
 // A missing, torn or corrupt file (bad magic, version, size or checksum) is
 // ignored with a LOG message; so is a file met by a server that starts in
 // recovery (standby.signal or recovery.signal: a standby must not serve
-// counters it did not count).  The counters are then rebuilt from
-// token_usage (counter_recovery.hpp).  When every saved counter was loaded,
-// RecoveryState::restored_from_file tells the hot path that no rebuild is
-// needed.
+// counters it did not count).  Every installation is then rebuilt from
+// token_usage on first use (counter_recovery.hpp); so is every installation
+// when some saved counters did not fit (rate_limiter.max_keys lowered).
 #pragma once
 
 #include "rate_limiter/pg/postgres.hpp"

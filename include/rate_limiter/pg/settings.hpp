@@ -8,6 +8,7 @@
 namespace rate_limiter::pg {
 
 enum FailureMode { kFailClosed = 0, kFailOpen = 1 };
+enum UsageLogMode { kUsageLogAsync = 0, kUsageLogSync = 1, kUsageLogOff = 2 };
 
 struct Settings {
   int max_keys;             // rate_limiter.max_keys (postmaster)
@@ -31,6 +32,13 @@ struct Settings {
   int max_burst_tokens;             // rate_limiter.max_burst_tokens
   bool refund_on_abort;             // rate_limiter.refund_on_abort
   int recovery_timeout_ms;          // rate_limiter.recovery_timeout
+  // The usage log (usage_log.hpp, usage_queue.hpp, flush_worker.hpp).
+  int usage_log;                    // rate_limiter.usage_log: UsageLogMode
+  int flush_interval_ms;            // rate_limiter.flush_interval (sighup)
+  char* usage_database;             // rate_limiter.database (postmaster)
+  int usage_queue_size_kb;          // rate_limiter.usage_queue_size (postmaster)
+  int queue_full_wait_ms;           // rate_limiter.queue_full_wait
+  int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock

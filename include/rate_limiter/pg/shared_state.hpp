@@ -5,7 +5,8 @@
 //   PartitionHeader[partitions]       one cache line each
 //   CounterSlot[partitions * slots]   the counters, partition after partition
 // Revoked tokens live in a second segment with its own lock, requested and
-// attached from here (revocation_cache.hpp).
+// attached from here (revocation_cache.hpp); so does the usage queue
+// (usage_queue.hpp).
 //
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"
@@ -38,12 +39,17 @@ struct SharedMetrics {
   pg_atomic_uint64 evictions;
   pg_atomic_uint64 keys_in_use;      // occupied counter slots
   pg_atomic_uint64 emergency_refused;  // emergency_override asked without the privilege
+  // The usage log (usage_queue.hpp).
+  pg_atomic_uint64 usage_rows_flushed;    // rows the flusher inserted
+  pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
+  pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
 };
 
-// Which installations (database + extension) have complete counters: after
-// a server start without a valid state file (a crash, a first start, a
-// promoted standby) the counters of an installation are rebuilt from
-// token_usage before its first decision (counter_recovery.hpp).  Guarded by
+// Which installations (database + extension) have complete counters in
+// shared memory: those loaded from the state file at startup, and those
+// rebuilt from token_usage since (counter_recovery.hpp).  Any other
+// installation (after a crash, a promotion, a pg_restore or CREATE
+// EXTENSION) is rebuilt before its first decision.  Guarded by
 // the lock of the "rate_limiter_recovery" tranche.
 constexpr int kMaxRecoveryEntries = 64;
 
@@ -57,9 +63,6 @@ struct RecoveryEntry {
 };
 
 struct RecoveryState {
-  // Set at startup when every counter came from a valid state file: then no
-  // installation needs a rebuild.
-  bool restored_from_file;
   uint64 clock;  // bumped per use; RecoveryEntry::last_used
   ConditionVariable done;  // broadcast when a rebuild ends (or fails)
   RecoveryEntry entries[kMaxRecoveryEntries];

@@ -1,15 +1,28 @@
-// Writing token_usage rows.
+// Writing token_usage rows: one per grant of allocate_tokens and per request
+// counted by check_rate_limit/enforce_rate_limit.
 //
-// For now every grant is written synchronously, in the caller's transaction,
-// through a saved SPI plan that runs as the extension owner (application
-// roles need no privilege on the table).  The row carries the decision's
-// timestamp, so the window it belongs to is exact.  If the caller's
-// transaction rolls back, its rows go with it while the charge to the
-// shared counters stays: the counters never under-count.
+// rate_limiter.usage_log chooses how:
+//   sync   INSERT ... RETURNING id in the caller's transaction, through a
+//          saved SPI plan that runs as the extension owner.  The row follows
+//          the caller's transaction; the charge to the shared counters stays
+//          (unless refund_on_abort): the counters never under-count.
+//   async  the event goes to the shared usage queue (usage_queue.hpp) and
+//          the flusher worker inserts it shortly after.  A grant's id
+//          (allocation_id) is drawn from token_usage_id_seq at once.  The
+//          row does NOT follow the caller's transaction, because the charge
+//          does not either; except for refund_on_abort calls, whose events
+//          wait in the backend until commit (usage_pending.hpp).  Only in
+//          the database of the flusher (rate_limiter.database); elsewhere
+//          sync.  When the queue stays full for queue_full_wait, the event
+//          is written as in sync mode: never dropped.
+//   off    no row; allocation_id is NULL.
+// Each row carries the decision's timestamp, so the window it belongs to is
+// exact.
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/arguments.hpp"
+#include "rate_limiter/pg/usage_queue.hpp"
 
 namespace rate_limiter::pg {
 
@@ -18,12 +31,25 @@ struct UsageRow {
   const IdArg* endpoint;      // may be absent
   const IdArg* session;       // may be absent
   int64 tokens;               // 0 for a check_rate_limit request
-  const char* priority;       // nullptr for a check_rate_limit request
+  int priority;               // core::Priority, or kNoPriority for a check_rate_limit request
   TimestampTz at;
 };
 
-// Returns the row id (token_usage.id): allocate_tokens' allocation_id.
-int64 write_usage_row(const UsageRow& row);
+// Logs one counted call.  `refund_on_abort`: the call's charge is refunded
+// if its transaction rolls back, so its row must not outlive that.  Returns
+// the row id (allocate_tokens' allocation_id) when the row has one now:
+// always for sync, for grants in async mode; else -1.
+int64 log_usage(const UsageRow& row, bool refund_on_abort);
+
+// Inserts one event in the caller's transaction (as the extension owner);
+// event.id 0 takes the column default.  Returns the row id.
+int64 insert_usage_row(const UsageEvent& event);
+
+// True in the database of the flusher (rate_limiter.database).
+bool in_flusher_database();
+// True when calls of this backend use the queue: usage_log = async in the
+// flusher's database.
+bool usage_log_async();
 
 // Raises 25006 when the caller's transaction cannot write the usage row
 // (read-only transaction or hot standby).  Called before any counter is

@@ -1,0 +1,34 @@
+// Usage events of refund_on_abort calls in async mode.
+//
+// Such a call's charge is refunded if its transaction (or the savepoint it
+// ran in) rolls back, so its row must not appear then.  The event stays in
+// backend memory (TopTransactionContext), with the subtransaction that made
+// it, and goes to the queue only at XACT_EVENT_COMMIT (or PREPARE, whose
+// charges are kept).  Not at PRE_COMMIT: the commit can still fail after it
+// (a serialization failure), and the row of an aborted call would be
+// flushed anyway.  Appending in the COMMIT callback cannot fail because the
+// room was reserved when the event was made (usage_queue_reserve()); abort
+// and ROLLBACK TO SAVEPOINT release the reservations of the events they drop.
+#pragma once
+
+#include "rate_limiter/pg/postgres.hpp"
+
+namespace rate_limiter::pg {
+
+void register_pending_usage_callbacks();  // once, from _PG_init
+
+// Reserves room (waiting up to wait_ms) and keeps the event until commit.
+// False: no room; the caller writes the row synchronously instead (it then
+// follows the transaction as well).
+bool defer_usage_event(const char* record, uint32 length, int wait_ms);
+
+// Inserts this transaction's pending events now, in the current
+// (sub)transaction, and forgets them: used before looking a row up
+// (settle_tokens, rate_limiter_flush()).  The rows then follow the current
+// subtransaction, which is the event's own or a descendant of it in the
+// usual case (settle right after allocate); if a savepoint taken AFTER the
+// allocation and BEFORE this call is rolled back, the row goes while the
+// charge stays (a known gap: a sync-mode row would stay).
+void materialize_pending_usage();
+
+}  // namespace rate_limiter::pg
