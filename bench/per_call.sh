@@ -5,7 +5,9 @@
 #   bash bench/per_call.sh [calls]        (default 1000000 calls, 3 rounds)
 #
 # Prints the median wall time of each loop over the rounds, the cost per
-# call, and the ratio to the trivial function.
+# call, and the ratio to the trivial function.  Granted calls are timed with
+# the usage log in async mode (the default: the row is queued for the
+# flusher worker) and in sync mode (an INSERT in the caller's transaction).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -38,15 +40,18 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 
 declare -A label=(
   [trivial]="trivial SQL function (baseline)"
-  [grant]="allocate_tokens, granted (writes a token_usage row)"
+  [grant]="allocate_tokens, granted, usage_log = async"
+  [grant_sync]="allocate_tokens, granted, usage_log = sync"
   [denied]="allocate_tokens, denied (no row written)"
   [check]="check_rate_limit, denied (no row written)")
 declare -A expr=(
   [trivial]="trivial('u' || (g % 1000), 1, 'low')"
   [grant]="allocate_tokens('u' || (g % 1000), 1, 'low')"
+  [grant_sync]="allocate_tokens('u' || (g % 1000), 1, 'low')"
   [denied]="allocate_tokens(denied_user(g), 1, 'low')"
   [check]="check_rate_limit(denied_user(g))")
-order=(trivial grant denied check)
+order=(trivial grant grant_sync denied check)
+declare -A options=([grant_sync]="-c rate_limiter.usage_log=sync")
 
 # Users d0..d999 have used up a one-request limit, so their calls are denied
 # after the locked decision and write nothing.
@@ -56,7 +61,9 @@ q -c "SELECT count(*) FROM generate_series(0, 999) g, LATERAL check_rate_limit('
 declare -A times
 for round in $(seq "$ROUNDS"); do
   for k in "${order[@]}"; do
-    times[$k]="${times[$k]:-} $(time_loop "${expr[$k]}")"
+    times[$k]="${times[$k]:-} $(PGOPTIONS="${options[$k]:-}" time_loop "${expr[$k]}")"
+    # Let the flusher write the queued rows before the next loop is timed.
+    q -c "SELECT rate_limiter_flush()" >/dev/null
   done
   q -c "TRUNCATE token_usage" >/dev/null
 done

@@ -1,0 +1,1 @@
+SELECT tokens_allocated FROM allocate_tokens('bench_hot', 1, 'high');

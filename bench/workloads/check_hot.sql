@@ -1,0 +1,1 @@
+SELECT allowed FROM check_rate_limit('bench_check');

@@ -1,0 +1,1 @@
+SELECT plpgsql_allocate('bench_hot', 1);

@@ -1,0 +1,1 @@
+SELECT plpgsql_allocate_unlogged('bench_hot', 1);
