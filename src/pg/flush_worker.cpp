@@ -157,8 +157,11 @@ bool flush_batch(uint64 end) {
   }
   const uint64 inserted = rows > 0 ? insert_rows(ext, &columns, rows) : 0;
   commit_transaction();
-  usage_queue_consume(position - w.tail, events);
+  // Count before the tail moves: a session waiting in rate_limiter_flush()
+  // returns as soon as the tail passes its events, and must then see them
+  // counted.
   metric_add(&shared->metrics.usage_rows_flushed, inserted);
+  usage_queue_consume(position - w.tail, events);
   if (foreign > 0)
     ereport(LOG, (errmsg("rate_limiter flusher discarded " UINT64_FORMAT
                          " usage events of a former installation of the extension",
