@@ -20,7 +20,8 @@ rl_require_root() {
 rl_install_packages() {
   local pkgs=(build-essential g++ make postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
               postgresql-contrib libboost-dev libgtest-dev libipc-run-perl
-              postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl)
+              postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
+              prometheus-postgres-exporter)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,6 +5,7 @@
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/counter_recovery.hpp"
+#include "rate_limiter/pg/counters_view.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
@@ -44,6 +45,31 @@ core::Hash128 counter_scope_args(FunctionCallInfo fcinfo) {
                           endpoint.value);
 }
 
+core::LimitKind limit_kind_arg(FunctionCallInfo fcinfo, int argno) {
+  if (PG_ARGISNULL(argno))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("limit_kind must not be NULL")));
+  const char* s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+  if (strcmp(s, "tokens") == 0) return core::LimitKind::Tokens;
+  if (strcmp(s, "requests") == 0) return core::LimitKind::Requests;
+  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown limit_kind \"%s\"", s),
+                  errhint("Use 'tokens' or 'requests'.")));
+  pg_unreachable();
+}
+
+// The role names of the rate_limiter_counters view.
+core::CounterRole role_arg(FunctionCallInfo fcinfo, int argno) {
+  if (PG_ARGISNULL(argno))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("role must not be NULL")));
+  const char* s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+  if (strcmp(s, "limit") == 0) return core::CounterRole::Main;
+  if (strcmp(s, "emergency") == 0) return core::CounterRole::Emergency;
+  if (strcmp(s, "burst_budget") == 0) return core::CounterRole::BurstBudget;
+  if (strcmp(s, "burst_cap") == 0) return core::CounterRole::BurstCap;
+  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown counter role \"%s\"", s),
+                  errhint("Use 'limit', 'burst_cap', 'burst_budget' or 'emergency'.")));
+  pg_unreachable();
+}
+
 }  // namespace
 }  // namespace rate_limiter::pg
 
@@ -81,6 +107,17 @@ RL_SQL_FUNCTION(rate_limiter_schedule_reset) {
   schedule_counter_reset(core::counter_key(scope, core::LimitKind::Tokens));
   schedule_counter_reset(core::counter_key(scope, core::LimitKind::Requests));
   PG_RETURN_VOID();
+}
+
+// rate_limiter_counter_key(scope, user_id, api_endpoint, limit_kind, role)
+//   -> text: the key of that counter in this installation, as
+// rate_limiter_counter_slots() prints keys (counters_view.hpp).
+RL_SQL_FUNCTION(rate_limiter_counter_key) {
+  require_shared_state();
+  const core::Hash128 scope = counter_scope_args(fcinfo);
+  const core::LimitKind kind = limit_kind_arg(fcinfo, 3);
+  const core::CounterRole role = role_arg(fcinfo, 4);
+  PG_RETURN_TEXT_P(counter_key_text(core::counter_key(scope, kind, role)));
 }
 
 // rate_limiter_peek_counter(scope, user_id, api_endpoint, limit_kind, window,

@@ -19,12 +19,30 @@ void record_decision(bool allowed, int64_t started_ns) noexcept {
   metric_add(allowed ? &m.allowed : &m.denied);
   const int64_t elapsed = monotonic_ns() - started_ns;
   if (elapsed > 0) metric_add(&m.check_time_ns, static_cast<uint64>(elapsed));
+  latency_record(&m.latency, elapsed > 0 ? static_cast<uint64>(elapsed) : 0);
+}
+
+void reset_metrics() noexcept {
+  SharedMetrics& m = shared->metrics;
+  // Not keys_in_use (the slots are still occupied) and not the queue depth,
+  // lag or capacity (read from the queue itself): those are gauges.
+  for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
+                              &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
+                              &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
+                              &m.emergency_refused, &m.usage_rows_flushed,
+                              &m.usage_queue_full_waits, &m.usage_sync_fallbacks})
+    pg_atomic_write_u64(c, 0);
+  latency_init(&m.latency);
 }
 
 namespace {
 
 void append_metric(StringInfo buf, const char* name, uint64 value, bool first = false) {
   appendStringInfo(buf, "%s\"%s\": " UINT64_FORMAT, first ? "" : ", ", name, value);
+}
+
+void append_seconds(StringInfo buf, const char* name, double ns) {
+  appendStringInfo(buf, ", \"%s\": %.9f", name, ns / 1e9);
 }
 
 }  // namespace
@@ -38,22 +56,26 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   require_shared_state();
   SharedMetrics& m = shared->metrics;
   const uint64 total = pg_atomic_read_u64(&m.total_checks);
-  const uint64 time_ns = pg_atomic_read_u64(&m.check_time_ns);
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoChar(&buf, '{');
   append_metric(&buf, "total_checks", total, true);
   append_metric(&buf, "allowed_requests", pg_atomic_read_u64(&m.allowed));
   append_metric(&buf, "denied_requests", pg_atomic_read_u64(&m.denied));
-  // Seconds, as in the seed: the mean wall time of one decision since start.
-  appendStringInfo(&buf, ", \"average_check_time\": %.9f",
-                   total == 0 ? 0.0 : static_cast<double>(time_ns) / total / 1e9);
+  // Seconds, as in the seed, but a moving average (latency_histogram.hpp):
+  // the mean since startup would hide a recent slowdown.
+  append_seconds(&buf, "average_check_time", latency_average_ns(&m.latency));
+  append_seconds(&buf, "check_time_p50", static_cast<double>(latency_percentile_ns(&m.latency, 0.50)));
+  append_seconds(&buf, "check_time_p95", static_cast<double>(latency_percentile_ns(&m.latency, 0.95)));
+  append_seconds(&buf, "check_time_p99", static_cast<double>(latency_percentile_ns(&m.latency, 0.99)));
+  append_seconds(&buf, "check_time_total", static_cast<double>(pg_atomic_read_u64(&m.check_time_ns)));
   append_metric(&buf, "emergency_overrides", pg_atomic_read_u64(&m.emergency_overrides));
   append_metric(&buf, "burst_allocations", pg_atomic_read_u64(&m.burst_allocations));
   append_metric(&buf, "emergency_override_refused", pg_atomic_read_u64(&m.emergency_refused));
   append_metric(&buf, "fail_open_decisions", pg_atomic_read_u64(&m.fail_open));
   append_metric(&buf, "fail_closed_decisions", pg_atomic_read_u64(&m.fail_closed));
   append_metric(&buf, "lock_timeouts", pg_atomic_read_u64(&m.lock_timeouts));
+  append_metric(&buf, "lock_waits", pg_atomic_read_u64(&m.lock_waits));
   append_metric(&buf, "evictions", pg_atomic_read_u64(&m.evictions));
   append_metric(&buf, "keys_in_use", pg_atomic_read_u64(&m.keys_in_use));
   append_metric(&buf, "keys_capacity", shared->geometry.total_capacity());
@@ -68,4 +90,12 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "usage_sync_fallbacks", pg_atomic_read_u64(&m.usage_sync_fallbacks));
   appendStringInfoChar(&buf, '}');
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+// reset_performance_metrics(): zeroes the counters and the latency
+// statistics (not the gauges).  EXECUTE is revoked from PUBLIC.
+RL_SQL_FUNCTION(reset_performance_metrics) {
+  require_shared_state();
+  reset_metrics();
+  PG_RETURN_VOID();
 }

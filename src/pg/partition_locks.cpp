@@ -52,6 +52,9 @@ bool acquire_partitions(const PartitionSet& set, LWLockMode mode, int timeout_ms
   for (int i = 0; i < set.count; ++i) {
     LWLock* lock = partition_lock(set.ids[i]);
     if (LWLockConditionalAcquire(lock, mode)) continue;
+    // Someone holds it: count the wait (an atomic add, safe under the locks
+    // already taken: it cannot fail or allocate).
+    pg_atomic_fetch_add_u64(&shared->metrics.lock_waits, 1);
     if (timeout_ms == 0) {
       LWLockAcquire(lock, mode);
       continue;

@@ -68,10 +68,12 @@ void attach_shared_memory() {
     SharedMetrics& m = state->metrics;
     for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
                                 &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
-                                &m.fail_closed, &m.lock_timeouts, &m.evictions, &m.keys_in_use,
-                                &m.emergency_refused, &m.usage_rows_flushed,
-                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks})
+                                &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
+                                &m.keys_in_use, &m.emergency_refused, &m.usage_rows_flushed,
+                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks,
+                                &m.latency.ewma_fixed})
       pg_atomic_init_u64(c, 0);
+    for (pg_atomic_uint64& b : m.latency.buckets) pg_atomic_init_u64(&b, 0);
     memset(&state->recovery, 0, sizeof state->recovery);
     ConditionVariableInit(&state->recovery.done);
     for (uint32 p = 0; p < g.partitions; ++p) {

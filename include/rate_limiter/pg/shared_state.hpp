@@ -21,11 +21,14 @@
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/latency_histogram.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 
 namespace rate_limiter::pg {
 
-// Counters read without a lock.  Each is monotonic except keys_in_use.
+// Counters read without a lock.  Each is monotonic except keys_in_use,
+// until reset_performance_metrics() zeroes every one of them but keys_in_use
+// (metrics.cpp: reset_metrics()).
 struct SharedMetrics {
   pg_atomic_uint64 total_checks;     // decisions made by allocate/check/enforce
   pg_atomic_uint64 allowed;
@@ -36,6 +39,7 @@ struct SharedMetrics {
   pg_atomic_uint64 fail_open;        // calls allowed by failure_mode = open
   pg_atomic_uint64 fail_closed;      // calls refused by failure_mode = closed
   pg_atomic_uint64 lock_timeouts;
+  pg_atomic_uint64 lock_waits;       // partition lock acquisitions that found the lock taken
   pg_atomic_uint64 evictions;
   pg_atomic_uint64 keys_in_use;      // occupied counter slots
   pg_atomic_uint64 emergency_refused;  // emergency_override asked without the privilege
@@ -43,6 +47,7 @@ struct SharedMetrics {
   pg_atomic_uint64 usage_rows_flushed;    // rows the flusher inserted
   pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
   pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
+  LatencyStats latency;              // decision time: histogram and moving average
 };
 
 // Which installations (database + extension) have complete counters in
