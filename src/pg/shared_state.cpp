@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/shared_state.hpp"
 
+#include "rate_limiter/pg/alert_queue.hpp"
 #include "rate_limiter/pg/counter_file.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -40,6 +41,7 @@ void request_shared_memory() {
   RequestNamedLWLockTranche(kRecoveryTrancheName, 1);
   request_revocation_memory();  // its own segment and lock tranche
   request_usage_queue_memory();  // likewise
+  request_alert_queue_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -83,6 +85,7 @@ void attach_shared_memory() {
   LWLockRelease(AddinShmemInitLock);
   attach_revocation_memory();
   attach_usage_queue_memory();
+  attach_alert_queue_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.

@@ -92,7 +92,8 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
 
 namespace {
 constexpr CounterRole kRoles[] = {CounterRole::Main, CounterRole::Emergency,
-                                  CounterRole::BurstBudget, CounterRole::BurstCap};
+                                  CounterRole::BurstBudget, CounterRole::BurstCap,
+                                  CounterRole::AbuseDenials};
 constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
 }  // namespace
 
@@ -120,7 +121,7 @@ TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
 
 TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
   // The only scopes that can hit {0,0}: hi 0 and lo equal to one of the
-  // eight XOR masks.  Their keys must stay non-zero and pairwise distinct.
+  // ten XOR masks.  Their keys must stay non-zero and pairwise distinct.
   const Hash128 zero{};
   std::vector<uint64_t> masks;
   for (LimitKind k : kKinds)
