@@ -116,7 +116,7 @@ TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
       for (const Hash128& other : keys) EXPECT_NE(key, other);
       keys.push_back(key);
     }
-  EXPECT_EQ(keys.size(), 8u);
+  EXPECT_EQ(keys.size(), 10u);
 }
 
 TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
