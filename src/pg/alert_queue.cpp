@@ -1,6 +1,7 @@
 #include "rate_limiter/pg/alert_queue.hpp"
 
 #include <cstddef>
+#include <type_traits>
 
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -17,6 +18,9 @@ constexpr const char* kTrancheName = "rate_limiter_alert_queue";
 // values as the usage queue's wait.
 constexpr long kAlertFlushPollMs = 100;
 constexpr long kAlertFlushStallTimeoutMs = 30000;
+
+// Shared memory holds only trivially copyable types.
+static_assert(std::is_trivially_copyable_v<AlertRecord>);
 
 struct AlertQueue {
   uint64 capacity;  // slots

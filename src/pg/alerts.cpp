@@ -8,6 +8,7 @@
 #include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
+#include "rate_limiter/pg/usage_log.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -204,6 +205,9 @@ void append_number(StringInfo buf, const char* key, int64 value, bool present) {
 }  // namespace
 
 void raise_call_alerts(const CallInput& in, const CallResult& r, int64 now) {
+  // Only the flusher's database has its alerts written: elsewhere nothing
+  // is raised (nor are denials counted for abuse).
+  if (!in_flusher_database()) return;
   if (r.status == CallStatus::TableFull) {
     raise_degradation_alert(AlertKind::TableFull, now);
     return;
@@ -232,6 +236,7 @@ void raise_call_alerts(const CallInput& in, const CallResult& r, int64 now) {
 }
 
 void raise_degradation_alert(AlertKind kind, int64 now) {
+  if (!in_flusher_database()) return;
   AlertRecord a = blank(kind, now);
   a.window_start = alert_interval_start(now);
   alert_queue_push(a);

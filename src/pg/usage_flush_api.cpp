@@ -24,10 +24,12 @@ RL_SQL_FUNCTION(rate_limiter_flush_usage) {
   require_shared_state();
   materialize_pending_usage();
   // Other databases write synchronously: nothing of theirs is queued.
-  if (in_flusher_database()) wait_for_usage_flush();
-  // Alerts are all written by the flusher (other databases' are dropped
-  // there): wait for those raised so far, so that tests and monitoring see
-  // them after rate_limiter_flush() without sleeping.
-  wait_for_alert_flush();
+  // Alerts too (only the flusher's database raises them): wait for those
+  // raised so far, so that tests and monitoring see them after
+  // rate_limiter_flush() without sleeping.
+  if (in_flusher_database()) {
+    wait_for_usage_flush();
+    wait_for_alert_flush();
+  }
   PG_RETURN_VOID();
 }

@@ -1,5 +1,10 @@
 // Raising alerts (README "Alerts") and turning them into rows.
 //
+// Only calls in the flusher's database (rate_limiter.database) raise
+// alerts: the flusher writes no other database's rows.  (Its queue still
+// drops records of other databases or former installations of the
+// extension.)
+//
 // Backends raise alerts after a decision, with no partition lock held: they
 // fill an AlertRecord and push it into the alert queue (alert_queue.hpp),
 // which never blocks and drops the record when full.  Nothing here runs
