@@ -14,6 +14,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'rate_limiter'
 rate_limiter.alert_channel = 'rl_alerts'
 rate_limiter.usage_log = sync
+rate_limiter.max_keys = 16
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION rate_limiter');
@@ -55,6 +56,26 @@ SELECT 1;
 unlike($stdout, qr/Asynchronous notification/, 'no notification without a channel');
 is($node->safe_psql('postgres', "SELECT count(*) > 0 FROM rate_limit_alerts WHERE user_id = 'n_quiet'"),
 	't', 'the rows are still written');
+
+# Degradation: a full counter table raises table_full (RL507), and with
+# failure_mode = open also fail_open; one row per kind and alert_interval.
+$node->safe_psql('postgres', "SELECT set_default_user_rate_limit(1000, '1 hour')");
+($ret, $stdout, $stderr) = $node->psql('postgres', q{
+SELECT count(*) FROM (SELECT check_rate_limit('full_' || g) FROM generate_series(1, 40) g) s;
+});
+like($stderr, qr/counter table is full/, 'the table filled up');
+($ret, $stdout, $stderr) = $node->psql('postgres', q{
+SET rate_limiter.failure_mode = open;
+SELECT count(*) FROM (SELECT check_rate_limit('open_' || g) FROM generate_series(1, 3) g OFFSET 0) s;
+SELECT rate_limiter_flush() >= 0;
+});
+is($ret, 0, 'fail-open calls pass') or diag($stderr);
+is($node->safe_psql('postgres',
+		"SELECT string_agg(k, ',') FROM (SELECT DISTINCT kind || ':' || (user_id IS NULL) AS k "
+		  . "FROM rate_limit_alerts WHERE kind IN ('table_full', 'fail_open') ORDER BY 1) s"),
+	'fail_open:true,table_full:true', 'server-wide alerts of both kinds (two windows if the calls straddle an alert_interval boundary)');
+is($node->safe_psql('postgres', "SELECT payload->>'kind' FROM rate_limit_alerts WHERE kind = 'fail_open' LIMIT 1"),
+	'fail_open', 'fail_open payload');
 
 $node->stop;
 done_testing();
