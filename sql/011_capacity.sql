@@ -1,32 +1,32 @@
--- A full counter table.  The test server has rate_limiter.max_keys = 100 in
+-- A full counter table.  The test server has rate_limiter.max_keys = 400 in
 -- one partition.  Jumping the clock 7300 days ahead expires every counter
 -- left by earlier tests (the longest window is 3650 days).
 SET rate_limiter.debug_time_offset = '7300d';
 SELECT set_default_rate_limit(10, '1 hour');
 SELECT get_performance_metrics() AS m0 \gset
 
--- 100 users fill the table; the first insert evicts every expired counter.
+-- 400 users fill the table; the first insert evicts every expired counter.
 SELECT count(*) FILTER (WHERE success) AS granted
-  FROM generate_series(1, 100) g, LATERAL allocate_tokens('cap_' || g, 1, 'high');
+  FROM generate_series(1, 400) g, LATERAL allocate_tokens('cap_' || g, 1, 'high');
 SELECT (get_performance_metrics()->>'evictions')::bigint > (:'m0'::jsonb->>'evictions')::bigint AS evicted;
 SELECT (get_performance_metrics()->>'keys_in_use')::bigint AS keys_in_use;
 
 -- failure_mode = closed (the default): a new key is refused with RL507 ...
 \set VERBOSITY default
-SELECT * FROM allocate_tokens('cap_101', 1, 'high');
+SELECT * FROM allocate_tokens('cap_401', 1, 'high');
 \set VERBOSITY terse
 -- ... existing keys are still served ...
 SELECT success, tokens_remaining FROM allocate_tokens('cap_1', 1, 'high');
 -- ... and users without any applicable rule need no counter.
 SELECT remove_default_rate_limit();
-SELECT success, reason FROM allocate_tokens('cap_101', 1, 'high');
+SELECT success, reason FROM allocate_tokens('cap_401', 1, 'high');
 SELECT set_default_rate_limit(10, '1 hour');
 
 -- failure_mode = open: the limit that has no counter is not enforced, and
 -- the call says so.
 SET rate_limiter.failure_mode = 'open';
-SELECT success, tokens_allocated, reason FROM allocate_tokens('cap_102', 1000, 'high');
-SELECT allowed, reason FROM check_rate_limit('cap_102');
+SELECT success, tokens_allocated, reason FROM allocate_tokens('cap_402', 1000, 'high');
+SELECT allowed, reason FROM check_rate_limit('cap_402');
 RESET rate_limiter.failure_mode;
 
 SELECT (get_performance_metrics()->>'fail_closed_decisions')::bigint - (:'m0'::jsonb->>'fail_closed_decisions')::bigint AS fail_closed,
@@ -34,7 +34,7 @@ SELECT (get_performance_metrics()->>'fail_closed_decisions')::bigint - (:'m0'::j
 
 -- Once the windows have ended, their counters are evicted to make room.
 SET rate_limiter.debug_time_offset = '7670d';
-SELECT success, tokens_allocated, reason FROM allocate_tokens('cap_103', 1000, 'high');
+SELECT success, tokens_allocated, reason FROM allocate_tokens('cap_403', 1000, 'high');
 SELECT (get_performance_metrics()->>'keys_in_use')::bigint AS keys_in_use;
 RESET rate_limiter.debug_time_offset;
 SELECT remove_default_rate_limit();

@@ -1,7 +1,7 @@
 -- A call that finds one live counter and then must evict expired counters to
 -- create another must still charge both: eviction shifts slots in the
 -- table, and the charge must land on the counters' new places.
--- The test server's table holds 100 counters in one partition.  Each round
+-- The test server's table holds 400 counters in one partition.  Each round
 -- fills it with counters that expire and one live user counter, then makes
 -- one call that finds the user counter and creates a new endpoint counter;
 -- 30 rounds make sure that, whatever the random hash key, many of them shift

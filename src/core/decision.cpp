@@ -85,8 +85,14 @@ LimitRule burst_budget_rule(const StrategyParams& params) noexcept {
   return r;
 }
 
-Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
-                const PriorityShares& shares, int64_t now) noexcept {
+namespace {
+
+// decide() for one mode.  charge: whether an allowed call charges (false:
+// a dry run that only advances counters, which changes no quota).
+// enforce_shadow: whether shadow limits can deny and cap the grant.
+Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size_t n,
+                     const PriorityShares& shares, int64_t now, bool charge,
+                     bool enforce_shadow) noexcept {
   Decision d;
   if (limits == nullptr) n = 0;
   n = std::min(n, kMaxAppliedLimits);
@@ -133,9 +139,12 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
           e.extra = available(e.emergency_rule, *l.emergency_state, now);
       }
     }
+    // A shadow limit in the enforcing pass: evaluated for the report, but
+    // it admits the call and caps nothing.
+    const bool ignored = l.shadow && !enforce_shadow;
     if (l.kind == LimitKind::Requests) {
       e.admits = e.remaining + e.extra >= 1;
-      if (!e.admits) requests_exhausted = true;
+      if (!e.admits && !ignored) requests_exhausted = true;
       continue;
     }
     if (e.emergency) {
@@ -174,6 +183,13 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
         e.cap_total = e.cap + std::min(std::max<int64_t>(0, cap_hi - e.cap), budget);
       }
     }
+    if (ignored) {
+      // No burst budget is spent on a limit that does not cap the grant.
+      e.burst = false;
+      e.admits = true;
+      e.cap_total = std::max(e.cap_total, wanted);
+      continue;
+    }
     if (!e.admits) tokens_exhausted = true;
     min_cap = std::min(min_cap, e.cap_total);
   }
@@ -204,6 +220,10 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
   }
 
   const bool allowed = d.allowed();
+  if (allowed && !charge) {
+    d.granted = grant;
+    return d;
+  }
   if (allowed) {
     // All or nothing: every check above passed, so charge every limit now.
     // The main counter takes what it has, the emergency counter the rest.
@@ -324,6 +344,29 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
     d.strategy = Strategy::Dynamic;
   } else {
     d.strategy = Strategy::Priority;
+  }
+  return d;
+}
+
+}  // namespace
+
+Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
+                const PriorityShares& shares, int64_t now) noexcept {
+  bool any_shadow = false;
+  for (std::size_t i = 0; limits != nullptr && i < std::min(n, kMaxAppliedLimits); ++i)
+    if (limits[i].shadow && limits[i].state != nullptr) any_shadow = true;
+  if (!any_shadow) return decide_mode(request, limits, n, shares, now, true, true);
+  // Dry run with every limit enforced: the would-be outcome.  It charges
+  // nothing, so the charging run below starts from the same counters
+  // (advancing twice to the same `now` is idempotent).
+  const Decision full = decide_mode(request, limits, n, shares, now, false, true);
+  Decision d = decide_mode(request, limits, n, shares, now, true, false);
+  // The enforcing run is never stricter than the full one: when it denies,
+  // the full one denies too, and neither charged anything.
+  if (!d.allowed()) return full;
+  if (!full.allowed() || full.granted < d.granted) {
+    d.shadowed = true;
+    d.shadow_outcome = full.outcome;
   }
   return d;
 }

@@ -1,7 +1,9 @@
 #include "rate_limiter/pg/flush_worker.hpp"
 
 #include "rate_limiter/core/priority.hpp"
+#include "rate_limiter/pg/alerts.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -173,6 +175,93 @@ bool flush_batch(uint64 end) {
   return true;
 }
 
+// Alerts per transaction: bounds the flusher's memory like kFlushBatchEvents.
+constexpr uint64 kAlertBatch = 1000;
+constexpr int kAlertArgs = 6;
+
+// Inserts the alerts and notifies the channel of each row actually inserted
+// (ON CONFLICT DO NOTHING is the dedup, see alerts.hpp), in the caller's
+// transaction: NOTIFY is delivered at its commit.  Returns the rows inserted.
+uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs], bool* nulls[kAlertArgs], int n) {
+  const bool notify = settings.alert_channel != nullptr && settings.alert_channel[0] != '\0';
+  // The volatile pg_notify() in the target list is evaluated after the
+  // sort, so notifications go out in id order.
+  const char* sql = psprintf(
+      "WITH ins AS (INSERT INTO %s.rate_limit_alerts "
+      "(kind, user_id, api_endpoint, scope, window_start, payload) "
+      "SELECT a.kind, a.user_id, a.endpoint, a.scope, a.window_start, a.payload::pg_catalog.jsonb "
+      "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) WITH ORDINALITY "
+      "AS a(kind, user_id, endpoint, scope, window_start, payload, n) ORDER BY a.n "
+      "ON CONFLICT (kind, user_id, api_endpoint, scope, window_start) DO NOTHING "
+      "RETURNING id, payload) "
+      "SELECT ins.id%s FROM ins ORDER BY ins.id",
+      ext->quoted_schema, notify ? ", pg_catalog.pg_notify($7, ins.payload::pg_catalog.text)" : "");
+  const Oid element_types[kAlertArgs] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+  Oid types[kAlertArgs + 1] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+                               TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTOID};
+  Datum args[kAlertArgs + 1];
+  for (int a = 0; a < kAlertArgs; ++a) args[a] = array_of(columns[a], nulls[a], n, element_types[a]);
+  args[kAlertArgs] = CStringGetTextDatum(notify ? settings.alert_channel : "");
+  AsExtensionOwner owner(ext);
+  const int rc = SPI_execute_with_args(sql, notify ? kAlertArgs + 1 : kAlertArgs, types, args, nullptr,
+                                       false, 0);
+  if (rc != SPI_OK_SELECT) elog(ERROR, "rate_limiter flusher: alert insert failed: %s", SPI_result_code_string(rc));
+  owner.restore();
+  return SPI_processed;
+}
+
+// One transaction: up to kAlertBatch alerts from the queue tail, not past
+// `end`.  Alerts of other databases (or former installations), and all
+// alerts while the extension (or its 1.1 alert table) is missing, are
+// dropped: the flusher serves one database, and alerts are best effort.
+// The queue advances only after the commit.  False: nothing to do.
+bool flush_alert_batch(uint64 end) {
+  const AlertWindow w = alert_queue_window();
+  end = Min(end, w.head);
+  if (w.tail >= end) return false;
+  begin_transaction("rate_limiter: writing alerts");
+  const ExtensionCatalog* ext = installed_extension();
+  const bool has_table = ext != nullptr && OidIsValid(get_relname_relid("rate_limit_alerts", ext->schema));
+  Datum* columns[kAlertArgs];
+  bool* nulls[kAlertArgs];
+  for (int a = 0; a < kAlertArgs; ++a) {
+    columns[a] = static_cast<Datum*>(palloc(kAlertBatch * sizeof(Datum)));
+    nulls[a] = static_cast<bool*>(palloc0(kAlertBatch * sizeof(bool)));
+  }
+  uint64 position = w.tail;
+  uint64 foreign = 0;
+  int rows = 0;
+  AlertRecord r;
+  while (position < end && position - w.tail < kAlertBatch) {
+    alert_queue_read(position++, &r);
+    if (!has_table || r.database != MyDatabaseId ||
+        (OidIsValid(r.extension) && r.extension != ext->extension)) {
+      ++foreign;
+      continue;
+    }
+    bool null_scope = false;
+    const char* scope = alert_scope_text(r);
+    columns[0][rows] = CStringGetTextDatum(alert_kind_text(r));
+    columns[1][rows] = text_or_null(r.user_len >= 0 ? r.user : nullptr, r.user_len, &nulls[1][rows]);
+    columns[2][rows] = text_or_null(r.endpoint_len >= 0 ? r.endpoint : nullptr, r.endpoint_len, &nulls[2][rows]);
+    columns[3][rows] = text_or_null(scope, scope != nullptr ? static_cast<int>(strlen(scope)) : 0, &null_scope);
+    nulls[3][rows] = null_scope;
+    columns[4][rows] = TimestampTzGetDatum(unix_to_timestamptz(r.window_start));
+    columns[5][rows] = CStringGetTextDatum(alert_payload(r));
+    ++rows;
+  }
+  const uint64 inserted = rows > 0 ? insert_alerts(ext, columns, nulls, rows) : 0;
+  commit_transaction();
+  alert_queue_consume(position - w.tail);
+  metric_add(&shared->metrics.alerts_sent, inserted);
+  if (foreign > 0)
+    ereport(DEBUG1, (errmsg("rate_limiter flusher dropped " UINT64_FORMAT
+                            " alerts of other databases or installations",
+                            foreign)));
+  return true;
+}
+
 // Deletes one batch of expired rows; true when the batch was full.  The
 // cutoff keeps every row inside twice the longest window of any rule (and
 // of the burst budgets), so no live window, nor the previous window a
@@ -234,8 +323,15 @@ bool run_cycle(bool maintenance, bool* retention_behind) {
     if (!RecoveryInProgress()) {
       // Up to what is queued now: producers faster than the flusher must
       // not starve the maintenance.
+      // The lag before this flush: what callers have been seeing.
+      const int64 lag_ms = usage_queue_stats().lag_ms;
+      if (settings.alert_flush_lag_ms > 0 && lag_ms > settings.alert_flush_lag_ms)
+        raise_flush_lag_alert(MyDatabaseId, InvalidOid, lag_ms, settings.alert_flush_lag_ms,
+                              limiter_now_unix());
       const uint64 end = usage_queue_window().head;
       while (flush_batch(end)) CHECK_FOR_INTERRUPTS();
+      const uint64 alerts_end = alert_queue_window().head;
+      while (flush_alert_batch(alerts_end)) CHECK_FOR_INTERRUPTS();
       if (maintenance) *retention_behind = maintain();
     }
   }

@@ -1,5 +1,7 @@
 #include "rate_limiter/pg/hot_path.hpp"
 
+#include <algorithm>
+
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
@@ -55,6 +57,7 @@ struct PlannedLimits {
       l.scope = reported;
       l.rule = kr.rule;
       l.params = resolve_params(rules, kind);
+      l.shadow = is_shadow_limit(rules, kind);
       counter_of[count][0] = add_counter(core::counter_key(counter_scope, lk), l.rule, &l.state);
       counter_of[count][1] = counter_of[count][2] = -1;
       // The strategy counters exist only for calls that use the strategy.
@@ -80,6 +83,7 @@ struct PlannedLimits {
       c.burst_cap = true;
       c.rule = kr.burst_cap;
       c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
+      c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
       counter_of[count][0] =
           add_counter(core::counter_key(counter_scope, lk, core::CounterRole::BurstCap), c.rule, &c.state);
       counter_of[count][1] = counter_of[count][2] = -1;
@@ -118,6 +122,37 @@ void for_each_applicable(std::string_view user, bool has_endpoint, std::string_v
     if (const ScopeRules* r = find_scope_rules(ep))
       for (int k = 0; k < core::kLimitKinds; ++k)
         if (r->has[k]) add(core::ScopeKind::Endpoint, *r, k, ep);
+  }
+}
+
+// Usage of every enforced limit around an allowed call (LimitUsage).  Runs
+// under the partition locks: arithmetic on the locked counters only.
+void record_usage(const PlannedLimits& plan, const core::Decision& d, const core::PriorityShares& shares,
+                  int64 now, CallResult* out) noexcept {
+  const uint32 top_share = std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
+  out->usage_count = plan.count;
+  for (int i = 0; i < plan.count; ++i) {
+    const core::AppliedLimit& l = plan.limits[i];
+    if (l.state == nullptr) continue;
+    const int64 cap = core::capacity(l.rule);
+    const int64 after = core::available(l.rule, *l.state, now);
+    const int64 before = after + d.charges[i].units;
+    auto exhausted = [&](int64 remaining) {
+      return l.kind == core::LimitKind::Requests || l.burst_cap ? remaining <= 0
+                                                                : core::priority_cap(top_share, remaining) < 1;
+    };
+    LimitUsage& u = out->usage[i];
+    u.present = true;
+    u.kind = l.kind;
+    u.scope = l.scope;
+    u.burst_cap = l.burst_cap;
+    u.capacity = cap;
+    u.used_before = cap - before;
+    u.used_after = cap - after;
+    u.exhausted_before = exhausted(before);
+    u.exhausted_after = exhausted(after);
+    u.window_start = core::aligned_window_start(now, l.rule.window_micros);
+    u.emergency_units = d.charges[i].emergency_units;
   }
 }
 
@@ -204,6 +239,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
     out->decision = core::decide(in.request, plan.limits, plan.count, shares, now);
+    if (out->decision.allowed()) record_usage(plan, out->decision, shares, now, out);
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
   release_partitions(set);

@@ -30,7 +30,9 @@ void reset_metrics() noexcept {
                               &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
                               &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
                               &m.emergency_refused, &m.usage_rows_flushed,
-                              &m.usage_queue_full_waits, &m.usage_sync_fallbacks})
+                              &m.usage_queue_full_waits, &m.usage_sync_fallbacks,
+                              &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
+                              &m.alerts_sent})
     pg_atomic_write_u64(c, 0);
   latency_init(&m.latency);
 }
@@ -88,6 +90,10 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "usage_rows_flushed", pg_atomic_read_u64(&m.usage_rows_flushed));
   append_metric(&buf, "usage_queue_full_waits", pg_atomic_read_u64(&m.usage_queue_full_waits));
   append_metric(&buf, "usage_sync_fallbacks", pg_atomic_read_u64(&m.usage_sync_fallbacks));
+  append_metric(&buf, "shadow_denials", pg_atomic_read_u64(&m.shadow_denials));
+  append_metric(&buf, "alerts_queued", pg_atomic_read_u64(&m.alerts_queued));
+  append_metric(&buf, "alerts_dropped", pg_atomic_read_u64(&m.alerts_dropped));
+  append_metric(&buf, "alerts_sent", pg_atomic_read_u64(&m.alerts_sent));
   appendStringInfoChar(&buf, '}');
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

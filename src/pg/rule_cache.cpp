@@ -25,7 +25,7 @@ struct RuleRow {
   KindRule rule;
 };
 
-constexpr int kRuleColumns = 20;
+constexpr int kRuleColumns = 21;
 
 // Owned through a raw pointer on purpose: a static object with a destructor
 // would run at process exit, after PostgreSQL's own shutdown code.
@@ -108,6 +108,7 @@ KindRule kind_rule_of(const Datum* v, const bool* isnull) {
     o.burst_window_micros = std::clamp<int64>(interval_to_micros(DatumGetIntervalP(v[18])),
                                               core::kMinWindowMicros, core::kMaxWindowMicros);
   if (!isnull[19]) o.max_burst_tokens = std::clamp<int64>(DatumGetInt64(v[19]), 0, core::kMaxQuantity);
+  o.shadow = switch_or_null(v[20], isnull[20]);
   return r;
 }
 
@@ -122,18 +123,23 @@ RuleRow* load_rule_rows(std::size_t* nrows, uint64* installation) {
       "algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation, "
       "emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight, "
       "time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, "
-      "burst_window, max_burst_tokens";
+      "burst_window, max_burst_tokens, %s";
   // A database still at extension version 1.0 (library updated, ALTER
   // EXTENSION ... UPDATE not run yet) has none of them: its limits keep
   // working with the defaults until it is updated.
   static const char kOptionDefaults[] =
       "'fixed_window'::text, NULL::bigint, NULL::bigint, NULL::integer, NULL::boolean, "
       "NULL::boolean, NULL::boolean, NULL::float8, NULL::float8, NULL::float8, NULL::float8, "
-      "NULL::float8, NULL::float8, NULL::interval, NULL::bigint";
+      "NULL::float8, NULL::float8, NULL::interval, NULL::bigint, %s";
   const bool has_options = get_attnum(ext->token_limits, "algorithm") != InvalidAttrNumber &&
                            get_attnum(ext->request_limits, "algorithm") != InvalidAttrNumber;
-  const char* options = has_options ? kOptionColumns : kOptionDefaults;
-  char sql[2048];
+  // shadow_mode came later in 1.1 than the other option columns.
+  const bool has_shadow = get_attnum(ext->token_limits, "shadow_mode") != InvalidAttrNumber &&
+                          get_attnum(ext->request_limits, "shadow_mode") != InvalidAttrNumber;
+  char options[1024];
+  snprintf(options, sizeof options, has_options ? kOptionColumns : kOptionDefaults,
+           has_shadow ? "shadow_mode" : "NULL::boolean");
+  char sql[4096];
   snprintf(sql, sizeof sql,
            "SELECT 0, user_id, api_endpoint, max_tokens_per_period, period_interval, %s "
            "FROM %s.token_limits "
@@ -240,6 +246,10 @@ core::StrategyParams resolve_params(const ScopeRules& scope, int kind) {
       value(&RuleOptions::burst_window_micros, static_cast<int64>(settings.burst_window_s) * USECS_PER_SEC);
   p.max_burst_tokens = value(&RuleOptions::max_burst_tokens, settings.max_burst_tokens);
   return p;
+}
+
+bool is_shadow_limit(const ScopeRules& scope, int kind) {
+  return settings.shadow_mode || scope.kind[kind].options.shadow == 1;
 }
 
 const ScopeRules* find_scope_rules(const core::Hash128& scope) {

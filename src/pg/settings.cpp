@@ -9,6 +9,12 @@ namespace {
 
 constexpr int kSecondsPerDay = 86400;
 constexpr int kDefaultUsageRetentionS = 90 * kSecondsPerDay;  // 90 days
+// Alerts (README "Alerts").
+constexpr int kDefaultAbuseDenials = 20;
+constexpr int kDefaultAbuseWindowS = 60;
+constexpr int kDefaultAlertIntervalS = 60;
+constexpr int kDefaultAlertFlushLagMs = 10000;
+constexpr int kDefaultAlertQueueSize = 4096;
 
 }  // namespace
 
@@ -39,6 +45,14 @@ Settings settings = {
     /* usage_queue_size_kb */ 8192,
     /* queue_full_wait_ms */ 100,
     /* usage_retention_s */ kDefaultUsageRetentionS,
+    /* shadow_mode */ false,
+    /* alert_channel */ nullptr,
+    /* alert_thresholds */ nullptr,
+    /* abuse_denials */ kDefaultAbuseDenials,
+    /* abuse_window_s */ kDefaultAbuseWindowS,
+    /* alert_interval_s */ kDefaultAlertIntervalS,
+    /* alert_flush_lag_ms */ kDefaultAlertFlushLagMs,
+    /* alert_queue_size */ kDefaultAlertQueueSize,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
@@ -60,7 +74,63 @@ const struct config_enum_entry kUsageLogModes[] = {
     {nullptr, 0, false},
 };
 
+// Parses "80, 95,100" into ascending distinct percentages.  Returns false
+// (with a GUC error detail) on anything else.
+bool parse_thresholds(const char* text, AlertThresholds* out) {
+  AlertThresholds t;
+  const char* p = text;
+  while (*p != '\0') {
+    while (*p == ' ' || *p == ',') ++p;
+    if (*p == '\0') break;
+    char* end = nullptr;
+    const long v = strtol(p, &end, 10);
+    if (end == p || v < 1 || v > 100) {
+      GUC_check_errdetail("Thresholds are integer percentages between 1 and 100, separated by commas.");
+      return false;
+    }
+    if (t.count == kMaxAlertThresholds) {
+      GUC_check_errdetail("At most %d thresholds.", kMaxAlertThresholds);
+      return false;
+    }
+    int i = t.count++;
+    while (i > 0 && t.pct[i - 1] > v) {
+      t.pct[i] = t.pct[i - 1];
+      --i;
+    }
+    t.pct[i] = static_cast<int>(v);
+    if (i > 0 && t.pct[i - 1] == v) {  // duplicate: drop it again
+      for (int j = i; j + 1 < t.count; ++j) t.pct[j] = t.pct[j + 1];
+      --t.count;
+    }
+    p = end;
+    while (*p == ' ') ++p;
+    if (*p != '\0' && *p != ',') {
+      GUC_check_errdetail("Thresholds are integer percentages between 1 and 100, separated by commas.");
+      return false;
+    }
+  }
+  *out = t;
+  return true;
+}
+
+bool check_thresholds(char** newval, void** extra, GucSource) {
+  AlertThresholds parsed;
+  if (!parse_thresholds(*newval, &parsed)) return false;
+  // GUC extra must be malloc'd; it is freed by the GUC machinery.
+  auto* copy = static_cast<AlertThresholds*>(malloc(sizeof(AlertThresholds)));
+  if (copy == nullptr) return false;
+  *copy = parsed;
+  *extra = copy;
+  return true;
+}
+
+void assign_thresholds(const char*, void* extra) {
+  alert_thresholds = extra != nullptr ? *static_cast<AlertThresholds*>(extra) : AlertThresholds{};
+}
+
 }  // namespace
+
+AlertThresholds alert_thresholds;
 
 void define_settings() {
   DefineCustomIntVariable(
@@ -182,6 +252,50 @@ void define_settings() {
       "rate_limiter.usage_retention", "Age after which the flusher deletes token_usage rows.",
       "Rows inside twice the longest window of any limit are kept regardless. 0 keeps every row.",
       &settings.usage_retention_s, kDefaultUsageRetentionS, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+      nullptr, nullptr, nullptr);
+
+  // Shadow mode: SUSET, it lifts every limit.
+  DefineCustomBoolVariable(
+      "rate_limiter.shadow_mode", "Treat every limit as a shadow limit: count, never deny.",
+      "Decisions are computed and charged but always allowed; reason and the shadow_denials "
+      "metric tell what would have happened.",
+      &settings.shadow_mode, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+
+  // Alerts.  Raised by backends into a shared-memory queue, written to
+  // rate_limit_alerts and sent with NOTIFY by the flusher.
+  DefineCustomStringVariable(
+      "rate_limiter.alert_channel", "NOTIFY channel of the alerts; empty sends none.",
+      "The flusher sends one notification per alert row it inserts.", &settings.alert_channel,
+      "rate_limiter", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "rate_limiter.alert_thresholds",
+      "Usage percentages of a limit whose crossing raises a quota alert.",
+      "Comma-separated integers from 1 to 100; 100 means exhausted. Empty: no quota alerts.",
+      &settings.alert_thresholds, "80,95,100", PGC_SUSET, 0, check_thresholds, assign_thresholds,
+      nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.abuse_denials",
+      "Denials of one user within rate_limiter.abuse_window above which an abuse alert is raised.",
+      "0 disables abuse alerts.", &settings.abuse_denials, kDefaultAbuseDenials, 0, 1000000000,
+      PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.abuse_window", "Fixed window in which denials of one user are counted.",
+      nullptr, &settings.abuse_window_s, kDefaultAbuseWindowS, 1, 86400 * 366, PGC_SUSET,
+      GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.alert_interval",
+      "Degradation alerts (table full, fail open, flush lag): at most one per kind per interval.",
+      nullptr, &settings.alert_interval_s, kDefaultAlertIntervalS, 1, 86400 * 366, PGC_SUSET,
+      GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.alert_flush_lag",
+      "Age of the oldest queued usage row above which the flusher raises a flush_lag alert.",
+      "0 disables the alert.", &settings.alert_flush_lag_ms, kDefaultAlertFlushLagMs, 0,
+      INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.alert_queue_size",
+      "Alerts held in shared memory until the flusher writes them; more are dropped.", nullptr,
+      &settings.alert_queue_size, kDefaultAlertQueueSize, 16, 1000000, PGC_POSTMASTER, 0,
       nullptr, nullptr, nullptr);
 
   DefineCustomIntVariable(

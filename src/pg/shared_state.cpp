@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/shared_state.hpp"
 
+#include "rate_limiter/pg/alert_queue.hpp"
 #include "rate_limiter/pg/counter_file.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -40,6 +41,7 @@ void request_shared_memory() {
   RequestNamedLWLockTranche(kRecoveryTrancheName, 1);
   request_revocation_memory();  // its own segment and lock tranche
   request_usage_queue_memory();  // likewise
+  request_alert_queue_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -71,7 +73,8 @@ void attach_shared_memory() {
                                 &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
                                 &m.keys_in_use, &m.emergency_refused, &m.usage_rows_flushed,
                                 &m.usage_queue_full_waits, &m.usage_sync_fallbacks,
-                                &m.latency.ewma_fixed})
+                                &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
+                                &m.alerts_sent, &m.latency.ewma_fixed})
       pg_atomic_init_u64(c, 0);
     for (pg_atomic_uint64& b : m.latency.buckets) pg_atomic_init_u64(&b, 0);
     memset(&state->recovery, 0, sizeof state->recovery);
@@ -85,6 +88,7 @@ void attach_shared_memory() {
   LWLockRelease(AddinShmemInitLock);
   attach_revocation_memory();
   attach_usage_queue_memory();
+  attach_alert_queue_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.

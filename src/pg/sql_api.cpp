@@ -8,6 +8,7 @@
 //   3. raise errors, log the usage (usage_log.hpp), record metrics, build the
 //      record.
 #include "rate_limiter/core/priority.hpp"
+#include "rate_limiter/pg/alerts.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/counter_recovery.hpp"
@@ -65,15 +66,15 @@ const char* strategy_name(core::Strategy s) {
   return "none";
 }
 
-const char* reason_of(const CallResult& r, core::CallKind kind) {
-  switch (r.decision.outcome) {
+const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind kind) {
+  switch (outcome) {
     case core::Outcome::NoLimit:
-      return r.fail_open ? "fail_open_table_full" : "no_limit";
+      return fail_open ? "fail_open_table_full" : "no_limit";
     case core::Outcome::Granted:
-      if (r.fail_open) return "fail_open_table_full";
+      if (fail_open) return "fail_open_table_full";
       return kind == core::CallKind::Allocate ? "granted" : "allowed";
     case core::Outcome::PartialGrant:
-      return r.fail_open ? "fail_open_table_full" : "partial_grant";
+      return fail_open ? "fail_open_table_full" : "partial_grant";
     case core::Outcome::DeniedRequestLimit:
       return "request_limit_exceeded";
     case core::Outcome::DeniedTokenQuota:
@@ -86,6 +87,13 @@ const char* reason_of(const CallResult& r, core::CallKind kind) {
       return "revoked";
   }
   return "unknown";
+}
+
+// Shadow mode: the reason is the would-be outcome's, prefixed "shadow:".
+const char* reason_of(const CallResult& r, core::CallKind kind) {
+  const core::Decision& d = r.decision;
+  if (d.shadowed) return psprintf("shadow:%s", outcome_reason(d.shadow_outcome, false, kind));
+  return outcome_reason(d.outcome, r.fail_open, kind);
 }
 
 // The result descriptor, blessed once per call site.
@@ -160,6 +168,8 @@ void run_call(Call* call) {
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
+  // Before any error below: a refused call (RL507) raises its alert too.
+  raise_call_alerts(call->input, call->result, call->now);
 
   SharedMetrics& m = shared->metrics;
   switch (call->result.status) {
@@ -170,6 +180,7 @@ void run_call(Call* call) {
       if (settings.failure_mode == kFailOpen) {
         // Allowed without counting: grant what was asked.
         metric_add(&m.fail_open);
+        raise_degradation_alert(AlertKind::FailOpen, call->now);
         call->result.fail_open = true;
         call->result.decision = core::Decision{};
         call->result.decision.outcome = core::Outcome::NoLimit;
@@ -197,6 +208,9 @@ void run_call(Call* call) {
   if (call->result.fail_open && call->result.status == CallStatus::Decided &&
       call->result.decision.allowed())
     metric_add(&m.fail_open);
+  if (call->result.status == CallStatus::Decided && call->result.decision.shadowed &&
+      !core::outcome_allows(call->result.decision.shadow_outcome))
+    metric_add(&m.shadow_denials);
   schedule_abort_refunds(*call);
 }
 

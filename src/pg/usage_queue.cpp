@@ -265,6 +265,8 @@ void usage_queue_consume(uint64 bytes, uint64 events) {
   ConditionVariableBroadcast(&queue->progress);
 }
 
+void usage_queue_wake_flusher() { wake_flusher(); }
+
 void usage_queue_attach_flusher(Latch* latch) {
   LWLockAcquire(queue_lock, LW_EXCLUSIVE);
   queue->flusher_latch = latch;

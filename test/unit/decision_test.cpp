@@ -1064,3 +1064,67 @@ TEST(Property, RetryAfterIsExactForEveryAlgorithm) {
         << algorithm_name(requests.algorithm) << " " << algorithm_name(tokens.algorithm);
   }
 }
+
+// Shadow mode: a shadow limit is evaluated and charged but never denies.
+TEST(Shadow, ShadowOnlyDenialBecomesAnAllowWithTheWouldBeOutcome) {
+  Fixture f;
+  f.add(LimitKind::Tokens, 100, kHour, 100).shadow = true;  // exhausted
+  Decision d = f.run(alloc(40, Priority::High));
+  EXPECT_TRUE(d.allowed());
+  EXPECT_EQ(d.granted, 40);  // granted as requested
+  EXPECT_TRUE(d.shadowed);
+  EXPECT_EQ(d.shadow_outcome, Outcome::DeniedTokenQuota);
+  EXPECT_EQ(d.retry_after, 0);
+}
+
+TEST(Shadow, ShadowLimitStillCountsUsage) {
+  Fixture f;
+  f.add(LimitKind::Requests, 3).shadow = true;
+  for (int i = 0; i < 3; ++i) {
+    Decision d = f.run(check());
+    EXPECT_TRUE(d.allowed());
+    EXPECT_FALSE(d.shadowed);
+  }
+  EXPECT_EQ(f.states[0].used, 3);
+  Decision d = f.run(check());
+  EXPECT_TRUE(d.allowed());
+  EXPECT_TRUE(d.shadowed);
+  EXPECT_EQ(d.shadow_outcome, Outcome::DeniedRequestLimit);
+}
+
+TEST(Shadow, ShadowQuotaDoesNotCapTheGrantButEnforcingOneDoes) {
+  Fixture f;
+  f.add(LimitKind::Tokens, 100, kHour, 0).shadow = true;  // high share: 50
+  f.add(LimitKind::Tokens, 1000, kHour, 0, ScopeKind::Endpoint);  // high share: 500
+  Decision d = f.run(alloc(300, Priority::High));
+  EXPECT_TRUE(d.allowed());
+  EXPECT_EQ(d.granted, 300);
+  EXPECT_TRUE(d.shadowed);
+  EXPECT_EQ(d.shadow_outcome, Outcome::PartialGrant);  // the shadow quota would have capped it at 50
+  EXPECT_EQ(f.states[0].used, 100);  // charged what it had
+  EXPECT_EQ(f.states[1].used, 300);
+}
+
+TEST(Shadow, EnforcingDenialIsReal) {
+  Fixture f;
+  f.add(LimitKind::Requests, 5, kHour, 5).shadow = true;
+  f.add(LimitKind::Requests, 5, kHour, 5, ScopeKind::Endpoint);
+  Decision d = f.run(check());
+  EXPECT_FALSE(d.allowed());
+  EXPECT_FALSE(d.shadowed);
+  EXPECT_EQ(d.outcome, Outcome::DeniedRequestLimit);
+  EXPECT_EQ(f.states[0].used, 5);
+  EXPECT_EQ(f.states[1].used, 5);
+}
+
+TEST(Shadow, AllowedCallIsUnchangedByShadow) {
+  Fixture a, b;
+  a.add(LimitKind::Tokens, 100, kHour, 10);
+  b.add(LimitKind::Tokens, 100, kHour, 10).shadow = true;
+  Decision da = a.run(alloc(20, Priority::Medium));
+  Decision db = b.run(alloc(20, Priority::Medium));
+  EXPECT_EQ(da.outcome, db.outcome);
+  EXPECT_EQ(da.granted, db.granted);
+  EXPECT_FALSE(db.shadowed);
+  EXPECT_EQ(a.states[0].used, b.states[0].used);
+}

@@ -92,7 +92,8 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
 
 namespace {
 constexpr CounterRole kRoles[] = {CounterRole::Main, CounterRole::Emergency,
-                                  CounterRole::BurstBudget, CounterRole::BurstCap};
+                                  CounterRole::BurstBudget, CounterRole::BurstCap,
+                                  CounterRole::AbuseDenials};
 constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
 }  // namespace
 
@@ -115,12 +116,12 @@ TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
       for (const Hash128& other : keys) EXPECT_NE(key, other);
       keys.push_back(key);
     }
-  EXPECT_EQ(keys.size(), 8u);
+  EXPECT_EQ(keys.size(), 10u);
 }
 
 TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
   // The only scopes that can hit {0,0}: hi 0 and lo equal to one of the
-  // eight XOR masks.  Their keys must stay non-zero and pairwise distinct.
+  // ten XOR masks.  Their keys must stay non-zero and pairwise distinct.
   const Hash128 zero{};
   std::vector<uint64_t> masks;
   for (LimitKind k : kKinds)

@@ -67,6 +67,9 @@ struct AppliedLimit {
   // strategy; nullptr disables the strategy for this limit.
   CounterState* emergency_state = nullptr;
   CounterState* burst_state = nullptr;
+  // Shadow mode (Envoy's): the limit is evaluated and charged like any
+  // other, but never denies.  See decide().
+  bool shadow = false;
 };
 
 // Three scopes times two kinds, each with an optional burst cap.
@@ -140,6 +143,11 @@ struct Decision {
   int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
   int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)
   Charge charges[kMaxAppliedLimits];  // per limit, in the caller's order
+  // Shadow mode: true when the shadow limits would have denied the call or
+  // granted fewer tokens, and were overridden; shadow_outcome is the outcome
+  // the call would have had with every limit enforced.
+  bool shadowed = false;
+  Outcome shadow_outcome = Outcome::NoLimit;
 
   bool allowed() const noexcept { return outcome_allows(outcome); }
 };
@@ -199,6 +207,15 @@ struct Decision {
 //    ties broken by the smaller remaining, then by position.
 // Earlier positions win ties; callers pass user+endpoint, user, endpoint.
 // Decision::reset_at is reset_at() of the binding limit after the call.
+// Shadow limits (AppliedLimit::shadow): the call is decided twice, first as
+// above with every limit, charging nothing (the would-be decision), then
+// with the shadow limits admitting everything (they cap no grant, spend no
+// burst budget and deny nothing, but are still advanced, charged
+// min(units, remaining) and reported).  The second decision is the result,
+// with shadowed and shadow_outcome = the first one's outcome when the first
+// denies or grants fewer tokens.  When the second denies (the enforcing
+// limits deny), the result is the first (a real denial; nothing charged).
+// Without shadow limits the result is exactly the above.
 Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
                 const PriorityShares& shares, int64_t now) noexcept;
 

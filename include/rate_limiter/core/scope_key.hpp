@@ -52,8 +52,9 @@ enum class CounterRole : uint8_t {
   Emergency = 1,    // its emergency allowance
   BurstBudget = 2,  // its burst-mode budget
   BurstCap = 3,     // the burst cap (burst_limit over burst_window_seconds) on top of it
+  AbuseDenials = 4, // a user's denials in the abuse window (alerts; user scope, requests kind)
 };
-constexpr int kCounterRoles = 4;
+constexpr int kCounterRoles = 5;
 
 // The key of one counter: a scope identity with the limit kind and the
 // counter's role folded in.  Distinct for every (kind, role) of a scope.

@@ -50,6 +50,24 @@ struct ChargedCounter {
 // burst budget.
 constexpr int kMaxChargedCounters = 3 * core::kMaxAppliedLimits;
 
+// One enforced limit's usage around an allowed call, for the quota and
+// emergency alerts (alerts.hpp).  "Exhausted" is what the core denies on:
+// a request limit without a request left, a token quota of which not even
+// the largest priority share is a whole token.
+struct LimitUsage {
+  bool present = false;  // false: the limit went unenforced (fail-open)
+  core::LimitKind kind = core::LimitKind::Tokens;
+  core::ScopeKind scope = core::ScopeKind::User;
+  bool burst_cap = false;
+  int64 capacity = 0;
+  int64 used_before = 0;  // capacity - available(), before and after the charge
+  int64 used_after = 0;
+  bool exhausted_before = false;
+  bool exhausted_after = false;
+  int64 window_start = 0;  // aligned window of the limit's length: the alerts' dedup window
+  int64 emergency_units = 0;
+};
+
 struct CallResult {
   CallStatus status = CallStatus::Decided;
   core::Decision decision;
@@ -57,6 +75,8 @@ struct CallResult {
   bool fail_open = false;  // some limit went unenforced (table full, failure_mode = open)
   ChargedCounter charged[kMaxChargedCounters];
   int charged_count = 0;
+  LimitUsage usage[core::kMaxAppliedLimits];  // allowed calls only; indexed as the limits
+  int usage_count = 0;
 };
 
 // The limiter's clock, in microseconds since the Unix epoch.  Wall-clock

@@ -32,6 +32,10 @@ struct RuleOptions {
   int64 burst_multiplier_ppm = -1;
   int64 burst_window_micros = -1;
   int64 max_burst_tokens = -1;
+  // shadow_mode column: -1 NULL (not a shadow limit unless
+  // rate_limiter.shadow_mode), 0 false, 1 true.  No fallback to the other
+  // kind's row: shadow mode is per limit.
+  int8 shadow = -1;
 };
 
 // One row of a rule table.
@@ -52,6 +56,10 @@ struct ScopeRules {
 // settings: the row's own value, else (switches only) the other kind's row
 // of the same scope, else the setting.
 core::StrategyParams resolve_params(const ScopeRules& scope, int kind);
+
+// Whether the scope's rule of `kind` (and its burst cap) is a shadow limit
+// under the current settings.
+bool is_shadow_limit(const ScopeRules& scope, int kind);
 
 // Reloads the cache when the shared generation moved on or the cache was
 // invalidated.  May run SQL and ereport: call it before taking any lock.

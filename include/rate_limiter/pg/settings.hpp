@@ -39,6 +39,15 @@ struct Settings {
   int usage_queue_size_kb;          // rate_limiter.usage_queue_size (postmaster)
   int queue_full_wait_ms;           // rate_limiter.queue_full_wait
   int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows
+  // Shadow mode and alerts (alert_queue.hpp, README "Alerts").
+  bool shadow_mode;                 // rate_limiter.shadow_mode: every limit is a shadow limit
+  char* alert_channel;              // rate_limiter.alert_channel (sighup): NOTIFY channel; '' none
+  char* alert_thresholds;           // rate_limiter.alert_thresholds: "80,95,100"
+  int abuse_denials;                // rate_limiter.abuse_denials; 0 disables abuse alerts
+  int abuse_window_s;               // rate_limiter.abuse_window
+  int alert_interval_s;             // rate_limiter.alert_interval: dedup window of degradation alerts
+  int alert_flush_lag_ms;           // rate_limiter.alert_flush_lag (sighup); 0 disables
+  int alert_queue_size;             // rate_limiter.alert_queue_size (postmaster): records
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock
@@ -46,6 +55,14 @@ struct Settings {
 };
 
 extern Settings settings;
+
+// rate_limiter.alert_thresholds, parsed: ascending percentages 1..100.
+constexpr int kMaxAlertThresholds = 8;
+struct AlertThresholds {
+  int count = 0;
+  int pct[kMaxAlertThresholds] = {};
+};
+extern AlertThresholds alert_thresholds;
 
 void define_settings();
 

@@ -48,6 +48,11 @@ struct SharedMetrics {
   pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
   pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
   LatencyStats latency;              // decision time: histogram and moving average
+  // Shadow mode and alerts (alert_queue.hpp).
+  pg_atomic_uint64 shadow_denials;   // calls allowed only because shadow limits do not enforce
+  pg_atomic_uint64 alerts_queued;    // alert records accepted by the alert queue
+  pg_atomic_uint64 alerts_dropped;   // ... refused because it was full (alerts are best effort)
+  pg_atomic_uint64 alerts_sent;      // rows inserted into rate_limit_alerts (and notified)
 };
 
 // Which installations (database + extension) have complete counters in

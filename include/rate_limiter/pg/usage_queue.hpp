@@ -106,6 +106,8 @@ uint32 usage_queue_read(uint64 position, char* out);
 // After the commit that inserted them: frees `bytes` (= `events` records).
 void usage_queue_consume(uint64 bytes, uint64 events);
 void usage_queue_attach_flusher(Latch* latch);  // nullptr on exit
+// Sets the flusher's latch, if one runs (also for the alert queue).
+void usage_queue_wake_flusher();
 
 struct UsageQueueStats {
   uint64 events;

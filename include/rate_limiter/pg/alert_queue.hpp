@@ -1,0 +1,88 @@
+// The alert queue: alert records on their way to rate_limit_alerts, in
+// shared memory (segment "rate_limiter alert queue",
+// rate_limiter.alert_queue_size records).
+//
+// Alerts are best effort.  The hot path must neither run SQL nor block to
+// raise one, so a backend copies a fixed-size AlertRecord into a ring of
+// slots and goes on; when the ring is full the record is dropped and counted
+// in alerts_dropped (the decision itself is never affected).  Records of a
+// server crash are lost with the shared memory.
+//
+// The ring works like the usage queue (usage_queue.hpp): head and tail
+// count records ever appended / ever written, only grow, and the slot is
+// position % capacity.  Producers are backends (alerts.cpp) and the
+// flusher itself (flush lag); the only consumer is the flusher
+// (flush_worker.cpp), which copies [tail, head) out WITHOUT the lock
+// (producers never write there: they only append while head - tail <
+// capacity, and only the flusher moves tail), inserts the rows, and after
+// its commit advances tail.
+//
+// Locking: one LWLock (tranche "rate_limiter_alert_queue") guards head and
+// tail.  Producers hold it exclusively only to check for room and memcpy
+// one record; nothing under it can ereport or allocate, so pushing is safe
+// anywhere outside a partition lock.  The condition variable `progress` is
+// broadcast when tail advances (wait_for_alert_flush()).
+#pragma once
+
+#include "rate_limiter/core/types.hpp"
+#include "rate_limiter/pg/postgres.hpp"
+
+namespace rate_limiter::pg {
+
+// Hashed into nothing, but stored in queued records only: renumbering is
+// harmless across restarts (the queue does not survive them).
+enum class AlertKind : uint8 {
+  QuotaThreshold,     // a charge crossed one of rate_limiter.alert_thresholds
+  Abuse,              // more than abuse_denials denials of one user in abuse_window
+  EmergencyOverride,  // an allocation took the emergency path
+  TableFull,          // the counter table was full (RL507 or fail_open_table_full)
+  FailOpen,           // a call was allowed without (full) enforcement (failure_mode = open)
+  FlushLag,           // the usage flush is behind by more than alert_flush_lag
+};
+
+constexpr int16 kNullId = -1;  // user_len / endpoint_len of a NULL id
+constexpr uint8 kNoScope = 0xff;
+
+// One alert.  Trivially copyable, fixed size: a slot of the ring.
+struct AlertRecord {
+  AlertKind kind;
+  uint8 scope;       // core::ScopeKind, or kNoScope
+  uint8 limit_kind;  // 0 tokens, 1 requests, 2 token_burst, 3 request_burst; kNoScope: none
+  uint8 reserved;
+  int16 user_len;      // kNullId: NULL
+  int16 endpoint_len;  // kNullId: NULL
+  int32 threshold;     // percent (QuotaThreshold, Abuse: the denial count), 0: none
+  int64 limit;         // capacity of the limit; -1: none
+  int64 used;          // usage after the call; -1: none
+  int64 window_start;  // us since the Unix epoch: the dedup window
+  int64 at;            // us since the Unix epoch: the decision's time
+  Oid database;        // the installation the alert belongs to
+  Oid extension;
+  char user[core::kMaxIdBytes];
+  char endpoint[core::kMaxIdBytes];
+};
+
+void request_alert_queue_memory();  // from request_shared_memory()
+void attach_alert_queue_memory();   // from attach_shared_memory()
+
+// Appends one record or, when the ring is full, drops it and counts it in
+// alerts_dropped.  Never blocks (beyond the short LWLock), never ereports.
+// Must not be called with a partition lock held (lock order: partition
+// locks are never held while another LWLock is taken by this module).
+void alert_queue_push(const AlertRecord& record) noexcept;
+
+// Waits until every record pushed before the call is written (committed by
+// the flusher).  Raises 55000 when the flusher makes no progress for
+// kAlertFlushStallTimeoutMs.
+void wait_for_alert_flush();
+
+// Consumer side (the flusher only).
+struct AlertWindow {
+  uint64 tail;
+  uint64 head;
+};
+AlertWindow alert_queue_window();
+void alert_queue_read(uint64 position, AlertRecord* out);
+void alert_queue_consume(uint64 records);  // after the commit that inserted them
+
+}  // namespace rate_limiter::pg
