@@ -111,4 +111,18 @@ Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noex
   return key;
 }
 
+const char* scope_kind_name(ScopeKind scope) noexcept {
+  switch (scope) {
+    case ScopeKind::UserEndpoint:
+      return "user_endpoint";
+    case ScopeKind::User:
+      return "user";
+    case ScopeKind::Endpoint:
+      return "endpoint";
+    case ScopeKind::Default:
+      return "default";
+  }
+  return "user";
+}
+
 }  // namespace rate_limiter::core

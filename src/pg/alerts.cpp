@@ -17,17 +17,8 @@ constexpr uint8 kTokensKind = 0, kRequestsKind = 1, kTokenBurstKind = 2, kReques
 constexpr uint8 kNoLimitKind = kNoScope;
 
 const char* scope_text(uint8 scope) {
-  switch (static_cast<core::ScopeKind>(scope)) {
-    case core::ScopeKind::UserEndpoint:
-      return "user_endpoint";
-    case core::ScopeKind::User:
-      return "user";
-    case core::ScopeKind::Endpoint:
-      return "endpoint";
-    case core::ScopeKind::Default:
-      return "default";
-  }
-  return nullptr;
+  if (scope == kNoScope) return nullptr;  // server-wide alerts
+  return core::scope_kind_name(static_cast<core::ScopeKind>(scope));
 }
 
 const char* limit_kind_text(uint8 kind) {

@@ -8,6 +8,7 @@
 //   3. raise errors, log the usage (usage_log.hpp), record metrics, build the
 //      record.
 #include "rate_limiter/core/priority.hpp"
+#include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/alerts.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
@@ -28,19 +29,7 @@ namespace {
 #define ERRCODE_RATE_LIMIT_EXCEEDED MAKE_SQLSTATE('R', 'L', '4', '2', '9')
 #define ERRCODE_COUNTER_TABLE_FULL MAKE_SQLSTATE('R', 'L', '5', '0', '7')
 
-const char* scope_name(core::ScopeKind s) {
-  switch (s) {
-    case core::ScopeKind::UserEndpoint:
-      return "user_endpoint";
-    case core::ScopeKind::User:
-      return "user";
-    case core::ScopeKind::Endpoint:
-      return "endpoint";
-    case core::ScopeKind::Default:
-      return "default";
-  }
-  return "user";
-}
+const char* scope_name(core::ScopeKind s) { return core::scope_kind_name(s); }
 
 const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
 

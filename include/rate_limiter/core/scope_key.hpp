@@ -64,4 +64,7 @@ constexpr int kCounterRoles = 5;
 Hash128 counter_key(const Hash128& scope, LimitKind kind,
                     CounterRole role = CounterRole::Main) noexcept;
 
+// The scope as SQL names it: "user_endpoint", "user", "endpoint", "default".
+const char* scope_kind_name(ScopeKind scope) noexcept;
+
 }  // namespace rate_limiter::core
