@@ -238,8 +238,12 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
         c.units = main;
         c.window = consume(l.rule, l.state, main, now);
       }
-      if (units > main && e.emergency && e.emergency_rule.limit > 0) {
-        c.emergency_units = units - main;
+      // An enforcing limit never needs more than e.extra here; a shadow limit
+      // (which caps no grant) takes what fits, so that the charge recorded
+      // is what consume() took and a refund gives back no more.
+      const int64_t over = std::min(units - main, e.extra);
+      if (over > 0 && e.emergency && e.emergency_rule.limit > 0) {
+        c.emergency_units = over;
         c.emergency_window = consume(e.emergency_rule, l.emergency_state, c.emergency_units, now);
         d.emergency_units = std::max(d.emergency_units, c.emergency_units);
       }
