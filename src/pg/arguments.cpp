@@ -107,9 +107,10 @@ CallOptions context_arg(FunctionCallInfo fcinfo, int argno) {
                         errmsg("unknown key in context: \"%.*s...\"",
                                clipped_length(v.val.string.val, len), v.val.string.val),
                         errhint("%s", kKnownKeysHint)));
+      } else {  // (ereport(ERROR) does not return; the else shows the bound to analyzers)
+        memcpy(key, v.val.string.val, len);
+        key[len] = '\0';
       }
-      memcpy(key, v.val.string.val, len);
-      key[len] = '\0';
       continue;
     }
     if (token != WJB_VALUE) continue;

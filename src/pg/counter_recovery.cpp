@@ -1,6 +1,6 @@
 #include "rate_limiter/pg/counter_recovery.hpp"
 
-#include <signal.h>
+#include <csignal>
 
 #include <algorithm>
 #include <string_view>

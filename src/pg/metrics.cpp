@@ -1,6 +1,6 @@
 #include "rate_limiter/pg/metrics.hpp"
 
-#include <time.h>
+#include <ctime>
 
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/usage_queue.hpp"

@@ -1,7 +1,7 @@
 #include "rate_limiter/pg/partition_locks.hpp"
 
 #include <sched.h>
-#include <time.h>
+#include <ctime>
 
 #include "rate_limiter/pg/shared_state.hpp"
 

@@ -103,7 +103,7 @@ KindRule kind_rule_of(const Datum* v, const bool* isnull) {
   o.time_weight_ppm = ppm_or_null(v[14], isnull[14], 0, core::kShareScale);
   o.emergency_threshold_ppm = ppm_or_null(v[15], isnull[15], 0, core::kShareScale);
   o.override_ppm = ppm_or_null(v[16], isnull[16], 0, core::kShareScale);
-  o.burst_multiplier_ppm = ppm_or_null(v[17], isnull[17], core::kShareScale, 100 * core::kShareScale);
+  o.burst_multiplier_ppm = ppm_or_null(v[17], isnull[17], core::kShareScale, int64{100} * core::kShareScale);
   if (!isnull[18])
     o.burst_window_micros = std::clamp<int64>(interval_to_micros(DatumGetIntervalP(v[18])),
                                               core::kMinWindowMicros, core::kMaxWindowMicros);

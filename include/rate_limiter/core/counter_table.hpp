@@ -124,7 +124,7 @@ class CounterPartition {
   uint32_t home_of(const Hash128& key) const noexcept;
   // The key's slot, or a new empty one (state fresh) when there is room.
   CounterSlot* find_or_insert(const Hash128& key, int64_t now, uint32_t* evicted) noexcept;
-  void erase_at(uint32_t index) noexcept;
+  void erase_at(uint32_t hole) noexcept;
   void note_written(const CounterSlot* slot) noexcept;
 
   PartitionHeader* header_;

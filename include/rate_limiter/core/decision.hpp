@@ -42,7 +42,7 @@ struct StrategyParams {
   // max_burst_tokens per aligned burst window.
   bool burst_mode = true;
   uint32_t burst_multiplier_ppm = 2'000'000;  // 1.0 .. 100.0
-  int64_t burst_window_micros = 15 * 60 * kMicrosPerSecond;
+  int64_t burst_window_micros = 900 * kMicrosPerSecond;  // 15 minutes
   int64_t max_burst_tokens = 1000;
 };
 

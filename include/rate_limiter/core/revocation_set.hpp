@@ -64,7 +64,7 @@ class RevocationSet {
   uint32_t home_of(const Hash128& key) const noexcept;
   uint32_t next(uint32_t i) const noexcept { return i + 1 == header_->nslots ? 0 : i + 1; }
   int64_t find_index(const Hash128& key) const noexcept;  // -1: absent
-  void erase_at(uint32_t index) noexcept;
+  void erase_at(uint32_t hole) noexcept;
 
   RevocationSetHeader* header_;
   RevocationSlot* slots_;

@@ -87,7 +87,7 @@ int64 limiter_now_unix();
 TimestampTz unix_to_timestamptz(int64 unix_micros);
 int64 timestamptz_to_unix(TimestampTz t);
 
-void decide_call(const CallInput& input, int64 now_unix, CallResult* result) noexcept;
+void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 
 // The counters that apply to (user, endpoint) for `kind`, main counters only,
 // with their rules: what settle_tokens gives unused tokens back to.  Needs a
