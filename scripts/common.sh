@@ -16,12 +16,15 @@ rl_require_root() {
   [ "$(id -u)" -eq 0 ] || rl_die "run this as root (it installs packages and the extension)"
 }
 
-# Installs the Debian packages we need, once.
+# Installs the Debian packages we need, once.  clang (14 on Debian 12) and
+# libclang-rt-14-dev (libclang_rt.fuzzer, ASan, UBSan) build the fuzz
+# targets; clang-tidy and cppcheck run the lint suite.
 rl_install_packages() {
   local pkgs=(build-essential g++ make postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
               postgresql-contrib libboost-dev libgtest-dev libipc-run-perl
               postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
-              prometheus-postgres-exporter)
+              prometheus-postgres-exporter
+              clang libclang-rt-14-dev clang-tidy cppcheck)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -8,6 +8,8 @@
 #   tap         PostgreSQL::Test::Cluster: test/t/*.pl (preload, lock timeout, pg_dump)
 #   pgtap       pg_prove: test/pgtap/*.sql (exact allocation numbers)
 #   stress      32 pgbench sessions on one key, exact invariants afterwards
+#   fuzz        libFuzzer targets test/fuzz/*, 60 s in all, -seed=1 (one test per target)
+#   lint        clang-tidy and cppcheck over src/ and include/ (one test per tool)
 #
 # Each suite counts its test cases; a suite that cannot run counts as one
 # failure.  RL_SUITES="unit regress" runs a subset.
@@ -19,7 +21,7 @@ rl_require_root
 rl_install_packages
 rl_build_and_install
 
-SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress"}
+SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress fuzz lint"}
 stage=$(rl_stage_tree)
 server_dir=$(mktemp -d /tmp/rate_limiter_test.XXXXXX)
 logs=$(mktemp -d /tmp/rate_limiter_logs.XXXXXX)
@@ -127,6 +129,36 @@ run_stress() {
   record stress "$pass" "$fail"
 }
 
+FUZZ_SECONDS=60
+FUZZ_SEED=1
+run_fuzz() {
+  rl_log "fuzz: libFuzzer, $FUZZ_SECONDS s over all targets, -seed=$FUZZ_SEED"
+  make -s fuzz >"$logs/fuzz.log" 2>&1 || { tail -20 "$logs/fuzz.log"; record fuzz 0 1; return; }
+  make -s fuzz-run FUZZ_SECONDS="$FUZZ_SECONDS" FUZZ_SEED="$FUZZ_SEED" >>"$logs/fuzz.log" 2>&1
+  local rc=$? pass fail
+  pass=$(count '^FUZZ PASS:' "$logs/fuzz.log")
+  fail=$(count '^FUZZ FAIL:' "$logs/fuzz.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  grep -E '^(FUZZ |fuzz: )|invariant failed|runtime error|ERROR: (libFuzzer|AddressSanitizer)' "$logs/fuzz.log"
+  # Each crash leaves its input; replay with ./test/fuzz/out/<target> <file>.
+  grep -oE 'Test unit written to .*' "$logs/fuzz.log" | sed 's/^/crashing input: /'
+  record fuzz "$pass" "$fail"
+}
+
+run_lint() {
+  rl_log "lint: clang-tidy and cppcheck"
+  local pass=0 fail=0 tool
+  for tool in tidy cppcheck; do
+    if make -s lint-$tool PG_CONFIG="$PG_BIN/pg_config" >"$logs/lint-$tool.log" 2>&1; then
+      pass=$((pass + 1))
+    else
+      fail=$((fail + 1))
+    fi
+    grep -E 'warning:|error:|clean' "$logs/lint-$tool.log" | head -40
+  done
+  record lint "$pass" "$fail"
+}
+
 chown -R "$RL_TEST_USER" "$logs"
 for suite in $SUITES; do
   case "$suite" in
@@ -136,6 +168,8 @@ for suite in $SUITES; do
     tap) run_tap ;;
     pgtap) run_pgtap ;;
     stress) run_stress ;;
+    fuzz) run_fuzz ;;
+    lint) run_lint ;;
     *) rl_die "unknown suite $suite" ;;
   esac
 done
