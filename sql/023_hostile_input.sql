@@ -25,7 +25,7 @@ INSERT INTO probes (q) VALUES
   ($q$SELECT allocate_tokens('hi_user', 1, 'high', repeat('x', 1048576))$q$),
   ($q$SELECT allocate_tokens('hi_user', 1, 'high', NULL, repeat('x', 1048576))$q$),
   ($q$SELECT allocate_tokens(convert_from('\xc328'::bytea, 'UTF8'), 1)$q$),
-  ($q$SELECT allocate_tokens(E'hi\tuser\n', 1)$q$),
+  ($q$SELECT (allocate_tokens(E'hi\tuser\n', 1)).tokens_allocated$q$),
   ($q$SELECT check_rate_limit(NULL, NULL, NULL)$q$),
   ($q$SELECT check_rate_limit(repeat('x', 1048576))$q$),
   ($q$SELECT check_rate_limit('hi_user', repeat('x', 1048576))$q$),
