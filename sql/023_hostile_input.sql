@@ -14,7 +14,7 @@ BEGIN
   RETURN 'ok: ' || coalesce(left(r, 60), 'NULL');
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-  RETURN state || ': ' || left(msg, 140);
+  RETURN state || ': ' || msg;  -- whole: over-long echoes would show
 END $$;
 CREATE TABLE probes (n serial, q text);
 INSERT INTO probes (q) VALUES

@@ -1045,3 +1045,140 @@ SELECT pg_catalog.pg_extension_config_dump('rate_limit_alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('rate_limit_alerts_id_seq', '');
 
 -- ==== end monitoring: alerts and shadow mode ====
+
+-- ==== security ====
+-- rate_limiter_upsert_limit again, with one change: the unknown-algorithm
+-- message clips the echoed argument (sql/023_hostile_input).  Everything
+-- else is the definition above; fold the change into it when merging.
+-- CREATE OR REPLACE keeps its ACL (no EXECUTE for PUBLIC) and comment.
+CREATE OR REPLACE FUNCTION rate_limiter_upsert_limit(
+  p_kind text, p_user_id text, p_api_endpoint text, p_max bigint, p_window interval,
+  p_algorithm text, p_burst bigint, p_burst_limit bigint, p_burst_window_seconds integer,
+  p_enable_dynamic_allocation boolean, p_emergency_override_enabled boolean,
+  p_burst_mode_enabled boolean, p_user_history_weight float8, p_system_load_weight float8,
+  p_time_factor_weight float8, p_emergency_threshold float8, p_override_percentage float8,
+  p_burst_multiplier float8, p_burst_window interval, p_max_burst_tokens bigint,
+  p_shadow_mode boolean)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  fraction_names text[] := ARRAY['user_history_weight', 'system_load_weight', 'time_factor_weight',
+                                 'emergency_threshold', 'override_percentage'];
+  fractions float8[] := ARRAY[p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+                              p_emergency_threshold, p_override_percentage];
+BEGIN
+  IF p_kind = 'tokens' THEN
+    PERFORM @extschema@.rate_limiter_check_limit('max_tokens_per_period', p_max);
+    PERFORM @extschema@.rate_limiter_check_window('period_interval', p_window);
+  ELSE
+    PERFORM @extschema@.rate_limiter_check_limit('max_requests_per_window', p_max);
+    PERFORM @extschema@.rate_limiter_check_window('window_duration', p_window);
+  END IF;
+  IF p_algorithm IS NULL THEN
+    RAISE EXCEPTION 'algorithm must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_algorithm NOT IN ('fixed_window', 'sliding_window', 'token_bucket', 'gcra') THEN
+    -- Clipped: a 1 MB argument must not become a 1 MB message.
+    RAISE EXCEPTION 'unknown algorithm "%"',
+      CASE WHEN length(p_algorithm) > 64 THEN left(p_algorithm, 64) || '...' ELSE p_algorithm END
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''fixed_window'', ''sliding_window'', ''token_bucket'' or ''gcra''.';
+  END IF;
+  IF p_burst IS NOT NULL THEN
+    IF p_algorithm NOT IN ('token_bucket', 'gcra') THEN
+      RAISE EXCEPTION 'burst applies only to the token_bucket and gcra algorithms'
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'For a short-window cap on a window algorithm use burst_limit and burst_window_seconds.';
+    END IF;
+    IF p_burst < 0 OR p_burst > 1000000000000000 THEN
+      RAISE EXCEPTION 'burst must be between 0 and 1000000000000000, not %', p_burst
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END IF;
+  IF (p_burst_limit IS NULL) <> (p_burst_window_seconds IS NULL) THEN
+    RAISE EXCEPTION 'burst_limit and burst_window_seconds must be given together'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_burst_limit IS NOT NULL THEN
+    PERFORM @extschema@.rate_limiter_check_limit('burst_limit', p_burst_limit);
+    IF p_burst_window_seconds < 1 OR p_burst_window_seconds * interval '1 second' > p_window THEN
+      RAISE EXCEPTION 'burst_window_seconds must be between 1 and the limit''s window (% seconds), not %',
+        extract(epoch FROM p_window)::bigint, p_burst_window_seconds
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END IF;
+  FOR i IN 1 .. array_length(fractions, 1) LOOP
+    IF fractions[i] IS NOT NULL AND NOT (fractions[i] BETWEEN 0 AND 1) THEN
+      RAISE EXCEPTION '% must be between 0 and 1, not %', fraction_names[i], fractions[i]
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END LOOP;
+  IF p_burst_multiplier IS NOT NULL AND NOT (p_burst_multiplier BETWEEN 1 AND 100) THEN
+    RAISE EXCEPTION 'burst_multiplier must be between 1 and 100, not %', p_burst_multiplier
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_burst_window IS NOT NULL THEN
+    PERFORM @extschema@.rate_limiter_check_window('burst_window', p_burst_window);
+  END IF;
+  IF p_max_burst_tokens IS NOT NULL AND (p_max_burst_tokens < 0 OR p_max_burst_tokens > 1000000000000000) THEN
+    RAISE EXCEPTION 'max_burst_tokens must be between 0 and 1000000000000000, not %', p_max_burst_tokens
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  IF p_kind = 'tokens' THEN
+    INSERT INTO @extschema@.token_limits AS t (
+      user_id, api_endpoint, max_tokens_per_period, period_interval, algorithm, burst, burst_limit,
+      burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
+      user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+    VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
+      p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
+      p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+      p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
+      p_max_burst_tokens, p_shadow_mode)
+    ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
+      max_tokens_per_period = EXCLUDED.max_tokens_per_period,
+      period_interval = EXCLUDED.period_interval,
+      algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst, burst_limit = EXCLUDED.burst_limit,
+      burst_window_seconds = EXCLUDED.burst_window_seconds,
+      enable_dynamic_allocation = EXCLUDED.enable_dynamic_allocation,
+      emergency_override_enabled = EXCLUDED.emergency_override_enabled,
+      burst_mode_enabled = EXCLUDED.burst_mode_enabled,
+      user_history_weight = EXCLUDED.user_history_weight,
+      system_load_weight = EXCLUDED.system_load_weight,
+      time_factor_weight = EXCLUDED.time_factor_weight,
+      emergency_threshold = EXCLUDED.emergency_threshold,
+      override_percentage = EXCLUDED.override_percentage,
+      burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
+      max_burst_tokens = EXCLUDED.max_burst_tokens,
+      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+  ELSE
+    INSERT INTO @extschema@.request_limits AS r (
+      user_id, api_endpoint, max_requests_per_window, window_duration, algorithm, burst, burst_limit,
+      burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
+      user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+    VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
+      p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
+      p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
+      p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
+      p_max_burst_tokens, p_shadow_mode)
+    ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
+      max_requests_per_window = EXCLUDED.max_requests_per_window,
+      window_duration = EXCLUDED.window_duration,
+      algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst, burst_limit = EXCLUDED.burst_limit,
+      burst_window_seconds = EXCLUDED.burst_window_seconds,
+      enable_dynamic_allocation = EXCLUDED.enable_dynamic_allocation,
+      emergency_override_enabled = EXCLUDED.emergency_override_enabled,
+      burst_mode_enabled = EXCLUDED.burst_mode_enabled,
+      user_history_weight = EXCLUDED.user_history_weight,
+      system_load_weight = EXCLUDED.system_load_weight,
+      time_factor_weight = EXCLUDED.time_factor_weight,
+      emergency_threshold = EXCLUDED.emergency_threshold,
+      override_percentage = EXCLUDED.override_percentage,
+      burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
+      max_burst_tokens = EXCLUDED.max_burst_tokens,
+      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+  END IF;
+END $$;
+-- ==== end security ====
