@@ -24,7 +24,7 @@ rl_install_packages() {
               postgresql-contrib libboost-dev libgtest-dev libipc-run-perl
               postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
               prometheus-postgres-exporter
-              clang libclang-rt-14-dev clang-tidy cppcheck)
+              clang libclang-rt-14-dev clang-tidy cppcheck python3)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

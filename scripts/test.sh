@@ -10,6 +10,8 @@
 #   stress      32 pgbench sessions on one key, exact invariants afterwards
 #   fuzz        libFuzzer targets test/fuzz/*, 60 s in all, -seed=1 (one test per target)
 #   lint        clang-tidy and cppcheck over src/ and include/ (one test per tool)
+#   sqlfuzz     test/fuzz/sql_fuzz.py: 10,000 seeded random calls of every SQL
+#               function; no XX error, no server restart
 #
 # Each suite counts its test cases; a suite that cannot run counts as one
 # failure.  RL_SUITES="unit regress" runs a subset.
@@ -21,7 +23,7 @@ rl_require_root
 rl_install_packages
 rl_build_and_install
 
-SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress fuzz lint"}
+SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress sqlfuzz fuzz lint"}
 stage=$(rl_stage_tree)
 server_dir=$(mktemp -d /tmp/rate_limiter_test.XXXXXX)
 logs=$(mktemp -d /tmp/rate_limiter_logs.XXXXXX)
@@ -157,6 +159,23 @@ run_lint() {
     grep -E 'warning:|error:|clean' "$logs/lint-$tool.log" | head -40
   done
   record lint "$pass" "$fail"
+# A fixed seed: a failure reproduces with the same command.  Its own
+# database, so the fuzzed limits and revocations do not touch the others.
+run_sqlfuzz() {
+  rl_log "sqlfuzz: 10,000 random calls of every SQL function"
+  ensure_server || { record sqlfuzz 0 1; return; }
+  psql_server -q -c 'DROP DATABASE IF EXISTS rl_sqlfuzz' -c 'CREATE DATABASE rl_sqlfuzz' &&
+    as_test_user psql -X -q -h "$server_dir" -p "$server_port" -U postgres -d rl_sqlfuzz \
+      -c 'CREATE EXTENSION rate_limiter' || { record sqlfuzz 0 1; return; }
+  (cd "$stage" && as_test_user python3 test/fuzz/sql_fuzz.py --seed 20261127 --calls 10000 --jobs 2 \
+    -h "$server_dir" -p "$server_port" -U postgres -d rl_sqlfuzz) >"$logs/sqlfuzz.log" 2>&1
+  local rc=$? pass fail
+  grep -E '^(seed|PASS|FAIL)' "$logs/sqlfuzz.log"
+  sed -n '/^SQLSTATE histogram/,/^top-level/p' "$logs/sqlfuzz.log"
+  pass=$(count '^PASS:' "$logs/sqlfuzz.log")
+  fail=$(count '^FAIL' "$logs/sqlfuzz.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  record sqlfuzz "$pass" "$fail"
 }
 
 chown -R "$RL_TEST_USER" "$logs"
@@ -170,6 +189,7 @@ for suite in $SUITES; do
     stress) run_stress ;;
     fuzz) run_fuzz ;;
     lint) run_lint ;;
+    sqlfuzz) run_sqlfuzz ;;
     *) rl_die "unknown suite $suite" ;;
   esac
 done

@@ -284,7 +284,9 @@ BEGIN
     RAISE EXCEPTION 'algorithm must not be NULL' USING ERRCODE = 'null_value_not_allowed';
   END IF;
   IF p_algorithm NOT IN ('fixed_window', 'sliding_window', 'token_bucket', 'gcra') THEN
-    RAISE EXCEPTION 'unknown algorithm "%"', p_algorithm
+    -- Clipped: a 1 MB argument must not become a 1 MB message.
+    RAISE EXCEPTION 'unknown algorithm "%"',
+      CASE WHEN length(p_algorithm) > 64 THEN left(p_algorithm, 64) || '...' ELSE p_algorithm END
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Use ''fixed_window'', ''sliding_window'', ''token_bucket'' or ''gcra''.';
   END IF;
@@ -1045,3 +1047,4 @@ SELECT pg_catalog.pg_extension_config_dump('rate_limit_alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('rate_limit_alerts_id_seq', '');
 
 -- ==== end monitoring: alerts and shadow mode ====
+

@@ -1,6 +1,8 @@
 // SQL-callable helpers for administration and the SQL-language functions of
 // the install script: preload check, rule-change trigger, deferred counter
 // resets, and reading one counter.
+#include <algorithm>
+
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
@@ -152,7 +154,12 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   text* algorithm = PG_GETARG_TEXT_PP(5);
   if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &rule.algorithm))
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("unknown algorithm \"%s\"", text_to_cstring(algorithm))));
+                    errmsg("unknown algorithm \"%.*s\"",
+                           // Clipped on a character boundary: a 1 MB argument must not
+                           // become a 1 MB message.
+                           pg_mbcliplen(VARDATA_ANY(algorithm),
+                                        std::min<int>(VARSIZE_ANY_EXHDR(algorithm), 256), 64),
+                           VARDATA_ANY(algorithm))));
   rule.limit = PG_GETARG_INT64(6);
   rule.burst = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT64(7);
   if (rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 || rule.burst >= core::kMaxQuantity)

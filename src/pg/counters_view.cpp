@@ -7,6 +7,8 @@
 // rate_limiter_counter_key() (admin_api.cpp) and joins.  Slots do not record
 // their installation either; keys of other databases match no candidate and
 // are left out of the view.
+#include <algorithm>
+
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/pg/boundary.hpp"
@@ -100,7 +102,12 @@ RL_SQL_FUNCTION(rate_limiter_counter_usage) {
     text* algorithm = PG_GETARG_TEXT_PP(1);
     if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &rule.algorithm))
       ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("unknown algorithm \"%s\"", text_to_cstring(algorithm))));
+                      errmsg("unknown algorithm \"%.*s\"",
+                           // Clipped on a character boundary: a 1 MB argument must not
+                           // become a 1 MB message.
+                           pg_mbcliplen(VARDATA_ANY(algorithm),
+                                        std::min<int>(VARSIZE_ANY_EXHDR(algorithm), 256), 64),
+                           VARDATA_ANY(algorithm))));
   }
   if (!PG_ARGISNULL(2)) rule.limit = PG_GETARG_INT64(2);
   if (!PG_ARGISNULL(3)) rule.window_micros = interval_to_micros(PG_GETARG_INTERVAL_P(3));

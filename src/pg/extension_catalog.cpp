@@ -91,8 +91,16 @@ AsExtensionOwner::AsExtensionOwner(const ExtensionCatalog* ext) {
   GetUserIdAndSecContext(&saved_user_, &saved_context_);
   SetUserIdAndSecContext(ext->owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE |
                                          SECURITY_RESTRICTED_OPERATION);
+  // As a SECURITY DEFINER function with SET search_path would: a GUC nest
+  // level that transaction abort unwinds on error, restore() otherwise.
+  guc_nest_level_ = NewGUCNestLevel();
+  (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+                          GUC_ACTION_SAVE, true, 0, false);
 }
 
-void AsExtensionOwner::restore() { SetUserIdAndSecContext(saved_user_, saved_context_); }
+void AsExtensionOwner::restore() {
+  AtEOXact_GUC(true, guc_nest_level_);
+  SetUserIdAndSecContext(saved_user_, saved_context_);
+}
 
 }  // namespace rate_limiter::pg

@@ -34,7 +34,13 @@ void register_extension_catalog_invalidation();
 
 // Runs `body` with the current user switched to the extension owner, in a
 // restricted security context (as PostgreSQL does for maintenance commands).
-// Error cleanup at (sub)transaction abort restores the previous user.
+// search_path is pinned to pg_catalog, pg_temp for the same span: the
+// internal SQL runs with the owner's rights, so an operator, function or
+// type the caller put earlier on its search_path (say evil.= for text)
+// must never be resolved there; it would run as the owner.  Kept plans are
+// replanned when search_path differs, so the pin also keeps them safe.
+// Error cleanup at (sub)transaction abort restores the previous user and
+// search_path.
 class AsExtensionOwner {
  public:
   explicit AsExtensionOwner(const ExtensionCatalog* ext);
@@ -43,6 +49,7 @@ class AsExtensionOwner {
  private:
   Oid saved_user_;
   int saved_context_;
+  int guc_nest_level_;
 };
 
 }  // namespace rate_limiter::pg
