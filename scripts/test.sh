@@ -159,6 +159,8 @@ run_lint() {
     grep -E 'warning:|error:|clean' "$logs/lint-$tool.log" | head -40
   done
   record lint "$pass" "$fail"
+}
+
 # A fixed seed: a failure reproduces with the same command.  Its own
 # database, so the fuzzed limits and revocations do not touch the others.
 run_sqlfuzz() {
