@@ -5,6 +5,7 @@
 #   make installcheck             pg_regress, isolation and TAP suites, each on
 #                                 its own throwaway server with the library
 #                                 preloaded (run as a non-root user)
+#   make ASAN=1                   sanitizer build (see the asan suite)
 #   bash scripts/test.sh          everything, including pgTAP and the stress test
 
 EXTENSION   = rate_limiter
@@ -32,6 +33,17 @@ EXTRA_CLEAN = test/unit/run_unit_tests results output_iso tmp_check tmp_check_is
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Iinclude
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror
 SHLIB_LINK  = -lstdc++
+
+# make ASAN=1: AddressSanitizer and UndefinedBehaviorSanitizer build (the
+# "asan" suite of scripts/test.sh).  The server is not instrumented and the
+# runtimes load with our library (ASAN_OPTIONS=verify_asan_link_order=0; see
+# run_asan in scripts/test.sh for why not LD_PRELOAD), so ASan's longjmp
+# interceptor is off: stack instrumentation is dropped, since a longjmp out
+# of ereport would leave stale stack poison.  UBSan reports and continues.
+ifdef ASAN
+PG_CXXFLAGS += -fsanitize=address,undefined -fno-sanitize-address-use-after-scope --param asan-stack=0 -fno-omit-frame-pointer -g -O1
+SHLIB_LINK  += -fsanitize=address,undefined
+endif
 
 # JIT bitcode is deliberately off: PGXS would compile our C++17 sources with
 # clang -std=c++14 for LLVM inlining, and JIT could not inline these

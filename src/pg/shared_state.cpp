@@ -25,8 +25,13 @@ LWLockPadded* recovery_locks = nullptr;
 
 Size header_bytes() { return MAXALIGN(sizeof(SharedState)); }
 
+// The partition headers are alignas(64); ShmemInitStruct only promises
+// MAXALIGN, so the segment keeps room to align them (UBSan found headers at
+// addresses like ...a68).
+constexpr Size kHeaderAlign = alignof(core::PartitionHeader);
+
 Size segment_bytes(const core::TableGeometry& g) {
-  Size size = header_bytes();
+  Size size = header_bytes() + kHeaderAlign;
   size = add_size(size, mul_size(g.partitions, sizeof(core::PartitionHeader)));
   size = add_size(size, mul_size(g.total_slots(), sizeof(core::CounterSlot)));
   return size;
@@ -51,7 +56,8 @@ void attach_shared_memory() {
   LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
   auto* state = static_cast<SharedState*>(ShmemInitStruct(kSegmentName, segment_bytes(g), &found));
   char* base = reinterpret_cast<char*>(state);
-  partition_headers = reinterpret_cast<core::PartitionHeader*>(base + header_bytes());
+  partition_headers =
+      reinterpret_cast<core::PartitionHeader*>(TYPEALIGN(kHeaderAlign, base + header_bytes()));
   counter_slots = reinterpret_cast<core::CounterSlot*>(partition_headers + g.partitions);
   partition_locks = GetNamedLWLockTranche(kTrancheName);
   recovery_locks = GetNamedLWLockTranche(kRecoveryTrancheName);
