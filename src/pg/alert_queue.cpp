@@ -13,12 +13,6 @@ namespace {
 constexpr const char* kSegmentName = "rate_limiter alert queue";
 constexpr const char* kTrancheName = "rate_limiter_alert_queue";
 
-// wait_for_alert_flush(): re-check (and re-wake the flusher) this often, and
-// give up on a flusher that makes no progress after this long; the same
-// values as the usage queue's wait.
-constexpr long kAlertFlushPollMs = 100;
-constexpr long kAlertFlushStallTimeoutMs = 30000;
-
 // Shared memory holds only trivially copyable types.
 static_assert(std::is_trivially_copyable_v<AlertRecord>);
 
@@ -72,36 +66,12 @@ void alert_queue_push(const AlertRecord& record) noexcept {
 }
 
 void wait_for_alert_flush() {
-  AlertWindow w = alert_queue_window();
-  const uint64 target = w.head;
-  if (w.tail >= target) return;
-  uint64 last_tail = w.tail;
-  TimestampTz last_progress = GetCurrentTimestamp();
-  ConditionVariablePrepareToSleep(&queue->progress);
-  for (;;) {
-    usage_queue_wake_flusher();
-    ConditionVariableTimedSleep(&queue->progress, kAlertFlushPollMs, PG_WAIT_EXTENSION);
-    w = alert_queue_window();
-    if (w.tail >= target) break;
-    const TimestampTz now = GetCurrentTimestamp();
-    if (w.tail != last_tail) {
-      last_tail = w.tail;
-      last_progress = now;
-    } else if (TimestampDifferenceExceeds(last_progress, now, kAlertFlushStallTimeoutMs)) {
-      ConditionVariableCancelSleep();
-      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                      errmsg("the rate_limiter alert queue was not flushed within %ld ms",
-                             kAlertFlushStallTimeoutMs),
-                      errdetail("The \"rate_limiter flusher\" background worker made no progress."),
-                      errhint("Check that it runs (pg_stat_activity) and the server log.")));
-    }
-  }
-  ConditionVariableCancelSleep();
+  wait_for_queue_drain(&queue->progress, alert_queue_window, "alert queue", ".");
 }
 
-AlertWindow alert_queue_window() {
+QueueWindow alert_queue_window() {
   LWLockAcquire(queue_lock, LW_SHARED);
-  AlertWindow w{queue->tail, queue->head};
+  QueueWindow w{queue->tail, queue->head};
   LWLockRelease(queue_lock);
   return w;
 }

@@ -98,7 +98,7 @@ bool count_denial(std::string_view user, int64 now, int64* window_start) {
   uint32 evicted = 0;
   bool crossed = false;
   if (core::CounterSlot* slot = counters.acquire(key, rule, now, &evicted)) {
-    slot->state = core::advance(rule, slot->state, now);
+    // acquire() has brought the slot to `now`.
     const int64 left = core::available(rule, slot->state, now);
     if (left > 0) {
       *window_start = core::consume(rule, &slot->state, 1, now);

@@ -217,7 +217,7 @@ uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs], bo
 // dropped: the flusher serves one database, and alerts are best effort.
 // The queue advances only after the commit.  False: nothing to do.
 bool flush_alert_batch(uint64 end) {
-  const AlertWindow w = alert_queue_window();
+  const QueueWindow w = alert_queue_window();
   end = Min(end, w.head);
   if (w.tail >= end) return false;
   begin_transaction("rate_limiter: writing alerts");

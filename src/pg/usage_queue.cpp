@@ -1,5 +1,7 @@
 #include "rate_limiter/pg/usage_queue.hpp"
 
+#include "rate_limiter/pg/queue_drain.hpp"
+
 #include <cstddef>
 
 #include "rate_limiter/pg/metrics.hpp"
@@ -10,13 +12,6 @@ namespace {
 
 constexpr const char* kSegmentName = "rate_limiter usage queue";
 constexpr const char* kTrancheName = "rate_limiter_usage_queue";
-
-// wait_for_usage_flush(): how often a waiter re-checks (and re-wakes the
-// flusher), and how long it tolerates a flusher that makes no progress
-// (not running, restarting, or blocked on a lock the waiter holds) before
-// it raises an error instead of waiting forever.
-constexpr long kFlushPollMs = 100;
-constexpr long kFlushStallTimeoutMs = 30000;
 
 struct UsageQueue {
   uint64 capacity;        // ring bytes
@@ -214,33 +209,9 @@ void usage_queue_release(uint64 length) noexcept {
 }
 
 void wait_for_usage_flush() {
-  QueueWindow w = usage_queue_window();
-  const uint64 target = w.head;
-  if (w.tail >= target) return;
-  uint64 last_tail = w.tail;
-  TimestampTz last_progress = GetCurrentTimestamp();
-  ConditionVariablePrepareToSleep(&queue->progress);
-  for (;;) {
-    wake_flusher();
-    ConditionVariableTimedSleep(&queue->progress, kFlushPollMs, PG_WAIT_EXTENSION);
-    w = usage_queue_window();
-    if (w.tail >= target) break;
-    const TimestampTz now = GetCurrentTimestamp();
-    if (w.tail != last_tail) {
-      last_tail = w.tail;
-      last_progress = now;
-    } else if (TimestampDifferenceExceeds(last_progress, now, kFlushStallTimeoutMs)) {
-      ConditionVariableCancelSleep();
-      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                      errmsg("the rate_limiter usage queue was not flushed within %ld ms",
-                             kFlushStallTimeoutMs),
-                      errdetail("The \"rate_limiter flusher\" background worker made no progress."),
-                      errhint("Check that it runs (pg_stat_activity) and the server log; it "
-                              "cannot insert while this transaction holds a conflicting lock "
-                              "on token_usage.")));
-    }
-  }
-  ConditionVariableCancelSleep();
+  wait_for_queue_drain(&queue->progress, usage_queue_window, "usage queue",
+                       "; it cannot insert while this transaction holds a conflicting lock on "
+                       "token_usage.");
 }
 
 QueueWindow usage_queue_window() {

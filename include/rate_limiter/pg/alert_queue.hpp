@@ -26,6 +26,7 @@
 
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/queue_drain.hpp"
 
 namespace rate_limiter::pg {
 
@@ -73,15 +74,11 @@ void alert_queue_push(const AlertRecord& record) noexcept;
 
 // Waits until every record pushed before the call is written (committed by
 // the flusher).  Raises 55000 when the flusher makes no progress for
-// kAlertFlushStallTimeoutMs.
+// a while (queue_drain.hpp).
 void wait_for_alert_flush();
 
 // Consumer side (the flusher only).
-struct AlertWindow {
-  uint64 tail;
-  uint64 head;
-};
-AlertWindow alert_queue_window();
+QueueWindow alert_queue_window();
 void alert_queue_read(uint64 position, AlertRecord* out);
 void alert_queue_consume(uint64 records);  // after the commit that inserted them
 

@@ -30,6 +30,7 @@
 
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/queue_drain.hpp"
 
 namespace rate_limiter::pg {
 
@@ -91,14 +92,10 @@ void usage_queue_release(uint64 length) noexcept;
 
 // Waits until every event appended before the call is in token_usage
 // (committed by the flusher).  Raises 55000 when the flusher makes no
-// progress for kFlushStallTimeoutMs.
+// progress for a while (queue_drain.hpp).
 void wait_for_usage_flush();
 
 // Consumer side (the flusher only).
-struct QueueWindow {
-  uint64 tail;
-  uint64 head;
-};
 QueueWindow usage_queue_window();
 // Copies the record at `position` (inside the window) into out
 // (kMaxEncodedEventBytes); returns its length.
