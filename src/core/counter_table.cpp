@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "rate_limiter/core/open_addressing.hpp"
+#include "rate_limiter/core/scope_key.hpp"
 
 namespace rate_limiter::core {
 
@@ -54,15 +55,39 @@ CounterSlot* CounterPartition::find(const Hash128& key) noexcept {
   return nullptr;
 }
 
-CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now,
-                                              uint32_t* evicted) noexcept {
+bool CounterPartition::admits(const Admission& a, AcquireStatus* status) const noexcept {
+  if (header_->count >= header_->capacity) {
+    *status = AcquireStatus::TableFull;
+    return false;
+  }
+  if (a.owner == kConfiguredOwner) return true;
+  if (header_->default_count >= a.class_cap) {
+    *status = AcquireStatus::ClassFull;
+    return false;
+  }
+  if (a.owner <= kMaxOwners && header_->owner_count[a.owner] >= a.owner_cap) {
+    *status = AcquireStatus::OwnerFull;
+    return false;
+  }
+  return true;
+}
+
+CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now, const Admission& admission,
+                                              uint32_t* evicted, AcquireStatus* status) noexcept {
   *evicted = 0;
+  *status = AcquireStatus::Ok;
   CounterSlot* slot = find(key);
   if (slot != nullptr) return slot;
-  if (header_->count >= header_->capacity) {
-    if (now < header_->earliest_expiry) return nullptr;  // nothing can have expired yet
+  if (!admits(admission, status)) {
+    // Expired counters make room, for the table as for a class or an
+    // owner; a scan also takes counters of dropped installations that were
+    // written after their installation's sweep (rare: sweep_tag() takes
+    // the rest at the drop).  Nothing can have expired before
+    // earliest_expiry, which spares a full partition one scan per call.
+    if (now < header_->earliest_expiry) return nullptr;
     *evicted = evict_expired(now);
-    if (header_->count >= header_->capacity) return nullptr;
+    *status = AcquireStatus::Ok;
+    if (!admits(admission, status)) return nullptr;
   }
   const uint32_t n = header_->nslots;
   uint32_t i = home_of(key);
@@ -70,24 +95,45 @@ CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now,
   slot = &slots_[i];
   slot->key = key;
   slot->state = CounterState{};
+  const uint8_t owner = admission.owner <= kMaxOwners ? admission.owner : kConfiguredOwner;
+  slot->state.reserved[0] = owner;
   ++header_->count;
+  if (owner != kConfiguredOwner) {
+    ++header_->default_count;
+    ++header_->owner_count[owner];
+  }
   return slot;
 }
 
 CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule, int64_t now,
                                        uint32_t* evicted) noexcept {
-  CounterSlot* slot = find_or_insert(key, now, evicted);
+  AcquireStatus status;
+  return acquire(key, rule, now, Admission{}, evicted, &status);
+}
+
+CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule, int64_t now,
+                                       const Admission& admission, uint32_t* evicted,
+                                       AcquireStatus* status) noexcept {
+  CounterSlot* slot = find_or_insert(key, now, admission, evicted, status);
   if (slot == nullptr) return nullptr;
+  const uint8_t owner = owner_of(*slot);
   slot->state = advance(rule, slot->state, now);
+  slot->state.reserved[0] = owner;
   note_written(slot);
   return slot;
 }
 
-bool CounterPartition::store(const Hash128& key, const CounterState& state, int64_t now) noexcept {
+bool CounterPartition::store(const Hash128& key, const CounterState& state, int64_t now,
+                             uint8_t owner) noexcept {
   uint32_t evicted = 0;
-  CounterSlot* slot = find_or_insert(key, now, &evicted);
+  AcquireStatus status;
+  Admission admission;
+  admission.owner = owner;
+  CounterSlot* slot = find_or_insert(key, now, admission, &evicted, &status);
   if (slot == nullptr) return false;
+  const uint8_t kept = owner_of(*slot);
   slot->state = state;
+  slot->state.reserved[0] = kept;
   note_written(slot);
   return true;
 }
@@ -96,7 +142,9 @@ bool CounterPartition::refund(const Hash128& key, const LimitRule& rule, int64_t
                               int64_t charge_window, int64_t now) noexcept {
   CounterSlot* slot = find(key);
   if (slot == nullptr) return false;
+  const uint8_t owner = owner_of(*slot);
   core::refund(rule, &slot->state, units, charge_window, now);
+  slot->state.reserved[0] = owner;
   note_written(slot);
   return true;
 }
@@ -104,7 +152,9 @@ bool CounterPartition::refund(const Hash128& key, const LimitRule& rule, int64_t
 bool CounterPartition::reset(const Hash128& key) noexcept {
   CounterSlot* slot = find(key);
   if (slot == nullptr) return false;
+  const uint8_t owner = owner_of(*slot);
   slot->state = CounterState{};
+  slot->state.reserved[0] = owner;
   note_written(slot);
   return true;
 }
@@ -114,9 +164,19 @@ void CounterPartition::note_written(const CounterSlot* slot) noexcept {
 }
 
 void CounterPartition::erase_at(uint32_t hole) noexcept {
+  const uint8_t owner = owner_of(slots_[hole]);
+  if (owner != kConfiguredOwner && owner <= kMaxOwners) {
+    --header_->default_count;
+    --header_->owner_count[owner];
+  }
   backward_shift_erase(slots_, header_->nslots, hole,
                        [this](const Hash128& key) { return home_of(key); });
   --header_->count;
+}
+
+bool CounterPartition::reclaimable(const CounterSlot& s, int64_t now) const noexcept {
+  if (state_expired(s.state, now)) return true;
+  return tag_live_ != nullptr && tag_live_[tag_of(s.key)] == 0;
 }
 
 uint32_t CounterPartition::evict_expired(int64_t now) noexcept {
@@ -125,7 +185,7 @@ uint32_t CounterPartition::evict_expired(int64_t now) noexcept {
   const uint32_t n = header_->nslots;
   for (uint32_t i = 0; i < n;) {
     CounterSlot& s = slots_[i];
-    if (!s.key.is_zero() && state_expired(s.state, now)) {
+    if (!s.key.is_zero() && reclaimable(s, now)) {
       erase_at(i);
       ++removed;
       continue;  // another key may have shifted into slot i
@@ -134,6 +194,21 @@ uint32_t CounterPartition::evict_expired(int64_t now) noexcept {
     ++i;
   }
   header_->earliest_expiry = earliest;
+  return removed;
+}
+
+uint32_t CounterPartition::sweep_tag(uint16_t tag) noexcept {
+  uint32_t removed = 0;
+  const uint32_t n = header_->nslots;
+  for (uint32_t i = 0; i < n;) {
+    CounterSlot& s = slots_[i];
+    if (!s.key.is_zero() && tag_of(s.key) == tag) {
+      erase_at(i);
+      ++removed;
+      continue;
+    }
+    ++i;
+  }
   return removed;
 }
 

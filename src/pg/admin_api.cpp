@@ -1,6 +1,6 @@
 // SQL-callable helpers for administration and the SQL-language functions of
-// the install script: preload check, rule-change trigger, deferred counter
-// resets, and reading one counter.
+// the install script: preload check, deferred counter resets, and reading
+// one counter.  (The rule-change trigger is in rule_changes.cpp.)
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
@@ -11,7 +11,8 @@
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rule_lookup.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 #include "rate_limiter/pg/transaction_effects.hpp"
@@ -43,8 +44,7 @@ core::Hash128 counter_scope_args(FunctionCallInfo fcinfo) {
                       errmsg("api_endpoint must not be NULL for this scope")));
     endpoint = required_id(fcinfo, 2, "api_endpoint");
   }
-  return core::scope_hash(shared->hash_key, extension_catalog()->installation, scope, user.value,
-                          endpoint.value);
+  return scope_of(extension_catalog(), scope, user.value, endpoint.value);
 }
 
 core::LimitKind limit_kind_arg(FunctionCallInfo fcinfo, int argno) {
@@ -81,23 +81,6 @@ using namespace rate_limiter::pg;
 // Called by the install script: CREATE EXTENSION fails without the preload.
 RL_SQL_FUNCTION(rate_limiter_require_preload) {
   require_shared_state();
-  PG_RETURN_VOID();
-}
-
-// Statement trigger on token_limits and request_limits.
-RL_SQL_FUNCTION(rate_limiter_rules_changed) {
-  if (!CALLED_AS_TRIGGER(fcinfo))
-    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-                    errmsg("rate_limiter_rules_changed() must be called as a trigger")));
-  note_rule_change();
-  return PointerGetDatum(nullptr);
-}
-
-// reload_rate_limits(): every backend reloads the rules after this
-// transaction commits (for changes made with the triggers disabled).
-RL_SQL_FUNCTION(reload_rate_limits) {
-  require_shared_state();
-  note_rule_change();
   PG_RETURN_VOID();
 }
 
@@ -168,8 +151,11 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
 
-  // The rule comes in the arguments; only the counters must be complete.
-  ensure_counters_recovered();
+  // The rule comes in the arguments; only the counters must be complete
+  // (which needs the rules loaded).
+  const ExtensionCatalog* ext = extension_catalog();
+  prepare_rule_lookups(ext);
+  ensure_counters_recovered(ext);
   const core::Hash128 key = core::counter_key(scope, kind);
   const int64 now = limiter_now_unix();
   PartitionSet set;
@@ -207,12 +193,14 @@ RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
   if (tokens < 1 || tokens > core::kMaxQuantity)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("tokens out of range")));
   const int64 charged_at = timestamptz_to_unix(PG_GETARG_TIMESTAMPTZ(3));
-  ensure_rules_current();
-  ensure_counters_recovered();
+  const ExtensionCatalog* ext = extension_catalog();
+  prepare_rule_lookups(ext);
+  ensure_counters_recovered(ext);
+  ApplicableRules applicable;
+  collect_applicable_rules(ext, user.value, endpoint.present, endpoint.value, &applicable);
   core::Hash128 keys[core::kMaxAppliedLimits];
   core::LimitRule rules[core::kMaxAppliedLimits];
-  const int n = applicable_counters(user.value, endpoint.present, endpoint.value, core::LimitKind::Tokens,
-                                    keys, rules);
+  const int n = applicable_counters(applicable, core::LimitKind::Tokens, keys, rules);
   for (int i = 0; i < n; ++i) {
     const bool windowed = rules[i].algorithm == core::Algorithm::FixedWindow ||
                           rules[i].algorithm == core::Algorithm::SlidingWindow;

@@ -3,9 +3,11 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 #include "rate_limiter/pg/usage_log.hpp"
@@ -52,7 +54,7 @@ AlertRecord blank(AlertKind kind, int64 now) {
   r.limit = -1;
   r.used = -1;
   r.at = now;
-  const uint64 installation = rules_installation();
+  const uint64 installation = extension_catalog()->installation;  // cached by the call
   r.database = static_cast<Oid>(installation >> 32);
   r.extension = static_cast<Oid>(installation & 0xffffffffu);
   return r;
@@ -85,8 +87,9 @@ bool count_denial(std::string_view user, int64 now, int64* window_start) {
   rule.limit = static_cast<int64>(settings.abuse_denials) + 1;
   rule.window_micros = std::clamp<int64>(static_cast<int64>(settings.abuse_window_s) * USECS_PER_SEC,
                                          core::kMinWindowMicros, core::kMaxWindowMicros);
-  const core::Hash128 scope =
-      core::scope_hash(shared->hash_key, rules_installation(), core::ScopeKind::User, user, {});
+  const core::Hash128 scope = scope_of(extension_catalog(), core::ScopeKind::User, user, {});
+  // Like a default-rule counter: counted against the calling role's share.
+  const core::Admission admission = key_admission(true);
   const core::Hash128 key = core::counter_key(scope, core::LimitKind::Requests, core::CounterRole::AbuseDenials);
   const uint32 partition = core::partition_of(key, shared->geometry.partitions);
   PartitionSet set;
@@ -97,7 +100,8 @@ bool count_denial(std::string_view user, int64 now, int64* window_start) {
   const uint64 keys_before = counters.count();
   uint32 evicted = 0;
   bool crossed = false;
-  if (core::CounterSlot* slot = counters.acquire(key, rule, now, &evicted)) {
+  core::AcquireStatus status;
+  if (core::CounterSlot* slot = counters.acquire(key, rule, now, admission, &evicted, &status)) {
     // acquire() has brought the slot to `now`.
     const int64 left = core::available(rule, slot->state, now);
     if (left > 0) {
@@ -209,6 +213,12 @@ void raise_call_alerts(const CallInput& in, const CallResult& r, int64 now) {
     raise_degradation_alert(AlertKind::TableFull, now);
     if (d.allowed()) raise_degradation_alert(AlertKind::FailOpen, now);
   }
+  // The fill level is read without a lock; the dedup window keeps this to
+  // one alert per alert_interval.
+  if (r.keys_added && settings.alert_table_fill > 0 &&
+      pg_atomic_read_u64(&shared->metrics.keys_in_use) * 100 >=
+          static_cast<uint64>(settings.alert_table_fill) * shared->geometry.total_capacity())
+    raise_degradation_alert(AlertKind::TableFilling, now);
   if (d.allowed()) {
     if (alert_thresholds.count > 0) quota_alerts(in, r, now);
     if (d.strategy == core::Strategy::Emergency) emergency_alert(in, r, now);
@@ -257,6 +267,8 @@ const char* alert_kind_text(const AlertRecord& r) {
       return "fail_open";
     case AlertKind::FlushLag:
       return "flush_lag";
+    case AlertKind::TableFilling:
+      return "table_filling";
   }
   return "unknown";
 }

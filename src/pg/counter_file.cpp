@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include "rate_limiter/pg/hot_path.hpp"
+#include "rate_limiter/pg/installations.hpp"
+#include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
@@ -12,8 +14,10 @@ namespace {
 constexpr const char* kFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.counters";
 constexpr const char* kTempFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter.counters.tmp";
 constexpr uint32 kFileMagic = 0x524c4331;  // "RLC1"
-// Bump when CounterSlot, CounterState or the key derivation changes.
-constexpr uint32 kFileVersion = 2;
+// Bump when CounterSlot, CounterState, the key derivation or the layout
+// below changes.  3: installation tags in the keys, the installations with
+// their tags, slot owners and the role map.
+constexpr uint32 kFileVersion = 3;
 
 struct FileHeader {
   uint32 magic;
@@ -21,8 +25,17 @@ struct FileHeader {
   uint32 slot_size;   // sizeof(core::CounterSlot), a cheap layout check
   uint32 reserved;
   uint64 entries;       // counter slots, after the header
-  uint64 installations; // complete installations (uint64 each), after the slots
+  uint64 installations; // SavedInstallation each, after the slots
   core::SipKey hash_key;  // the slots' keys are keyed hashes under this key
+  Oid key_owners[core::kMaxOwners + 1];  // key_budget.hpp's role map
+};
+
+// A live installation of the registry: its keys carry `tag`.
+struct SavedInstallation {
+  uint64 installation;
+  uint16 tag;
+  uint16 counters_complete;
+  uint32 reserved;
 };
 
 bool starting_in_recovery() {
@@ -65,9 +78,9 @@ const char* check_file(const char* data, Size size, FileHeader* header) {
     return "written by another version";
   const Size body = size - sizeof(pg_crc32c);
   if (header->entries > body / sizeof(core::CounterSlot) ||
-      header->installations > static_cast<uint64>(kMaxRecoveryEntries) ||
+      header->installations > static_cast<uint64>(kMaxInstallationSlots) ||
       body != sizeof(FileHeader) + header->entries * sizeof(core::CounterSlot) +
-                  header->installations * sizeof(uint64))
+                  header->installations * sizeof(SavedInstallation))
     return "size does not match its entry count (torn write?)";
   pg_crc32c expected, actual;
   memcpy(&expected, data + body, sizeof expected);
@@ -93,15 +106,25 @@ void load_counter_file() {
   } else {
     // The saved keys are hashes under the saved key: keep using it.
     shared->hash_key = header.hash_key;
+    restore_key_owners(header.key_owners);
     const int64 now = limiter_now_unix();
     const auto* slots = reinterpret_cast<const core::CounterSlot*>(data + sizeof(FileHeader));
+    const auto* installations = reinterpret_cast<const SavedInstallation*>(
+        data + sizeof(FileHeader) + header.entries * sizeof(core::CounterSlot));
+    // The installations first: a counter whose tag finds no slot (the slot
+    // count was lowered) is dropped with its installation.
     uint64 stored = 0, dropped = 0;
+    bool* tag_restored = static_cast<bool*>(palloc0(sizeof(bool) * (1 << 16)));
+    for (uint64 i = 0; i < header.installations; ++i) {
+      const SavedInstallation& si = installations[i];
+      tag_restored[si.tag] = restore_installation(si.installation, si.tag, false);
+    }
     for (uint64 i = 0; i < header.entries; ++i) {
       const core::CounterSlot& s = slots[i];
-      if (s.key.is_zero()) continue;
+      if (s.key.is_zero() || !tag_restored[core::tag_of(s.key)]) continue;
       // No locks: the postmaster runs this before any other process exists.
       const uint32 p = core::partition_of(s.key, shared->geometry.partitions);
-      if (counter_partition(p).store(s.key, s.state, now))
+      if (counter_partition(p).store(s.key, s.state, now, core::CounterPartition::owner_of(s)))
         ++stored;
       else
         ++dropped;
@@ -111,11 +134,14 @@ void load_counter_file() {
     // restart from zero: then no installation counts as complete, and each
     // is rebuilt from the table (the merge keeps what was loaded).
     if (dropped == 0) {
-      const auto* installations = reinterpret_cast<const uint64*>(
-          data + sizeof(FileHeader) + header.entries * sizeof(core::CounterSlot));
-      for (uint64 i = 0; i < header.installations; ++i)
-        shared->recovery.entries[i] = RecoveryEntry{installations[i], kRecoveryDone, 0, 0};
+      for (uint64 i = 0; i < header.installations; ++i) {
+        const SavedInstallation& si = installations[i];
+        if (si.counters_complete != 0 && tag_restored[si.tag])
+          if (InstallationSlot* slot = find_installation(si.installation))
+            slot->counters_state = CountersState::Complete;
+      }
     }
+    pfree(tag_restored);
     ereport(LOG, (errmsg("rate_limiter: loaded " UINT64_FORMAT " saved counters from \"%s\"", stored, kFile),
                   dropped > 0 ? errdetail(UINT64_FORMAT " did not fit; counters will be rebuilt from token_usage.",
                                           dropped)
@@ -140,13 +166,26 @@ void save_counter_file_at_exit(int code, Datum) {
   header.version = kFileVersion;
   header.slot_size = sizeof(core::CounterSlot);
   header.hash_key = shared->hash_key;
+  save_key_owners(header.key_owners);
   // Count first: the header precedes the slots.  Every other process has
-  // exited, so the table cannot change in between.
+  // exited, so the table cannot change in between.  Counters of dropped
+  // installations (a dead tag) are not saved.
+  const volatile uint8* live = installation_tag_live();
   for (uint32 p = 0; p < shared->geometry.partitions; ++p)
-    header.entries += counter_partition(p).count();
-  uint64 complete[kMaxRecoveryEntries];
-  for (const RecoveryEntry& e : shared->recovery.entries)
-    if (e.installation != 0 && e.status == kRecoveryDone) complete[header.installations++] = e.installation;
+    counter_partition(p).for_each([&](const core::CounterSlot& s) {
+      if (live[core::tag_of(s.key)] != 0) ++header.entries;
+    });
+  SavedInstallation* complete = static_cast<SavedInstallation*>(
+      palloc0(sizeof(SavedInstallation) * Max(installation_slot_count(), 1)));
+  const InstallationSlot* registry = installation_slots();
+  for (int i = 0; i < installation_slot_count(); ++i) {
+    const InstallationSlot& e = registry[i];
+    if (e.installation == 0 || e.dropping) continue;
+    SavedInstallation& si = complete[header.installations++];
+    si.installation = e.installation;
+    si.tag = e.tag;
+    si.counters_complete = e.counters_state == CountersState::Complete ? 1 : 0;
+  }
   pg_crc32c crc;
   INIT_CRC32C(crc);
   bool ok = fwrite(&header, sizeof header, 1, f) == 1;
@@ -155,15 +194,15 @@ void save_counter_file_at_exit(int code, Datum) {
   for (uint32 p = 0; ok && p < shared->geometry.partitions; ++p) {
     core::CounterPartition part = counter_partition(p);
     part.for_each([&](const core::CounterSlot& s) {
-      if (!ok) return;
+      if (!ok || live[core::tag_of(s.key)] == 0) return;
       ok = fwrite(&s, sizeof s, 1, f) == 1;
       COMP_CRC32C(crc, &s, sizeof s);
       ++written;
     });
   }
   if (ok && header.installations > 0) {
-    ok = fwrite(complete, sizeof(uint64), header.installations, f) == header.installations;
-    COMP_CRC32C(crc, complete, header.installations * sizeof(uint64));
+    ok = fwrite(complete, sizeof(SavedInstallation), header.installations, f) == header.installations;
+    COMP_CRC32C(crc, complete, header.installations * sizeof(SavedInstallation));
   }
   FIN_CRC32C(crc);
   ok = ok && written == header.entries && fwrite(&crc, sizeof crc, 1, f) == 1;

@@ -16,7 +16,8 @@
 #include "rate_limiter/pg/counters_view.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rule_lookup.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
@@ -36,7 +37,7 @@ using namespace rate_limiter::pg;
 
 // rate_limiter_counter_slots() -> SETOF (key text, algorithm text,
 //   window_micros bigint, "limit" bigint, state bytea)
-// One row per live (not expired) slot of every installation.  The table is
+// One row per live (not expired) slot of this installation (its tag).  The table is
 // read one partition at a time under LW_SHARED: the occupied slots are
 // copied into a local array allocated before the lock is taken, the lock is
 // released, and only then are tuples built (tuple building allocates and
@@ -44,7 +45,9 @@ using namespace rate_limiter::pg;
 // per-partition snapshot, not one instant of the whole table.
 RL_SQL_FUNCTION(rate_limiter_counter_slots) {
   require_shared_state();
-  ensure_counters_recovered();
+  const ExtensionCatalog* ext = extension_catalog();
+  prepare_rule_lookups(ext);
+  ensure_counters_recovered(ext);
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
   const core::TableGeometry g = shared->geometry;
@@ -58,7 +61,9 @@ RL_SQL_FUNCTION(rate_limiter_counter_slots) {
                       errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms)));
     uint32 n = 0;
     // Bounded by the array length: a partition has slots_per_partition slots.
-    counter_partition(p).for_each([&](const core::CounterSlot& s) { copy[n++] = s; });
+    counter_partition(p).for_each([&](const core::CounterSlot& s) {
+      if (core::tag_of(s.key) == ext->tag) copy[n++] = s;
+    });
     release_partitions(set);
     for (uint32 i = 0; i < n; ++i) {
       const core::CounterState& st = copy[i].state;

@@ -1,12 +1,15 @@
 #include "rate_limiter/pg/extension_catalog.hpp"
 
+#include "rate_limiter/pg/reclaim.hpp"
+#include "rate_limiter/pg/shared_state.hpp"
+
 namespace rate_limiter::pg {
 namespace {
 
 ExtensionCatalog cached;
 bool cached_valid = false;
 
-constexpr int kMaxResetCallbacks = 4;
+constexpr int kMaxResetCallbacks = 8;
 CatalogResetCallback reset_callbacks[kMaxResetCallbacks];
 int reset_callback_count = 0;
 
@@ -72,11 +75,18 @@ const ExtensionCatalog* extension_catalog() {
   fresh.token_limits = table_in_schema("token_limits", fresh.schema);
   fresh.request_limits = table_in_schema("request_limits", fresh.schema);
   fresh.token_usage = table_in_schema("token_usage", fresh.schema);
+  fresh.slot = register_installation(fresh.installation);
+  fresh.tag = fresh.slot->tag;
 
   if (cached.quoted_schema != nullptr) pfree(const_cast<char*>(cached.quoted_schema));
   cached = fresh;
   cached_valid = true;
   return &cached;
+}
+
+core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
+                       std::string_view endpoint) {
+  return installation_scope(ext->installation, ext->tag, scope, user, endpoint);
 }
 
 void on_extension_catalog_reset(CatalogResetCallback callback) {

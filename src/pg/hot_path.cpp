@@ -5,7 +5,7 @@
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
@@ -26,6 +26,7 @@ struct PlannedCounter {
   core::LimitRule rule;
   uint32 partition = 0;
   core::CounterState** target = nullptr;  // where decide() finds it
+  bool default_class = false;  // made for a user under the default rule (key_budget.hpp)
   bool have = false;
 };
 
@@ -36,26 +37,30 @@ struct PlannedLimits {
   int count = 0;
   int ncounters = 0;
 
+  bool default_class = false;  // the limit being added is the default rule's
+
   int add_counter(const core::Hash128& key, const core::LimitRule& rule, core::CounterState** target) {
     PlannedCounter& c = counters[ncounters];
     c.key = key;
     c.rule = rule;
     c.partition = core::partition_of(key, shared->geometry.partitions);
     c.target = target;
+    c.default_class = default_class;
     *target = nullptr;
     return ncounters++;
   }
 
   void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules, int kind,
            const core::Hash128& counter_scope) noexcept {
-    const KindRule& kr = rules.kind[kind];
+    const core::RuleRecord& kr = rules.kind[kind];
     const auto lk = static_cast<core::LimitKind>(kind);
+    default_class = reported == core::ScopeKind::Default;
     {
       core::AppliedLimit& l = limits[count];
       l = core::AppliedLimit{};
       l.kind = lk;
       l.scope = reported;
-      l.rule = kr.rule;
+      l.rule = limit_rule_of(kr);
       l.params = resolve_params(rules, kind);
       l.shadow = is_shadow_limit(rules, kind);
       counter_of[count][0] = add_counter(core::counter_key(counter_scope, lk), l.rule, &l.state);
@@ -75,13 +80,13 @@ struct PlannedLimits {
       }
       ++count;
     }
-    if (kr.has_burst_cap) {
+    if (has_burst_cap(kr)) {
       core::AppliedLimit& c = limits[count];
       c = core::AppliedLimit{};
       c.kind = lk;
       c.scope = reported;
       c.burst_cap = true;
-      c.rule = kr.burst_cap;
+      c.rule = burst_cap_of(kr);
       c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
       c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
       counter_of[count][0] =
@@ -96,33 +101,20 @@ struct PlannedLimits {
 // user (or the default rule), endpoint; tokens before requests; each limit
 // followed by its burst cap.
 template <typename AddFn>
-void for_each_applicable(std::string_view user, bool has_endpoint, std::string_view endpoint, AddFn add) {
-  if (rule_cache_empty()) return;
-  const core::SipKey& key = shared->hash_key;
-  const uint64 installation = rules_installation();
-  if (has_endpoint) {
-    const core::Hash128 ue = core::scope_hash(key, installation, core::ScopeKind::UserEndpoint, user, endpoint);
-    if (const ScopeRules* r = find_scope_rules(ue))
-      for (int k = 0; k < core::kLimitKinds; ++k)
-        if (r->has[k]) add(core::ScopeKind::UserEndpoint, *r, k, ue);
-  }
-  const core::Hash128 own_scope = core::scope_hash(key, installation, core::ScopeKind::User, user, {});
-  const ScopeRules* own = find_scope_rules(own_scope);
-  const ScopeRules* fallback = find_scope_rules(default_scope_hash());
+void for_each_applicable(const ApplicableRules& r, AddFn add) {
+  if (!r.any) return;
+  for (int k = 0; k < core::kLimitKinds; ++k)
+    if (r.user_endpoint.has[k]) add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope);
   for (int k = 0; k < core::kLimitKinds; ++k) {
     // The default applies per kind to users without their own rule of that
     // kind, and counts in the user's own counter.
-    if (own != nullptr && own->has[k])
-      add(core::ScopeKind::User, *own, k, own_scope);
-    else if (fallback != nullptr && fallback->has[k])
-      add(core::ScopeKind::Default, *fallback, k, own_scope);
+    if (r.user.has[k])
+      add(core::ScopeKind::User, r.user, k, r.user_scope);
+    else if (r.fallback.has[k])
+      add(core::ScopeKind::Default, r.fallback, k, r.user_scope);
   }
-  if (has_endpoint) {
-    const core::Hash128 ep = core::scope_hash(key, installation, core::ScopeKind::Endpoint, {}, endpoint);
-    if (const ScopeRules* r = find_scope_rules(ep))
-      for (int k = 0; k < core::kLimitKinds; ++k)
-        if (r->has[k]) add(core::ScopeKind::Endpoint, *r, k, ep);
-  }
+  for (int k = 0; k < core::kLimitKinds; ++k)
+    if (r.endpoint.has[k]) add(core::ScopeKind::Endpoint, r.endpoint, k, r.endpoint_scope);
 }
 
 // Usage of every enforced limit around an allowed call (LimitUsage).  Runs
@@ -157,7 +149,7 @@ void record_usage(const PlannedLimits& plan, const core::Decision& d, const core
 }
 
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
-  for_each_applicable(in.user, in.has_endpoint, in.endpoint,
+  for_each_applicable(*in.rules,
                       [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
                         plan->add(in.request, reported, r, k, scope);
                       });
@@ -176,17 +168,36 @@ TimestampTz unix_to_timestamptz(int64 unix_micros) { return unix_micros - kPostg
 
 int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; }
 
-int applicable_counters(std::string_view user, bool has_endpoint, std::string_view endpoint,
-                        core::LimitKind kind, core::Hash128* keys, core::LimitRule* rules) {
+int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind, core::Hash128* keys,
+                        core::LimitRule* rules) {
   int n = 0;
-  for_each_applicable(user, has_endpoint, endpoint,
+  for_each_applicable(applicable,
                       [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
                         if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits))
                           return;
                         keys[n] = core::counter_key(scope, kind);
-                        rules[n] = r.kind[k].rule;
+                        rules[n] = limit_rule_of(r.kind[k]);
                         ++n;
                       });
+  return n;
+}
+
+int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
+                             core::LimitKind* kinds, int max) {
+  int n = 0;
+  for_each_applicable(applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+    const auto kind = static_cast<core::LimitKind>(k);
+    if (n < max) {
+      keys[n] = core::counter_key(scope, kind);
+      rules[n] = limit_rule_of(r.kind[k]);
+      kinds[n++] = kind;
+    }
+    if (has_burst_cap(r.kind[k]) && n < max) {
+      keys[n] = core::counter_key(scope, kind, core::CounterRole::BurstCap);
+      rules[n] = burst_cap_of(r.kind[k]);
+      kinds[n++] = kind;
+    }
+  });
   return n;
 }
 
@@ -215,11 +226,19 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   for (int i = 0; i < plan.ncounters; ++i) {
     PlannedCounter& c = plan.counters[i];
     uint32 evicted = 0;
-    core::CounterSlot* slot = counter_partition(c.partition).acquire(c.key, c.rule, now, &evicted);
+    core::AcquireStatus status = core::AcquireStatus::Ok;
+    core::CounterSlot* slot = counter_partition(c.partition)
+                                  .acquire(c.key, c.rule, now, c.default_class ? in.default_class : in.configured,
+                                           &evicted, &status);
     evicted_total += evicted;
     if (slot != nullptr) {
       c.have = true;
-    } else if (settings.failure_mode == kFailOpen) {
+      continue;
+    }
+    if (out->refusal == core::AcquireStatus::Ok || status == core::AcquireStatus::OwnerFull) out->refusal = status;
+    // A role over its share is refused whatever failure_mode says: failing
+    // open would give the misbehaving role an unlimited grant.
+    if (settings.failure_mode == kFailOpen && status != core::AcquireStatus::OwnerFull) {
       out->fail_open = true;  // this counter goes unenforced for this call
     } else {
       table_full = true;
@@ -278,6 +297,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   if (evicted_total > 0) metric_add(&m.evictions, evicted_total);
   if (keys_after > keys_before) metric_add(&m.keys_in_use, keys_after - keys_before);
   if (keys_after < keys_before) pg_atomic_fetch_sub_u64(&m.keys_in_use, keys_before - keys_after);
+  out->keys_added = keys_after > keys_before;
   out->status = table_full ? CallStatus::TableFull : CallStatus::Decided;
 }
 

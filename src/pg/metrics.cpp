@@ -1,5 +1,8 @@
 #include "rate_limiter/pg/metrics.hpp"
 
+#include "rate_limiter/pg/installations.hpp"
+#include "rate_limiter/pg/rule_table.hpp"
+
 #include <ctime>
 
 #include "rate_limiter/pg/boundary.hpp"
@@ -32,7 +35,7 @@ void reset_metrics() noexcept {
                               &m.emergency_refused, &m.usage_rows_flushed,
                               &m.usage_queue_full_waits, &m.usage_sync_fallbacks,
                               &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
-                              &m.alerts_sent})
+                              &m.alerts_sent, &m.rule_sql_lookups, &m.key_refusals})
     pg_atomic_write_u64(c, 0);
   latency_init(&m.latency);
 }
@@ -82,6 +85,24 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "keys_in_use", pg_atomic_read_u64(&m.keys_in_use));
   append_metric(&buf, "keys_capacity", shared->geometry.total_capacity());
   append_metric(&buf, "partitions", shared->geometry.partitions);
+  // Percent of the counter table in use, rounded down (the table_filling
+  // alert compares it with rate_limiter.alert_table_fill).
+  append_metric(&buf, "keys_fill_pct",
+                pg_atomic_read_u64(&m.keys_in_use) * 100 / Max(shared->geometry.total_capacity(), 1));
+  append_metric(&buf, "key_budget_refusals", pg_atomic_read_u64(&m.key_refusals));
+  const RuleTableStats rules = rule_table_stats();
+  append_metric(&buf, "rules_in_use", rules.live);
+  append_metric(&buf, "rules_capacity", rules.capacity);
+  uint64 databases = 0, overflowed = 0;
+  const InstallationSlot* slots = installation_slots();
+  for (int i = 0; i < installation_slot_count(); ++i) {
+    if (slots[i].installation == 0 || slots[i].dropping) continue;
+    ++databases;
+    if (pg_atomic_read_u32(const_cast<pg_atomic_uint32*>(&slots[i].rules_overflowed)) != 0) ++overflowed;
+  }
+  append_metric(&buf, "rules_overflowed_databases", overflowed);
+  append_metric(&buf, "rule_sql_lookups", pg_atomic_read_u64(&m.rule_sql_lookups));
+  append_metric(&buf, "databases", databases);
   const UsageQueueStats q = usage_queue_stats();
   append_metric(&buf, "usage_queue_depth", q.events);
   append_metric(&buf, "usage_queue_bytes", q.bytes);

@@ -11,7 +11,9 @@
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/rate_limit_trigger.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/reclaim.hpp"
+#include "rate_limiter/pg/rule_changes.hpp"
+#include "rate_limiter/pg/rule_lookup.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 #include "rate_limiter/pg/transaction_effects.hpp"
@@ -38,8 +40,6 @@ void on_shmem_startup() {
   rate_limiter::pg::attach_shared_memory();
 }
 
-void forget_rule_cache() { rate_limiter::pg::invalidate_rule_cache(); }
-
 }  // namespace
 
 void _PG_init(void) {
@@ -54,7 +54,9 @@ void _PG_init(void) {
 
   rate_limiter::pg::register_transaction_callbacks();
   rate_limiter::pg::register_extension_catalog_invalidation();
-  rate_limiter::pg::on_extension_catalog_reset(forget_rule_cache);
+  rate_limiter::pg::register_rule_change_callbacks();
+  rate_limiter::pg::register_rule_lookup_reset();
+  rate_limiter::pg::register_reclaim_hooks();
   rate_limiter::pg::register_usage_log_reset();
   rate_limiter::pg::register_pending_usage_callbacks();
   rate_limiter::pg::register_flush_worker();

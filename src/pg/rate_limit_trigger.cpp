@@ -5,7 +5,7 @@
 
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
 namespace rate_limiter::pg {

@@ -241,6 +241,12 @@ void apply_revocation_changes(const RevocationChange* changes, int n) noexcept {
   LWLockRelease(lock);
 }
 
+void forget_revocations_of(uint64 installation) noexcept {
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  if (InstallationEntry* e = find_entry(installation)) free_entry(e);
+  LWLockRelease(lock);
+}
+
 RevocationCacheStatus revocation_cache_status(uint64 installation) noexcept {
   RevocationCacheStatus s{"not_loaded", 0, 0, capacity_setting()};
   LWLockAcquire(lock, LW_SHARED);

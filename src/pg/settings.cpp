@@ -21,6 +21,11 @@ constexpr int kDefaultAlertQueueSize = 4096;
 Settings settings = {
     /* max_keys */ 100000,
     /* max_revocations */ 10000,
+    /* max_rules */ 100000,
+    /* max_databases */ 128,
+    /* configured_key_reserve */ 0.1,
+    /* role_key_share */ 0.5,
+    /* alert_table_fill */ 90,
     /* failure_mode */ kFailClosed,
     /* lock_timeout_ms */ 1000,
     /* share_high */ 0.5,
@@ -138,6 +143,38 @@ void define_settings() {
       "Each scope and kind of limit that a request touches uses one counter. "
       "Counters whose window has ended are evicted when space is needed.",
       &settings.max_keys, 100000, 16, 100000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.max_rules",
+      "Maximum number of rules (rows of token_limits and request_limits) kept in shared memory, "
+      "over all databases.",
+      "Each rule takes about 140 bytes. Rules that do not fit are read from their table when a "
+      "call needs them (slower, still exact); the rules_overflowed metric tells.",
+      &settings.max_rules, 100000, 16, 100000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.max_databases",
+      "Maximum number of databases with the extension installed that one server serves at once.",
+      "Each has a slot for its rules, counters and worker.", &settings.max_databases, 128, 1, 1023,
+      PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+
+  DefineCustomRealVariable(
+      "rate_limiter.configured_key_reserve",
+      "Fraction of the counter table kept for users and endpoints that have a rule of their own.",
+      "Counters of users who are only under the default rule fill at most the rest.",
+      &settings.configured_key_reserve, 0.1, 0.0, 0.9, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  // SUSET: only a superuser may let a role take more (ALTER ROLE ... SET).
+  DefineCustomRealVariable(
+      "rate_limiter.role_key_share",
+      "Largest fraction of the default-rule counters that one role may hold.",
+      "A role over it is refused with RL507, whatever failure_mode says. Set per role with ALTER "
+      "ROLE ... SET (superuser).",
+      &settings.role_key_share, 0.5, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "rate_limiter.alert_table_fill",
+      "Fill level of the counter table (percent) from which a table_filling alert is raised.",
+      "0 disables the alert.", &settings.alert_table_fill, 90, 0, 100, PGC_SIGHUP, 0, nullptr, nullptr,
+      nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.max_revocations",

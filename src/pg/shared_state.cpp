@@ -2,6 +2,9 @@
 
 #include "rate_limiter/pg/alert_queue.hpp"
 #include "rate_limiter/pg/counter_file.hpp"
+#include "rate_limiter/pg/installations.hpp"
+#include "rate_limiter/pg/key_budget.hpp"
+#include "rate_limiter/pg/rule_table.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/usage_queue.hpp"
@@ -15,13 +18,11 @@ namespace {
 constexpr uint32 kMagic = 0x524c4d31;  // "RLM1"
 constexpr const char* kSegmentName = "rate_limiter";
 constexpr const char* kTrancheName = "rate_limiter";
-constexpr const char* kRecoveryTrancheName = "rate_limiter_recovery";
 
 // Set in every process by attach_shared_memory().
 core::PartitionHeader* partition_headers = nullptr;
 core::CounterSlot* counter_slots = nullptr;
 LWLockPadded* partition_locks = nullptr;
-LWLockPadded* recovery_locks = nullptr;
 
 Size header_bytes() { return MAXALIGN(sizeof(SharedState)); }
 
@@ -43,10 +44,12 @@ void request_shared_memory() {
   const core::TableGeometry g = core::geometry_for(static_cast<uint32_t>(settings.max_keys));
   RequestAddinShmemSpace(segment_bytes(g));
   RequestNamedLWLockTranche(kTrancheName, static_cast<int>(g.partitions));
-  RequestNamedLWLockTranche(kRecoveryTrancheName, 1);
   request_revocation_memory();  // its own segment and lock tranche
   request_usage_queue_memory();  // likewise
   request_alert_queue_memory();  // likewise
+  request_installations_memory();  // likewise
+  request_rule_table_memory();  // likewise
+  request_key_budget_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -60,7 +63,6 @@ void attach_shared_memory() {
       reinterpret_cast<core::PartitionHeader*>(TYPEALIGN(kHeaderAlign, base + header_bytes()));
   counter_slots = reinterpret_cast<core::CounterSlot*>(partition_headers + g.partitions);
   partition_locks = GetNamedLWLockTranche(kTrancheName);
-  recovery_locks = GetNamedLWLockTranche(kRecoveryTrancheName);
 
   if (!found) {
     state->magic = kMagic;
@@ -72,7 +74,6 @@ void attach_shared_memory() {
       key[1] = key[0] * 0x9e3779b97f4a7c15ULL;
     }
     state->hash_key = core::SipKey{key[0], key[1]};
-    pg_atomic_init_u64(&state->rules_generation, 1);
     SharedMetrics& m = state->metrics;
     for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
                                 &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
@@ -80,11 +81,10 @@ void attach_shared_memory() {
                                 &m.keys_in_use, &m.emergency_refused, &m.usage_rows_flushed,
                                 &m.usage_queue_full_waits, &m.usage_sync_fallbacks,
                                 &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
-                                &m.alerts_sent, &m.latency.ewma_fixed})
+                                &m.alerts_sent, &m.rule_sql_lookups, &m.key_refusals,
+                                &m.latency.ewma_fixed})
       pg_atomic_init_u64(c, 0);
     for (pg_atomic_uint64& b : m.latency.buckets) pg_atomic_init_u64(&b, 0);
-    memset(&state->recovery, 0, sizeof state->recovery);
-    ConditionVariableInit(&state->recovery.done);
     for (uint32 p = 0; p < g.partitions; ++p) {
       core::CounterPartition::initialize(&partition_headers[p],
                                          counter_slots + static_cast<Size>(p) * g.slots_per_partition,
@@ -95,6 +95,9 @@ void attach_shared_memory() {
   attach_revocation_memory();
   attach_usage_queue_memory();
   attach_alert_queue_memory();
+  attach_installations_memory();
+  attach_rule_table_memory();
+  attach_key_budget_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.
@@ -113,14 +116,19 @@ void require_shared_state() {
                      "and restart the server.")));
 }
 
+core::Hash128 installation_scope(uint64 installation, uint16 tag, core::ScopeKind scope, std::string_view user,
+                                 std::string_view endpoint) noexcept {
+  return core::with_tag(core::scope_hash(shared->hash_key, installation, scope, user, endpoint), tag);
+}
+
 core::CounterPartition counter_partition(uint32 partition) {
   return core::CounterPartition(
       &partition_headers[partition],
-      counter_slots + static_cast<Size>(partition) * shared->geometry.slots_per_partition);
+      counter_slots + static_cast<Size>(partition) * shared->geometry.slots_per_partition,
+      installation_tag_live());
 }
 
 LWLock* partition_lock(uint32 partition) { return &partition_locks[partition].lock; }
 
-LWLock* recovery_lock() { return &recovery_locks[0].lock; }
 
 }  // namespace rate_limiter::pg

@@ -14,10 +14,12 @@
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/counter_recovery.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
+#include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
+#include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
+#include "rate_limiter/pg/rule_lookup.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 #include "rate_limiter/pg/transaction_effects.hpp"
@@ -130,6 +132,7 @@ struct Call {
   IdArg endpoint;
   IdArg session;
   CallInput input;
+  ApplicableRules rules;
   CallResult result;
   bool refund_on_abort = false;
   int64 now = 0;
@@ -149,11 +152,15 @@ void schedule_abort_refunds(const Call& call) {
 
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
 void run_call(Call* call) {
-  ensure_rules_current();
-  ensure_counters_recovered();
+  const ExtensionCatalog* ext = extension_catalog();
+  prepare_rule_lookups(ext);
+  ensure_counters_recovered(ext);
   call->input.user = call->user.value;
   call->input.has_endpoint = call->endpoint.present;
   call->input.endpoint = call->endpoint.value;
+  collect_applicable_rules(ext, call->input.user, call->input.has_endpoint, call->input.endpoint, &call->rules);
+  call->input.rules = &call->rules;
+  if (call->rules.fallback.has[0] || call->rules.fallback.has[1]) call->input.default_class = key_admission(true);
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
@@ -185,6 +192,28 @@ void run_call(Call* call) {
       break;
     case CallStatus::TableFull:
       metric_add(&m.fail_closed);
+      if (call->result.refusal == core::AcquireStatus::OwnerFull) {
+        metric_add(&m.key_refusals);
+        const char* role = GetUserNameFromId(GetUserId(), true);
+        ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
+                        errmsg("role \"%s\" holds its whole share of the rate limiter counter table",
+                               role != nullptr ? role : "?"),
+                        errdetail("A role may hold at most %u counters of users under the default rule "
+                                  "in each of the %u partitions (rate_limiter.role_key_share = %g). "
+                                  "Nothing was charged.",
+                                  role_cap(shared->geometry.capacity_per_partition), shared->geometry.partitions,
+                                  settings.role_key_share),
+                        errhint("Counters free up as their windows end.  A superuser can raise the share "
+                                "of a trusted role: ALTER ROLE ... SET rate_limiter.role_key_share = 1.")));
+      }
+      if (call->result.refusal == core::AcquireStatus::ClassFull)
+        ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
+                        errmsg("rate limiter counters for users under the default rule are used up"),
+                        errdetail("The rest of the table (rate_limiter.configured_key_reserve = %g) is kept "
+                                  "for users and endpoints with a rule of their own. Nothing was charged.",
+                                  settings.configured_key_reserve),
+                        errhint("Raise rate_limiter.max_keys (takes a restart), or set "
+                                "rate_limiter.failure_mode = 'open' to allow such calls.")));
       ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
                       errmsg("rate limiter counter table is full"),
                       errdetail("All %zu counters hold live windows; none could be evicted. "

@@ -3,7 +3,6 @@
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
 #include "rate_limiter/pg/postgres.hpp"
-#include "rate_limiter/pg/rule_cache.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
 
 namespace rate_limiter::pg {
@@ -22,14 +21,12 @@ struct Adjustment {
   SubTransactionId subxact;
 };
 
-bool rules_changed = false;
 Adjustment* pending = nullptr;  // in TopTransactionContext
 int pending_count = 0;
 int pending_capacity = 0;
 int commit_effects = 0;  // pending entries with When::Commit
 
 void forget_transaction_state() {
-  rules_changed = false;
   pending = nullptr;  // its memory goes with TopTransactionContext
   pending_count = 0;
   pending_capacity = 0;
@@ -58,22 +55,16 @@ void apply_all(When when) {
 void on_xact_event(XactEvent event, void*) {
   switch (event) {
     case XACT_EVENT_PRE_PREPARE:
-      if (rules_changed || commit_effects > 0)
+      if (commit_effects > 0)
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("cannot PREPARE a transaction that changed rate limits, reset rate "
-                               "limit counters or settled tokens")));
+                        errmsg("cannot PREPARE a transaction that reset rate limit counters or settled "
+                               "tokens")));
       break;
     case XACT_EVENT_COMMIT:
-      if (rules_changed) {
-        pg_atomic_fetch_add_u64(&shared->rules_generation, 1);
-        invalidate_rule_cache();
-      }
       apply_all(When::Commit);
       forget_transaction_state();
       break;
     case XACT_EVENT_ABORT:
-      // The cache may hold this transaction's own uncommitted rules.
-      if (rules_changed) invalidate_rule_cache();
       apply_all(When::Abort);
       forget_transaction_state();
       break;
@@ -105,7 +96,6 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
     }
   }
   pending_count = kept;
-  if (rules_changed) invalidate_rule_cache();
 }
 
 void record(const Adjustment& a) {
@@ -127,12 +117,6 @@ void record(const Adjustment& a) {
 void register_transaction_callbacks() {
   RegisterXactCallback(on_xact_event, nullptr);
   RegisterSubXactCallback(on_subxact_event, nullptr);
-}
-
-void note_rule_change() {
-  rules_changed = true;
-  // Make this session's own next call see its uncommitted change.
-  invalidate_rule_cache();
 }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {

@@ -15,6 +15,9 @@ shared_preload_libraries = 'rate_limiter'
 rate_limiter.alert_channel = 'rl_alerts'
 rate_limiter.usage_log = sync
 rate_limiter.max_keys = 16
+# The table fills with one role's default-rule counters: no key budgets.
+rate_limiter.role_key_share = 1
+rate_limiter.configured_key_reserve = 0
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION rate_limiter');

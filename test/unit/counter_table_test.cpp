@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "rate_limiter/core/algorithm.hpp"
+#include "rate_limiter/core/scope_key.hpp"
 
 using namespace rate_limiter::core;
 
@@ -269,4 +270,129 @@ TEST(Property, BehavesLikeAMap) {
       }
     }
   }
+}
+
+// ---- exhaustion policy: classes and owners ----
+
+namespace {
+
+Admission default_owner(uint8_t owner, uint32_t class_cap, uint32_t owner_cap) {
+  Admission a;
+  a.owner = owner;
+  a.class_cap = class_cap;
+  a.owner_cap = owner_cap;
+  return a;
+}
+
+}  // namespace
+
+TEST(CounterAdmission, OwnerCapStopsOneOwnerButNotAnother) {
+  Table t(20, 27);
+  uint32_t evicted;
+  AcquireStatus status;
+  const Admission attacker = default_owner(1, 16, 8);
+  for (uint64_t i = 0; i < 8; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(8), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
+  EXPECT_EQ(status, AcquireStatus::OwnerFull);
+  // An existing key of the owner is still served.
+  EXPECT_NE(t.view().acquire(key_of(3), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
+  // Another owner has its own tally.
+  const Admission other = default_owner(2, 16, 8);
+  EXPECT_NE(t.view().acquire(key_of(100), fixed(kMinute), kNow, other, &evicted, &status), nullptr);
+  EXPECT_EQ(t.view().owner_count(1), 8u);
+  EXPECT_EQ(t.view().owner_count(2), 1u);
+  EXPECT_EQ(t.view().default_count(), 9u);
+}
+
+TEST(CounterAdmission, ClassCapKeepsARoomForConfiguredCounters) {
+  Table t(10, 14);
+  uint32_t evicted;
+  AcquireStatus status;
+  for (uint64_t i = 0; i < 7; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, default_owner(static_cast<uint8_t>(1 + i), 7, 10),
+                               &evicted, &status),
+              nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(7), fixed(kMinute), kNow, default_owner(9, 7, 10), &evicted, &status), nullptr);
+  EXPECT_EQ(status, AcquireStatus::ClassFull);
+  // Configured counters take the reserve up to the capacity ...
+  for (uint64_t i = 20; i < 23; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, Admission{}, &evicted, &status), nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(23), fixed(kMinute), kNow, Admission{}, &evicted, &status), nullptr);
+  EXPECT_EQ(status, AcquireStatus::TableFull);
+}
+
+TEST(CounterAdmission, EvictionGivesTheTallyBack) {
+  Table t(10, 14);
+  uint32_t evicted;
+  AcquireStatus status;
+  const Admission a = default_owner(5, 10, 3);
+  for (uint64_t i = 0; i < 3; ++i)
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, a, &evicted, &status), nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(3), fixed(kMinute), kNow, a, &evicted, &status), nullptr);
+  // Two minutes later the windows have ended: the owner's slots are evicted
+  // to make room for its new key, and its tally follows.
+  const int64_t later = kNow + 2 * kMinute;
+  EXPECT_NE(t.view().acquire(key_of(3), fixed(kMinute), later, a, &evicted, &status), nullptr);
+  EXPECT_EQ(evicted, 3u);
+  EXPECT_EQ(t.view().owner_count(5), 1u);
+  EXPECT_EQ(t.view().default_count(), 1u);
+}
+
+TEST(CounterAdmission, OwnerSurvivesStateRewrites) {
+  Table t(10, 14);
+  uint32_t evicted;
+  AcquireStatus status;
+  CounterSlot* s = t.view().acquire(key_of(1), fixed(kMinute), kNow, default_owner(7, 10, 10), &evicted, &status);
+  ASSERT_NE(s, nullptr);
+  consume(fixed(kMinute), &s->state, 10, kNow);
+  // A new window restarts the state (advance) and a reset clears it: the
+  // owner stays.
+  s = t.view().acquire(key_of(1), fixed(kMinute), kNow + 2 * kMinute, &evicted);
+  EXPECT_EQ(CounterPartition::owner_of(*s), 7);
+  t.view().reset(key_of(1));
+  EXPECT_EQ(CounterPartition::owner_of(*t.view().find(key_of(1))), 7);
+  t.view().refund(key_of(1), fixed(kMinute), 1, 0, kNow);
+  EXPECT_EQ(CounterPartition::owner_of(*t.view().find(key_of(1))), 7);
+  EXPECT_EQ(t.view().owner_count(7), 1u);
+}
+
+TEST(CounterReclaim, SweepTagRemovesOnlyThatInstallation) {
+  Table t(40, 54);
+  uint32_t evicted;
+  AcquireStatus status;
+  for (uint64_t i = 0; i < 30; ++i) {
+    const Hash128 k = with_tag(key_of(i), static_cast<uint16_t>(i % 3 + 1));
+    ASSERT_NE(t.view().acquire(k, fixed(kMinute), kNow, default_owner(1, 40, 40), &evicted, &status), nullptr);
+  }
+  EXPECT_EQ(t.view().sweep_tag(2), 10u);
+  EXPECT_EQ(t.view().count(), 20u);
+  EXPECT_EQ(t.view().default_count(), 20u);
+  EXPECT_EQ(t.view().owner_count(1), 20u);
+  for (uint64_t i = 0; i < 30; ++i) {
+    const Hash128 k = with_tag(key_of(i), static_cast<uint16_t>(i % 3 + 1));
+    EXPECT_EQ(t.view().find(k) != nullptr, i % 3 + 1 != 2) << i;
+  }
+}
+
+TEST(CounterReclaim, DeadTagsAreEvictedWhenRoomIsNeeded) {
+  std::vector<uint8_t> live(65536, 1);
+  PartitionHeader header;
+  std::vector<CounterSlot> slots(14);
+  CounterPartition::initialize(&header, slots.data(), 10, 14);
+  CounterPartition p(&header, slots.data(), live.data());
+  uint32_t evicted;
+  // Four hour-long counters of tag 9, five of tag 8, one minute-long of tag 8.
+  for (uint64_t i = 0; i < 10; ++i)
+    ASSERT_NE(p.acquire(with_tag(key_of(i), i < 4 ? 9 : 8), fixed(i == 9 ? kMinute : 60 * kMinute), kNow,
+                        &evicted),
+              nullptr);
+  EXPECT_EQ(p.acquire(with_tag(key_of(50), 8), fixed(60 * kMinute), kNow, &evicted), nullptr);
+  live[9] = 0;  // the installation of tag 9 was dropped
+  // Its live counters go at the next eviction scan, which runs once some
+  // counter can have expired (here the minute-long one).
+  const int64_t later = kNow + 2 * kMinute;
+  ASSERT_NE(p.acquire(with_tag(key_of(50), 8), fixed(60 * kMinute), later, &evicted), nullptr);
+  EXPECT_EQ(evicted, 5u);
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(p.find(with_tag(key_of(i), 9)), nullptr);
 }

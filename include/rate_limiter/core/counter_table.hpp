@@ -14,6 +14,18 @@
 // 4 standard deviations of the binomial spread, so a random set of max_keys
 // keys fits with high probability; the table reserves that slack on top.
 // With one partition (max_keys < 2048) capacity is exactly max_keys.
+//
+// Exhaustion policy (README "Counter table exhaustion"): a new counter is
+// admitted under an Admission.  Counters of scopes with a rule of their own
+// ("configured") may use the whole partition.  Counters made for users who
+// are only under the default rule ("default class") are limited to
+// class_cap per partition, and those made on behalf of one owner (the
+// PostgreSQL layer's tally of the calling role) to owner_cap.  The owner is
+// remembered in the slot, so the tallies go down when the slot is evicted.
+//
+// Reclaim: every key carries its installation's tag (scope_key.hpp).
+// sweep_tag() removes one installation's slots; slots whose tag the
+// optional tag map marks dead are evicted like expired ones.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +39,27 @@ namespace rate_limiter::core {
 
 struct CounterSlot {
   Hash128 key;         // {0,0}: empty
-  CounterState state;  // window_micros == 0: never used
+  CounterState state;  // window_micros == 0: never used; state.reserved[0] is the slot's owner
+};
+
+// Owner tallies per partition.  Owner 0 is the configured class (no tally);
+// 1 .. kMaxOwners are default-class owners (the PostgreSQL layer maps roles
+// onto them).
+constexpr uint8_t kConfiguredOwner = 0;
+constexpr int kMaxOwners = 63;
+
+// How a new counter is admitted; see the exhaustion policy above.
+struct Admission {
+  uint8_t owner = kConfiguredOwner;
+  uint32_t class_cap = UINT32_MAX;  // default-class counters this partition admits
+  uint32_t owner_cap = UINT32_MAX;  // ... of which one owner may hold
+};
+
+enum class AcquireStatus : uint8_t {
+  Ok,
+  TableFull,  // the partition is full of live counters
+  ClassFull,  // the default class is at class_cap (live counters only)
+  OwnerFull,  // the owner is at owner_cap (live counters only)
 };
 
 // Per-partition bookkeeping, padded to a cache line so that partitions do
@@ -36,11 +68,12 @@ struct alignas(64) PartitionHeader {
   uint32_t count = 0;         // occupied slots
   uint32_t capacity = 0;      // the most keys this partition admits
   uint32_t nslots = 0;        // array length, > capacity
-  uint32_t reserved = 0;
+  uint32_t default_count = 0;  // occupied slots of the default class (owner != 0)
   // No occupied slot can expire before this instant (expiry_of(), per
   // algorithm), so an eviction scan before it would find nothing.  Lowered
   // whenever a slot is written through acquire() or refund().
   int64_t earliest_expiry = 0;
+  uint32_t owner_count[kMaxOwners + 1] = {};  // occupied slots per owner; [0] unused
 };
 
 struct TableGeometry {
@@ -66,8 +99,11 @@ uint32_t partition_of(const Hash128& key, uint32_t partitions) noexcept;
 
 class CounterPartition {
  public:
-  CounterPartition(PartitionHeader* header, CounterSlot* slots) noexcept
-      : header_(header), slots_(slots) {}
+  // tag_live (optional, 65536 bytes): tag_live[t] == 0 marks tag t dead,
+  // and its slots reclaimable.
+  CounterPartition(PartitionHeader* header, CounterSlot* slots,
+                   const volatile uint8_t* tag_live = nullptr) noexcept
+      : header_(header), slots_(slots), tag_live_(tag_live) {}
 
   // Formats an empty partition.
   static void initialize(PartitionHeader* header, CounterSlot* slots, uint32_t capacity,
@@ -89,6 +125,10 @@ class CounterPartition {
   // live counters.  *evicted receives the number of slots evicted.
   CounterSlot* acquire(const Hash128& key, const LimitRule& rule, int64_t now,
                        uint32_t* evicted) noexcept;
+  // The same under an Admission (a new key only; an existing key is always
+  // served).  *status tells why nullptr was returned.
+  CounterSlot* acquire(const Hash128& key, const LimitRule& rule, int64_t now, const Admission& admission,
+                       uint32_t* evicted, AcquireStatus* status) noexcept;
 
   // core::refund() on the key's slot, if it exists (returns whether it
   // does), lowering the eviction hint: a bucket refund moves the state's
@@ -97,7 +137,9 @@ class CounterPartition {
   // inserts one when the partition has room (expired counters are evicted
   // first, as in acquire()).  For restoring saved or rebuilt counters.
   // Returns false when the key is absent and nothing could be evicted.
-  bool store(const Hash128& key, const CounterState& state, int64_t now) noexcept;
+  // `owner` is the slot's owner when it is inserted (no caps apply).
+  bool store(const Hash128& key, const CounterState& state, int64_t now,
+             uint8_t owner = kConfiguredOwner) noexcept;
 
   // Restarts the key's counter from nothing (full quota), if it exists;
   // the slot stays and is evictable at once.  Returns whether it existed.
@@ -106,8 +148,14 @@ class CounterPartition {
   bool refund(const Hash128& key, const LimitRule& rule, int64_t units, int64_t charge_window,
               int64_t now) noexcept;
 
-  // Removes every expired counter; returns how many.
+  // Removes every expired counter, and every counter of a dead tag;
+  // returns how many.
   uint32_t evict_expired(int64_t now) noexcept;
+
+  // Removes every counter whose key carries `tag`; returns how many.
+  uint32_t sweep_tag(uint16_t tag) noexcept;
+
+  static uint8_t owner_of(const CounterSlot& slot) noexcept { return slot.state.reserved[0]; }
 
 
   // Calls fn(const CounterSlot&) for every occupied slot.
@@ -119,16 +167,25 @@ class CounterPartition {
 
   uint32_t count() const noexcept { return header_->count; }
   uint32_t capacity() const noexcept { return header_->capacity; }
+  uint32_t default_count() const noexcept { return header_->default_count; }
+  uint32_t owner_count(uint8_t owner) const noexcept {
+    return owner <= kMaxOwners ? header_->owner_count[owner] : 0;
+  }
 
  private:
   uint32_t home_of(const Hash128& key) const noexcept;
-  // The key's slot, or a new empty one (state fresh) when there is room.
-  CounterSlot* find_or_insert(const Hash128& key, int64_t now, uint32_t* evicted) noexcept;
+  // The key's slot, or a new empty one (state fresh, owned by
+  // admission.owner) when the admission allows it.
+  CounterSlot* find_or_insert(const Hash128& key, int64_t now, const Admission& admission,
+                              uint32_t* evicted, AcquireStatus* status) noexcept;
+  bool admits(const Admission& admission, AcquireStatus* status) const noexcept;
+  bool reclaimable(const CounterSlot& slot, int64_t now) const noexcept;
   void erase_at(uint32_t hole) noexcept;
   void note_written(const CounterSlot* slot) noexcept;
 
   PartitionHeader* header_;
   CounterSlot* slots_;
+  const volatile uint8_t* tag_live_;
 };
 
 }  // namespace rate_limiter::core

@@ -64,6 +64,21 @@ constexpr int kCounterRoles = 5;
 Hash128 counter_key(const Hash128& scope, LimitKind kind,
                     CounterRole role = CounterRole::Main) noexcept;
 
+// Installation tags.  The PostgreSQL layer numbers the installations it
+// serves (installations.hpp) and stamps that number into the low 16 bits of
+// hi of every scope hash of the installation, so that all of an
+// installation's counters and rules can be found and reclaimed when it is
+// dropped, without storing anything else per slot.  partition_of() reads the
+// top bits of hi and the slot position comes from lo, so tagging moves
+// nothing; counter_key() changes only lo, so a counter keeps its scope's
+// tag.  A tag is never 0, so a tagged key is never {0,0}.
+constexpr uint64_t kTagMask = 0xffff;
+
+constexpr Hash128 with_tag(const Hash128& h, uint16_t tag) noexcept {
+  return Hash128{(h.hi & ~kTagMask) | tag, h.lo};
+}
+constexpr uint16_t tag_of(const Hash128& h) noexcept { return static_cast<uint16_t>(h.hi & kTagMask); }
+
 // The scope as SQL names it: "user_endpoint", "user", "endpoint", "default".
 const char* scope_kind_name(ScopeKind scope) noexcept;
 

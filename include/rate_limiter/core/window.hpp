@@ -34,6 +34,9 @@ struct CounterState {
   uint32_t history_ppm = 0;   // moving average of completed windows' usage/limit
                               // (dynamic allocation); halves its weight each window
   uint8_t algorithm = 0;      // the Algorithm the state was built for
+  // Not the algorithms': reserved[0] is the owner of the counter-table slot
+  // (counter_table.hpp), which CounterPartition keeps across every rewrite
+  // of the state.  The algorithms build states with it zero.
   uint8_t reserved[3] = {};
 };
 

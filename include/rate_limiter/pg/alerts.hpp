@@ -20,7 +20,7 @@
 //  - emergency_override: likewise, for the binding limit;
 //  - abuse: the fixed abuse window (rate_limiter.abuse_window) the denial
 //    counter is in;
-//  - table_full, fail_open, flush_lag: server-wide (user_id NULL), the
+//  - table_full, table_filling, fail_open, flush_lag: server-wide (user_id NULL), the
 //    aligned rate_limiter.alert_interval window.
 #pragma once
 
@@ -33,7 +33,7 @@ namespace rate_limiter::pg {
 
 // After decide_call() (status Decided or TableFull), before any error is
 // raised for it: quota thresholds, emergency override, abuse (counts a
-// denial), table full and fail open.  Needs a current rule cache.
+// denial), table full, table filling and fail open.
 void raise_call_alerts(const CallInput& input, const CallResult& result, int64 now);
 
 // A server-wide degradation alert of this database's installation.

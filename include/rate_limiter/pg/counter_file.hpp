@@ -2,13 +2,15 @@
 // statistics.
 //
 // At a clean shutdown the postmaster (on_shmem_exit, after every backend
-// has gone) writes every counter slot, the hash key the slots are keyed
-// with and the installations whose counters were complete
-// (RecoveryState) to pg_stat/rate_limiter.counters, with a CRC-32C over the
-// whole file, through a temporary file and a durable rename.  At the next
-// start the postmaster, creating the segment, loads it before any backend
-// exists, marks those installations complete, and deletes the file, so that
-// a later crash never reloads stale counters.
+// has gone) writes every counter slot of a live installation, the hash key
+// the slots are keyed with, the role map of the key budgets, and the live
+// installations with their tags and whether their counters were complete
+// (installations.hpp) to pg_stat/rate_limiter.counters, with a CRC-32C over
+// the whole file, through a temporary file and a durable rename.  At the
+// next start the postmaster, creating the segment, loads it before any
+// backend exists, puts the installations back into their slots (rules
+// load again on first use), marks the complete ones, and deletes the file,
+// so that a later crash never reloads stale counters.
 //
 // A missing, torn or corrupt file (bad magic, version, size or checksum) is
 // ignored with a LOG message; so is a file met by a server that starts in

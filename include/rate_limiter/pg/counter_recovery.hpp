@@ -6,7 +6,11 @@
 // installation (database + extension) on a server that did not load its
 // counters from the state file (counter_file.hpp), the counters of every
 // rule are rebuilt by replaying the usage rows of their current windows
-// through the rule's algorithm:
+// through the rule's algorithm.  One ordered scan of token_usage by time
+// covers every rule: it starts at the installation's longest replay horizon
+// (InstallationSlot::longest_horizon, kept as rules arrive) and each row is
+// charged to the counters its call would charge now (the rules are looked up
+// as the hot path does).  What a rule counts of those rows:
 //   fixed_window    rows since the current window start
 //   sliding_window  rows since the previous window start
 //   token_bucket,   rows since the bucket could last have been full
@@ -16,7 +20,10 @@
 // algorithm's own consume() reproduces what was charged (a row's tokens
 // beyond the limit came from an emergency allowance and are clamped away).
 // Not rebuilt: the dynamic-allocation history, burst budgets and emergency
-// allowances, which restart empty.
+// allowances, which restart empty.  The work is proportional to the usage
+// rows in the horizon, not to the number of rules; memory to the number of
+// counters those rows touch.  Rebuilt counters belong to no role's share
+// (key_budget.hpp).
 //
 // The first backend to need an installation rebuilds it (SQL, as the
 // extension owner, before any partition lock); the others wait for it, at
@@ -25,10 +32,13 @@
 // so a repeated rebuild never lowers a counter.
 #pragma once
 
+#include "rate_limiter/pg/extension_catalog.hpp"
+
 namespace rate_limiter::pg {
 
 // Raises 55P03 when a rebuild by another backend outlasts
-// rate_limiter.recovery_timeout; may run SQL.  Call before any lock.
-void ensure_counters_recovered();
+// rate_limiter.recovery_timeout; may run SQL.  Call before any lock, with
+// the rules loaded (prepare_rule_lookups()).
+void ensure_counters_recovered(const ExtensionCatalog* ext);
 
 }  // namespace rate_limiter::pg

@@ -5,9 +5,14 @@
 // derived from it (saved plans, the rule cache).
 #pragma once
 
+#include <string_view>
+
+#include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 
 namespace rate_limiter::pg {
+
+struct InstallationSlot;
 
 struct ExtensionCatalog {
   Oid extension;
@@ -19,10 +24,18 @@ struct ExtensionCatalog {
   Oid token_limits;
   Oid request_limits;
   Oid token_usage;
+  // The installation's slot in the registry (installations.hpp) and its
+  // tag, registered on first use.
+  InstallationSlot* slot;
+  uint16 tag;
 };
 
+// installation_scope() for this installation.
+core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
+                       std::string_view endpoint);
+
 // Never returns nullptr: raises 55000 when the extension is not installed in
-// this database.
+// this database (and 53400 when the registry has no room for it).
 const ExtensionCatalog* extension_catalog();
 
 // Callbacks run when the catalog entry is forgotten (to drop derived state).

@@ -1,15 +1,19 @@
 // One decision: rules -> counter keys -> partition locks -> core -> unlock.
 //
-// decide_call() is the only code that runs with partition locks held.  It is
+// decide_call() takes the partition locks of the call's counters.  It is
 // noexcept and calls nothing that can ereport, allocate, run SQL or call user
-// code; the caller has already validated the arguments and made the rule
-// cache current, and raises any error only after decide_call() returned.
+// code; the caller has already validated the arguments and looked up the
+// rules (rule_lookup.hpp), and raises any error only after decide_call()
+// returned.  (The other holders of partition locks are listed in
+// shared_state.hpp.)
 #pragma once
 
 #include <string_view>
 
+#include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/decision.hpp"
 #include "rate_limiter/pg/postgres.hpp"
+#include "rate_limiter/pg/rule_lookup.hpp"
 
 namespace rate_limiter::pg {
 
@@ -18,12 +22,18 @@ struct CallInput {
   std::string_view user;
   bool has_endpoint = false;
   std::string_view endpoint;
+  const ApplicableRules* rules = nullptr;  // looked up in phase 1
+  // How new counters are admitted (key_budget.hpp): of configured scopes,
+  // and of users under the default rule.
+  core::Admission configured;
+  core::Admission default_class;
 };
 
 enum class CallStatus {
   Decided,      // decision is valid
   LockTimeout,  // a partition lock wait ran out; nothing was charged
-  TableFull,    // failure_mode = closed and a counter could not be created; nothing charged
+  TableFull,    // a counter could not be created (refusal tells why) and the call is refused;
+                // nothing charged
 };
 
 // What the result record reports about the binding limit.
@@ -73,6 +83,8 @@ struct CallResult {
   core::Decision decision;
   BindingLimit binding;
   bool fail_open = false;  // some limit went unenforced (table full, failure_mode = open)
+  core::AcquireStatus refusal = core::AcquireStatus::Ok;  // why a counter could not be created
+  bool keys_added = false;  // the call created counters
   ChargedCounter charged[kMaxChargedCounters];
   int charged_count = 0;
   LimitUsage usage[core::kMaxAppliedLimits];  // allowed calls only; indexed as the limits
@@ -89,11 +101,17 @@ int64 timestamptz_to_unix(TimestampTz t);
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 
-// The counters that apply to (user, endpoint) for `kind`, main counters only,
-// with their rules: what settle_tokens gives unused tokens back to.  Needs a
-// current rule cache.  Returns how many were written to keys/rules (at most
+// The counters of `kind` among the applicable rules, main counters only,
+// with their rules: what settle_tokens gives unused tokens back to.
+// Returns how many were written to keys/rules (at most
 // core::kMaxAppliedLimits).
-int applicable_counters(std::string_view user, bool has_endpoint, std::string_view endpoint,
-                        core::LimitKind kind, core::Hash128* keys, core::LimitRule* rules);
+int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind, core::Hash128* keys,
+                        core::LimitRule* rules);
+
+// Every main counter and burst cap of the applicable rules, both kinds,
+// with their rules and kinds (the counter rebuild's view of one call).
+// Returns how many were written (at most max).
+int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
+                             core::LimitKind* kinds, int max);
 
 }  // namespace rate_limiter::pg

@@ -89,4 +89,7 @@ struct RevocationCacheStatus {
 
 RevocationCacheStatus revocation_cache_status(uint64 installation) noexcept;
 
+// A dropped installation: its members leave the set and its entry is freed.
+void forget_revocations_of(uint64 installation) noexcept;
+
 }  // namespace rate_limiter::pg

@@ -13,6 +13,12 @@ enum UsageLogMode { kUsageLogAsync = 0, kUsageLogSync = 1, kUsageLogOff = 2 };
 struct Settings {
   int max_keys;             // rate_limiter.max_keys (postmaster)
   int max_revocations;      // rate_limiter.max_revocations (postmaster)
+  int max_rules;            // rate_limiter.max_rules (postmaster): shared rule table records
+  int max_databases;        // rate_limiter.max_databases (postmaster): installations served at once
+  // Counter table exhaustion (key_budget.hpp).
+  double configured_key_reserve;  // rate_limiter.configured_key_reserve (superuser)
+  double role_key_share;          // rate_limiter.role_key_share (superuser, per role)
+  int alert_table_fill;           // rate_limiter.alert_table_fill (sighup): percent; 0 disables
   int failure_mode;         // rate_limiter.failure_mode: FailureMode
   int lock_timeout_ms;      // rate_limiter.lock_timeout; 0 waits without bound
   double share_high;        // rate_limiter.priority_share_high

@@ -1,23 +1,38 @@
-// The extension's shared memory: one segment named "rate_limiter".
+// The extension's shared memory, and the one map of it.
 //
-// Layout (sizes fixed at postmaster start from rate_limiter.max_keys):
-//   SharedState                       header, metrics, rule generation
-//   PartitionHeader[partitions]       one cache line each
-//   CounterSlot[partitions * slots]   the counters, partition after partition
-// Revoked tokens live in a second segment with its own lock, requested and
-// attached from here (revocation_cache.hpp); so does the usage queue
-// (usage_queue.hpp).
+// Segments (all sized at postmaster start, requested and attached from
+// here):
+//   "rate_limiter"                 SharedState (hash key, metrics), then the
+//                                  counter table: PartitionHeader[partitions],
+//                                  CounterSlot[partitions * slots]
+//                                  (rate_limiter.max_keys)
+//   "rate_limiter rules"           the shared rule table (rule_table.hpp,
+//                                  rate_limiter.max_rules)
+//   "rate_limiter installations"   the installation registry (installations.hpp,
+//                                  rate_limiter.max_databases)
+//   "rate_limiter key budget"      role -> owner tally map (key_budget.hpp)
+//   "rate_limiter_revocations"     revoked tokens (revocation_cache.hpp)
+//   "rate_limiter usage queue"     usage rows on their way (usage_queue.hpp)
+//   "rate_limiter alert queue"     alerts on their way (alert_queue.hpp)
 //
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"
-//    tranche.  Read a slot under LW_SHARED, write under LW_EXCLUSIVE.
+//    tranche.  Read a slot under LW_SHARED, write under LW_EXCLUSIVE.  They
+//    are taken by decide_call() (hot_path.hpp), the abuse counter
+//    (alerts.cpp), commit/abort refunds and resets (transaction_effects.cpp),
+//    counter merges (counter_recovery.cpp), reads (admin_api.cpp,
+//    counters_view.cpp) and the reclaim sweep (reclaim.cpp).
 //  - A call that touches several partitions takes their locks in ascending
 //    partition number, and releases them all before doing anything else.
 //  - Nothing that can ereport, allocate, run SQL or call user code happens
 //    while a partition lock is held: only the pure core's arithmetic.
-//  - Metrics and the rule generation are atomics, read and written without
-//    any lock.
+//  - Lock order between modules: the installations lock (shared) may be
+//    held while taking rule-table partition locks; no other two
+//    rate_limiter locks are ever held together.
+//  - Metrics are atomics, read and written without any lock.
 #pragma once
+
+#include <string_view>
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/scope_key.hpp"
@@ -53,40 +68,16 @@ struct SharedMetrics {
   pg_atomic_uint64 alerts_queued;    // alert records accepted by the alert queue
   pg_atomic_uint64 alerts_dropped;   // ... refused because it was full (alerts are best effort)
   pg_atomic_uint64 alerts_sent;      // rows inserted into rate_limit_alerts (and notified)
-};
-
-// Which installations (database + extension) have complete counters in
-// shared memory: those loaded from the state file at startup, and those
-// rebuilt from token_usage since (counter_recovery.hpp).  Any other
-// installation (after a crash, a promotion, a pg_restore or CREATE
-// EXTENSION) is rebuilt before its first decision.  Guarded by
-// the lock of the "rate_limiter_recovery" tranche.
-constexpr int kMaxRecoveryEntries = 64;
-
-enum RecoveryStatus : uint32 { kRecoveryNone = 0, kRecoveryRunning = 1, kRecoveryDone = 2 };
-
-struct RecoveryEntry {
-  uint64 installation;  // 0: unused
-  uint32 status;        // RecoveryStatus
-  int32 pid;            // the backend rebuilding (kRecoveryRunning)
-  uint64 last_used;     // for reusing the oldest entry when all are taken
-};
-
-struct RecoveryState {
-  uint64 clock;  // bumped per use; RecoveryEntry::last_used
-  ConditionVariable done;  // broadcast when a rebuild ends (or fails)
-  RecoveryEntry entries[kMaxRecoveryEntries];
+  // Production scale (rule_lookup.hpp, key_budget.hpp).
+  pg_atomic_uint64 rule_sql_lookups;  // rules read from their table (overflowed rule table)
+  pg_atomic_uint64 key_refusals;      // new counters refused because the role held its share
 };
 
 struct SharedState {
   uint32 magic;
   core::TableGeometry geometry;
   core::SipKey hash_key;             // drawn at random when the segment is created
-  // Bumped after every commit that changed a rule table; a backend whose
-  // rule cache carries an older value reloads it before its next decision.
-  pg_atomic_uint64 rules_generation;
   SharedMetrics metrics;
-  RecoveryState recovery;
 };
 
 // nullptr unless the library was loaded through shared_preload_libraries.
@@ -98,8 +89,13 @@ void attach_shared_memory();   // from shmem_startup_hook
 // Raises a clear error when the library was not preloaded.
 void require_shared_state();
 
+// The tagged hash of a scope of an installation (scope_key.hpp,
+// installations.hpp): every counter and rule key of the scope derives from
+// it with core::counter_key().
+core::Hash128 installation_scope(uint64 installation, uint16 tag, core::ScopeKind scope, std::string_view user,
+                                 std::string_view endpoint) noexcept;
+
 core::CounterPartition counter_partition(uint32 partition);
 LWLock* partition_lock(uint32 partition);
-LWLock* recovery_lock();
 
 }  // namespace rate_limiter::pg

@@ -1,8 +1,7 @@
 // Effects on shared state that follow the transaction.
 //
-//  - Rule changes: a statement trigger on the rule tables marks the
-//    transaction; at commit the shared rules generation is bumped, which
-//    makes every backend reload its rule cache (rule_cache.hpp).
+// (Rule changes follow the transaction too: rule_changes.hpp.)
+//
 //  - Counter adjustments recorded with the subtransaction that asked for
 //    them, applied to the shared counters
 //      at commit:  resets (reset_rate_limit) and refunds (settle_tokens);
@@ -25,8 +24,6 @@
 namespace rate_limiter::pg {
 
 void register_transaction_callbacks();  // once, from _PG_init
-
-void note_rule_change();  // the current transaction changed a rule table
 
 // At commit: the counter restarts from nothing (full quota).
 void schedule_counter_reset(const core::Hash128& counter_key);

@@ -1,0 +1,38 @@
+-- rate_limiter 1.1 -> 1.2 update script.  CREATE EXTENSION rate_limiter
+-- installs 1.0 and applies the update scripts in turn.
+
+\echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.2'" to load this file. \quit
+
+-- ==== production scale: rules in shared memory ====
+
+-- Rules live in one shared-memory table for the whole server (README,
+-- "Rules at scale").  The triggers now fire per row, so that the commit of
+-- a rule change updates exactly the rules it changed; TRUNCATE still
+-- reloads the database's rules.  As before they fire under
+-- session_replication_role = replica too, and not for the snapshot
+-- columns rate_limiter_flush() writes.
+DROP TRIGGER rate_limiter_rules_changed ON token_limits;
+DROP TRIGGER rate_limiter_rules_changed ON request_limits;
+CREATE TRIGGER rate_limiter_rules_changed
+  AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_tokens_per_period, period_interval,
+    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
+    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
+    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
+    max_burst_tokens, shadow_mode
+  ON token_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
+CREATE TRIGGER rate_limiter_rules_changed
+  AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_requests_per_window, window_duration,
+    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
+    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
+    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
+    max_burst_tokens, shadow_mode
+  ON request_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
+ALTER TABLE token_limits ENABLE ALWAYS TRIGGER rate_limiter_rules_changed;
+ALTER TABLE request_limits ENABLE ALWAYS TRIGGER rate_limiter_rules_changed;
+
+COMMENT ON FUNCTION rate_limiter_rules_changed() IS
+  'Internal: trigger that brings committed rule changes into the shared rule table (per row; TRUNCATE reloads the database''s rules)';
+COMMENT ON FUNCTION reload_rate_limits() IS
+  'Reads every rule of this database again from token_limits and request_limits after this transaction commits (for changes made with the triggers disabled)';
+
+-- ==== end production scale: rules in shared memory ====
