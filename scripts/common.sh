@@ -6,7 +6,10 @@
 # "postgres" user, which PostgreSQL requires.
 
 PG_MAJOR=${PG_MAJOR:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# RL_PG_BIN points at another copy of the server's bin directory (a private
+# copy of /usr/lib/postgresql/15 and /usr/share/postgresql/15, as the asan
+# suite makes), so that two trees can build, install and test at once.
+PG_BIN=${RL_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 RL_TEST_USER=${RL_TEST_USER:-postgres}
 
 rl_log() { printf '\n==> %s\n' "$*"; }
