@@ -35,4 +35,12 @@ COMMENT ON FUNCTION rate_limiter_rules_changed() IS
 COMMENT ON FUNCTION reload_rate_limits() IS
   'Reads every rule of this database again from token_limits and request_limits after this transaction commits (for changes made with the triggers disabled)';
 
+-- The shared rule table as this database sees it.
+CREATE FUNCTION rule_table_status(
+  OUT state text, OUT rules bigint, OUT overflowed boolean, OUT rules_total bigint, OUT capacity bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'rule_table_status' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rule_table_status() FROM PUBLIC;
+COMMENT ON FUNCTION rule_table_status() IS
+  'The shared rule table: state of this database''s rules (not_loaded, loading, loaded, resetting), rules held for it, whether some are read from their table (rate_limiter.max_rules too small), rules held for all databases, capacity';
+
 -- ==== end production scale: rules in shared memory ====

@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/rule_table.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -41,6 +42,8 @@ bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid, 
   // read_only: the portal runs on the active snapshot, the one
   // load_rules() pushed.
   Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
+  if (settings.debug_rule_load_delay_ms > 0 && kind == core::LimitKind::Tokens)
+    pg_usleep(settings.debug_rule_load_delay_ms * 1000L);
   RuleColumns columns;
   bool bound = false;
   bool valid = true;
@@ -247,3 +250,29 @@ void ensure_rules_loaded(const ExtensionCatalog* ext) {
 }
 
 }  // namespace rate_limiter::pg
+
+using namespace rate_limiter;
+using namespace rate_limiter::pg;
+
+// rule_table_status() -> (state, rules, overflowed, rules_total, capacity)
+// This database's rules in the shared rule table: not_loaded, loading,
+// loaded or resetting; the records it holds; whether some rules are read
+// from their table (rate_limiter.max_rules too small); and the records of
+// every database and the table's capacity.
+RL_SQL_FUNCTION(rule_table_status) {
+  require_shared_state();
+  const ExtensionCatalog* ext = extension_catalog();
+  TupleDesc desc;
+  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+    elog(ERROR, "return type must be a row type");
+  static const char* const kStates[] = {"not_loaded", "loading", "loaded", "resetting"};
+  InstallationSlot* slot = ext->slot;
+  const auto state = static_cast<uint32>(slot->rules_state);
+  const RuleTableStats stats = rule_table_stats();
+  Datum values[5] = {CStringGetTextDatum(state < 4 ? kStates[state] : "unknown"),
+                     Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&slot->rule_count))),
+                     BoolGetDatum(pg_atomic_read_u32(&slot->rules_overflowed) != 0),
+                     Int64GetDatum(static_cast<int64>(stats.live)), Int64GetDatum(static_cast<int64>(stats.capacity))};
+  bool nulls[5] = {false, false, false, false, false};
+  return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
+}

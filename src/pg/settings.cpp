@@ -62,6 +62,7 @@ Settings settings = {
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
     /* debug_revocation_load_delay_ms */ 0,
+    /* debug_rule_load_delay_ms */ 0,
 };
 
 namespace {
@@ -366,6 +367,13 @@ void define_settings() {
       "revocation cache.",
       "Used by the test suite to commit revocations while a load is under way.",
       &settings.debug_revocation_load_delay_ms, 0, 0, 60000, PGC_SUSET,
+      GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.debug_rule_load_delay_ms",
+      "Testing only: pause this long after a rule load took its snapshot, before it reads a row.",
+      "Used by the test suite to commit rule changes while a load is under way.",
+      &settings.debug_rule_load_delay_ms, 0, 0, 60000, PGC_SUSET,
       GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
 
   MarkGUCPrefixReserved("rate_limiter");

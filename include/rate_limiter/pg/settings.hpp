@@ -58,6 +58,7 @@ struct Settings {
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock
   int debug_revocation_load_delay_ms;  // rate_limiter.debug_revocation_load_delay_ms (developer)
+  int debug_rule_load_delay_ms;        // rate_limiter.debug_rule_load_delay_ms (developer)
 };
 
 extern Settings settings;

@@ -1,0 +1,108 @@
+# The shared rule table at its edges: more rules than rate_limiter.max_rules
+# (overflow: every rule still applies, read from its table), and rule
+# changes committed while a session is loading the rules into shared memory
+# (never lost, never resurrected).
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('rule_edges');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'rate_limiter'
+rate_limiter.max_rules = 64
+rate_limiter.max_keys = 4000
+rate_limiter.usage_log = sync
+rate_limiter.role_key_share = 1
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION rate_limiter');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sub metric { return sql("SELECT get_performance_metrics()->>'$_[0]'"); }
+
+# Each of 300 users gets a quota of 100 + g: more rules than fit.
+sql(q{INSERT INTO token_limits (user_id, max_tokens_per_period, period_interval)
+      SELECT 'o' || g, 100 + g, '3650 days' FROM generate_series(1, 300) g});
+is(sql(q{SELECT count(*) FROM generate_series(1, 300) g,
+           LATERAL allocate_tokens('o' || g, 1, 'high') a
+         WHERE a.tokens_remaining <> 100 + g - 1 OR a.scope <> 'user'}),
+	'0', 'overflow: every one of 300 rules applies with a table of 64');
+is(metric('rules_overflowed_databases'), '1', 'overflow: the database is counted as overflowed');
+cmp_ok(metric('rule_sql_lookups'), '>', 0, 'overflow: rules were read from their table');
+cmp_ok(metric('rules_in_use'), '<=', 64, 'overflow: the table holds what fits');
+is(sql("SELECT reason FROM allocate_tokens('nobody', 1, 'high')"), 'no_limit',
+	'overflow: a user without a rule is still free');
+
+# Changes reach rules that live only in the table, and rules in memory.
+sql(q{UPDATE token_limits SET max_tokens_per_period = 5000 WHERE user_id IN ('o1', 'o299')});
+is(sql(q{SELECT string_agg("limit"::text, ',' ORDER BY g) FROM unnest(ARRAY[1, 299]) g,
+           LATERAL allocate_tokens('o' || g, 1, 'high')}),
+	'5000,5000', 'overflow: updated rules apply wherever they live');
+sql(q{DELETE FROM token_limits WHERE user_id = 'o150'});
+is(sql("SELECT reason FROM allocate_tokens('o150', 1, 'high')"), 'no_limit',
+	'overflow: a deleted rule is gone');
+
+# Back under the capacity, a reload puts every rule into memory again and
+# ends the overflow.
+sql(q{DELETE FROM token_limits WHERE user_id NOT IN (SELECT 'o' || g FROM generate_series(1, 40) g)});
+sql('SELECT reload_rate_limits()');
+is(sql(q{SELECT count(*) FROM generate_series(2, 40) g, LATERAL allocate_tokens('o' || g, 1, 'high') a
+         WHERE a."limit" <> 100 + g}), '0', 'after the reload every rule applies');
+is(metric('rules_overflowed_databases'), '0', 'after the reload nothing overflows');
+my $lookups = metric('rule_sql_lookups');
+sql(q{SELECT allocate_tokens('o' || g, 1, 'high') FROM generate_series(1, 40) g});
+is(metric('rule_sql_lookups'), $lookups, 'and no call reads a rule from its table any more');
+
+# Changes committed during a load.  Every load pauses after taking its
+# snapshot (whoever runs it: a session or a worker); a reload leaves the
+# rules unloaded and a session's call starts the next load.
+sql('ALTER SYSTEM SET rate_limiter.debug_rule_load_delay_ms = 2000');
+sql('SELECT pg_reload_conf()');
+sub start_slow_load
+{
+	my ($user) = @_;
+	sql('SELECT reload_rate_limits()');
+	my $caller = $node->background_psql('postgres');
+	$caller->query_until(qr/calling/, "\\echo calling\nSELECT \"limit\" FROM allocate_tokens('$user', 1, 'high');\n");
+	$node->poll_query_until('postgres', "SELECT state = 'loading' FROM rule_table_status()")
+	  or die 'no load started';
+	usleep(500_000);    # inside the pause: the snapshot is taken
+	return $caller;
+}
+
+my $caller = start_slow_load('o10');
+# Committed while the load runs: an update, a delete and a new rule.
+sql(q{UPDATE token_limits SET max_tokens_per_period = 777 WHERE user_id = 'o20'});
+sql(q{DELETE FROM token_limits WHERE user_id = 'o30'});
+sql(q{SELECT set_rate_limit('o_new', 4242, '3650 days')});
+is(sql("SELECT state FROM rule_table_status()"), 'loading', 'the changes committed during the load');
+like($caller->query_safe("SELECT 'done'"), qr/^110\ndone/, "the waiting call is answered");
+$caller->quit;
+is(sql("SELECT state FROM rule_table_status()"), 'loaded', 'the load finished');
+is(sql(q{SELECT "limit" FROM allocate_tokens('o20', 1, 'high')}), '777',
+	'an update committed during the load is not overwritten by the load');
+is(sql(q{SELECT reason FROM allocate_tokens('o30', 1, 'high')}), 'no_limit',
+	'a delete committed during the load is not undone by the load');
+is(sql(q{SELECT "limit" FROM allocate_tokens('o_new', 1, 'high')}), '4242',
+	'a rule created during the load is there');
+is(sql(q{SELECT "limit" FROM allocate_tokens('o11', 1, 'high')}), '111', 'the other rules are loaded');
+is(sql(q{SELECT rules FROM rule_table_status()}), sql('SELECT count(*) FROM token_limits'),
+	'the table holds exactly the committed rules (no tombstone left)');
+
+# reload_rate_limits() committed during a load voids it: the load starts
+# over and still ends with the committed rules.
+$caller = start_slow_load('o12');
+sql(q{UPDATE token_limits SET max_tokens_per_period = 888 WHERE user_id = 'o13'});
+sql('SELECT reload_rate_limits()');
+like($caller->query_safe("SELECT 'done'"), qr/^112\ndone/, 'a load voided by a reload starts over');
+$caller->quit;
+is(sql(q{SELECT "limit" FROM allocate_tokens('o13', 1, 'high')}), '888', 'and ends with the committed rules');
+
+sql('ALTER SYSTEM RESET rate_limiter.debug_rule_load_delay_ms');
+sql('SELECT pg_reload_conf()');
+$node->stop;
+done_testing();
