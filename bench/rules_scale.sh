@@ -10,7 +10,10 @@
 # Other knobs: BENCH_SAMPLES (samples per median, default 9), BENCH_RESTARTS
 # (restarts per point for the load cost, default 3), BENCH_USAGE_ROWS (usage
 # rows for the second crash rebuild, default 1M, quick 100k),
-# BENCH_UPKEEP_CAP (seconds allowed to one counter snapshot, default 60).
+# BENCH_UPKEEP_CAP (seconds allowed to one counter snapshot, default 60),
+# BENCH_DB (the database of the rules, default bench; BENCH_DB=postgres puts
+# them where the flusher works, see below), BENCH_STOP_TIMEOUT (seconds a
+# fast shutdown may take before -m immediate, default 60).
 #
 # The server has rate_limiter.max_rules = 2500000, max_keys = 3000000 and
 # role_key_share = 1.  The rules live in database "bench", which is not
@@ -62,7 +65,7 @@ else
 fi
 MAX_RULES=2500000
 MAX_KEYS=3000000
-DB=bench
+DB=${BENCH_DB:-bench}
 
 rl_require_root
 rl_install_packages
@@ -169,7 +172,7 @@ t0=$EPOCHREALTIME; qp -c "DROP DATABASE tp" >/dev/null; t1=$EPOCHREALTIME
 R[tp_drop,all]=$(elapsed_ms "$t0" "$t1")
 
 ###############################################################################
-qp -c "CREATE DATABASE $DB" >/dev/null
+[ "$DB" = postgres ] || qp -c "CREATE DATABASE $DB" >/dev/null
 q -c "CREATE EXTENSION rate_limiter" >/dev/null
 R[tp_after_drop,all]=$(q -c "SELECT get_performance_metrics()->>'rules_in_use'")
 echo "  DROP DATABASE tp with ${R[tp_before_drop,all]} rules in shared memory: $(fmt "${R[tp_drop,all]}" 0) ms;" \
@@ -340,7 +343,8 @@ for n in "${POINTS[@]}"; do run_point "$n"; done
 ###############################################################################
 echo
 echo "rate_limiter rules at scale: $(nproc) cores, max_rules = $MAX_RULES, max_keys = $MAX_KEYS," \
-     "medians of $SAMPLES samples ($RESTARTS restarts), database \"$DB\" (usage rows written synchronously)"
+     "medians of $SAMPLES samples ($RESTARTS restarts), database \"$DB\"" \
+     "$([ "$DB" = "$(qp -c 'SHOW rate_limiter.database')" ] && echo "(the flusher's)" || echo "(usage rows written synchronously)")"
 row() {
   local label=$1 key=$2 digits=${3:-3} n v
   printf '%-62s' "$label"
