@@ -8,6 +8,7 @@
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/installations.hpp"
+#include "rate_limiter/pg/rule_changes.hpp"
 #include "rate_limiter/pg/rule_lookup.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
@@ -86,8 +87,10 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
       const Datum user = SPI_getbinval(t, d, 3, &null_user);
       const Datum endpoint = SPI_getbinval(t, d, 4, &null_endpoint);
       if (null_at || null_user) continue;
+      // Committed rules only: the counters are shared by every session.
       collect_applicable_rules(ext, text_view(user), !null_endpoint,
-                               null_endpoint ? std::string_view() : text_view(endpoint), &rules);
+                               null_endpoint ? std::string_view() : text_view(endpoint), &rules,
+                               RuleView::Committed);
       replay_row(states, rules, timestamptz_to_unix(DatumGetTimestampTz(at)),
                  null_tokens ? 0 : DatumGetInt64(tokens));
       ++*rows;
@@ -135,6 +138,16 @@ void set_state(InstallationSlot* slot, uint64 installation, CountersState state)
 }
 
 void run_rebuild(const ExtensionCatalog* ext) {
+  // The replay reads the committed rules from the shared rule table, so
+  // they must be loaded; a transaction with a TRUNCATE of a rule table
+  // pending cannot load them (prepare_rule_lookups()).
+  if (ext->slot->rules_state != RulesState::Loaded || own_rules_reload_pending())
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("rate_limiter counters of this database must be rebuilt first"),
+                    errdetail("After a crash or a promotion the counters are rebuilt from token_usage with the "
+                              "committed rules; this transaction has a statement-level change to the rule "
+                              "tables pending."),
+                    errhint("Commit or roll back, then retry.")));
   const TimestampTz started = GetCurrentTimestamp();
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");

@@ -53,14 +53,22 @@ SPIPlanPtr lookup_plan(const ExtensionCatalog* ext, core::LimitKind kind, core::
 
 // The rule of (kind, scope) from its table, with the transaction's snapshot.
 bool lookup_in_table(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKind scope,
-                     std::string_view user, std::string_view endpoint, core::RuleRecord* out) {
+                     std::string_view user, std::string_view endpoint, core::RuleRecord* out, RuleView view) {
   metric_add(&shared->metrics.rule_sql_lookups);
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   SPIPlanPtr plan = lookup_plan(ext, kind, scope);
   Datum values[2] = {PointerGetDatum(cstring_to_text_with_len(user.data(), static_cast<int>(user.size()))),
                      PointerGetDatum(cstring_to_text_with_len(endpoint.data(), static_cast<int>(endpoint.size())))};
+  // read_only: the plan runs on the active snapshot.  The committed view
+  // takes a fresh one that hides this transaction's own changes (curcid 0,
+  // as the loader does).
+  if (view == RuleView::Committed) {
+    PushActiveSnapshot(GetLatestSnapshot());
+    GetActiveSnapshot()->curcid = FirstCommandId;
+  }
   const int rc = SPI_execute_plan(plan, values, nullptr, true, 1);
+  if (view == RuleView::Committed) PopActiveSnapshot();
   if (rc != SPI_OK_SELECT) elog(ERROR, "rate_limiter: rule lookup failed: %s", SPI_result_code_string(rc));
   const bool found = SPI_processed > 0;
   if (found) {
@@ -74,14 +82,14 @@ bool lookup_in_table(const ExtensionCatalog* ext, core::LimitKind kind, core::Sc
 }
 
 bool lookup_one(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKind scope, std::string_view user,
-                std::string_view endpoint, const core::Hash128& key, core::RuleRecord* out) {
-  switch (own_rule_change(key, out)) {
+                std::string_view endpoint, const core::Hash128& key, core::RuleRecord* out, RuleView view) {
+  switch (view == RuleView::Transaction ? own_rule_change(key, out) : OwnChange::None) {
     case OwnChange::Upsert:
       return true;
     case OwnChange::Delete:
       return false;
     case OwnChange::Unknown:
-      return lookup_in_table(ext, kind, scope, user, endpoint, out);
+      return lookup_in_table(ext, kind, scope, user, endpoint, out, view);
     case OwnChange::None:
       break;
   }
@@ -94,7 +102,7 @@ bool lookup_one(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKi
       break;
   }
   if (pg_atomic_read_u32(&ext->slot->rules_overflowed) == 0) return false;
-  return lookup_in_table(ext, kind, scope, user, endpoint, out);
+  return lookup_in_table(ext, kind, scope, user, endpoint, out, view);
 }
 
 }  // namespace
@@ -110,31 +118,31 @@ bool installation_has_rules(const ExtensionCatalog* ext) noexcept {
 }
 
 void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::string_view user,
-                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out) {
+                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out, RuleView view) {
   *out = ScopeRules{};
   for (int k = 0; k < core::kLimitKinds; ++k) {
     const auto lk = static_cast<core::LimitKind>(k);
-    out->has[k] = lookup_one(ext, lk, kind, user, endpoint, core::counter_key(scope, lk), &out->kind[k]);
+    out->has[k] = lookup_one(ext, lk, kind, user, endpoint, core::counter_key(scope, lk), &out->kind[k], view);
   }
 }
 
 void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
-                              std::string_view endpoint, ApplicableRules* out) {
+                              std::string_view endpoint, ApplicableRules* out, RuleView view) {
   out->any = installation_has_rules(ext);
   if (!out->any) return;
   if (has_endpoint) {
     out->user_endpoint_scope = scope_of(ext, core::ScopeKind::UserEndpoint, user, endpoint);
     lookup_scope_rules(ext, core::ScopeKind::UserEndpoint, user, endpoint, out->user_endpoint_scope,
-                       &out->user_endpoint);
+                       &out->user_endpoint, view);
     out->endpoint_scope = scope_of(ext, core::ScopeKind::Endpoint, {}, endpoint);
-    lookup_scope_rules(ext, core::ScopeKind::Endpoint, {}, endpoint, out->endpoint_scope, &out->endpoint);
+    lookup_scope_rules(ext, core::ScopeKind::Endpoint, {}, endpoint, out->endpoint_scope, &out->endpoint, view);
   }
   out->user_scope = scope_of(ext, core::ScopeKind::User, user, {});
-  lookup_scope_rules(ext, core::ScopeKind::User, user, {}, out->user_scope, &out->user);
+  lookup_scope_rules(ext, core::ScopeKind::User, user, {}, out->user_scope, &out->user, view);
   // The default rule is needed only for a kind the user has no rule of.
   if (!out->user.has[0] || !out->user.has[1]) {
     out->default_scope = scope_of(ext, core::ScopeKind::Default, {}, {});
-    lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, out->default_scope, &out->fallback);
+    lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, out->default_scope, &out->fallback, view);
   }
 }
 

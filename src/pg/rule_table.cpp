@@ -154,8 +154,13 @@ uint64 rule_table_sweep_tag(uint16 tag) noexcept {
 
 uint64 rule_table_sweep_tombstones(uint16 tag) noexcept {
   uint64 removed = 0;
-  for (uint32 p = 0; p < table->geometry.partitions; ++p)
+  for (uint32 p = 0; p < table->geometry.partitions; ++p) {
+    // Most partitions hold no tombstone at all after a load: a read of the
+    // count (written under the lock; a stale zero only leaves a tombstone,
+    // which lookups read as "no rule") spares them the scan and the lock.
+    if (metas[p].header.tombstones == 0) continue;
     removed += write_partition(p, [&](core::RulePartition part) { return part.sweep_tombstones(tag); });
+  }
   return removed;
 }
 

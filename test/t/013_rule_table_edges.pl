@@ -7,6 +7,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('rule_edges');
@@ -17,8 +18,13 @@ rate_limiter.max_rules = 64
 rate_limiter.max_keys = 4000
 rate_limiter.usage_log = sync
 rate_limiter.role_key_share = 1
+# No worker serves "postgres": the sessions of this test do every load and
+# rebuild themselves.
+rate_limiter.database = 'elsewhere'
+restart_after_crash = on
 });
 $node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE elsewhere');
 $node->safe_psql('postgres', 'CREATE EXTENSION rate_limiter');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -104,5 +110,32 @@ is(sql(q{SELECT "limit" FROM allocate_tokens('o13', 1, 'high')}), '888', 'and en
 
 sql('ALTER SYSTEM RESET rate_limiter.debug_rule_load_delay_ms');
 sql('SELECT pg_reload_conf()');
+
+# After a crash the counters are rebuilt from token_usage with the committed
+# rules, even when the session that triggers the rebuild has an uncommitted
+# change of the rule.
+sql(q{SELECT set_rate_limit('c_user', 100, '3650 days');
+      SELECT allocate_tokens('c_user', 50, 'high');
+      SELECT allocate_tokens('c_user', 10, 'high');});
+# A crash: a backend killed with SIGKILL makes the postmaster reset shared
+# memory (no counter file is written).
+my ($out, $err) = ('', '');
+my $sleeper = IPC::Run::start(
+	[ 'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-c', 'SELECT pg_sleep(60)' ],
+	'>', \$out, '2>', \$err);
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
+  or die 'the sleeper did not start';
+kill 'KILL', sql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'");
+$sleeper->finish;
+$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
+sql(q{BEGIN;
+      SELECT set_rate_limit('c_user', 100, '1 hour', algorithm => 'sliding_window');
+      SELECT allocate_tokens('someone_else', 1, 'high');
+      ROLLBACK;});
+like(slurp_file($node->logfile), qr/rebuilt \d+ counters .*\n.*STATEMENT:.*someone_else/,
+	'the session with the uncommitted change did the rebuild');
+is(sql(q{SELECT used FROM get_rate_limit_status('c_user') WHERE scope = 'user'}), '60',
+	'a rebuild triggered inside a transaction with an uncommitted rule change uses the committed rule');
+
 $node->stop;
 done_testing();

@@ -26,10 +26,16 @@ void prepare_rule_lookups(const ExtensionCatalog* ext);
 // False when no rule can apply to anyone: the hot path skips its lookups.
 bool installation_has_rules(const ExtensionCatalog* ext) noexcept;
 
+// Whose view of the rules a lookup takes: this transaction's (its own
+// uncommitted changes included, as every call sees them), or only what
+// has committed (the counter rebuild, whose counters every session shares).
+enum class RuleView : uint8 { Transaction, Committed };
+
 // The rules of one scope.  user/endpoint are the scope's ids (empty when
 // the scope has none); `scope` is scope_of() of the same.
 void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::string_view user,
-                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out);
+                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out,
+                        RuleView view = RuleView::Transaction);
 
 // The scopes that can apply to a call for (user, endpoint), looked up.
 struct ApplicableRules {
@@ -39,7 +45,8 @@ struct ApplicableRules {
 };
 
 void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
-                              std::string_view endpoint, ApplicableRules* out);
+                              std::string_view endpoint, ApplicableRules* out,
+                              RuleView view = RuleView::Transaction);
 
 void register_rule_lookup_reset();  // once, from _PG_init
 
