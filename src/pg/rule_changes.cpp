@@ -27,9 +27,13 @@ constexpr int kChunkChanges = 8192;
 // commit lets registrations and loads in between.
 constexpr int kApplyBatch = 1024;
 
+struct Chunk {
+  RuleChange* changes;  // kChunkChanges of them
+};
+
 struct Pending {
   MemoryContext context = nullptr;
-  RuleChange** chunks = nullptr;
+  Chunk* chunks = nullptr;
   int nchunks = 0;
   int chunk_capacity = 0;
   int64 count = 0;
@@ -47,7 +51,7 @@ struct IndexEntry {
   int64 position;
 };
 
-RuleChange& change_at(int64 i) { return pending.chunks[i / kChunkChanges][i % kChunkChanges]; }
+RuleChange& change_at(int64 i) { return pending.chunks[i / kChunkChanges].changes[i % kChunkChanges]; }
 
 void forget_pending() { pending = Pending{}; }  // the memory goes with TopTransactionContext
 
@@ -83,12 +87,12 @@ void record_change(const ExtensionCatalog* ext, const core::Hash128& key, Op op,
   if (pending.count == static_cast<int64>(pending.nchunks) * kChunkChanges) {
     if (pending.nchunks == pending.chunk_capacity) {
       const int capacity = pending.chunk_capacity == 0 ? 16 : pending.chunk_capacity * 2;
-      pending.chunks = static_cast<RuleChange**>(
-          pending.chunks == nullptr ? MemoryContextAlloc(pending.context, capacity * sizeof(RuleChange*))
-                                    : repalloc(pending.chunks, capacity * sizeof(RuleChange*)));
+      pending.chunks = static_cast<Chunk*>(
+          pending.chunks == nullptr ? MemoryContextAlloc(pending.context, capacity * sizeof(Chunk))
+                                    : repalloc(pending.chunks, capacity * sizeof(Chunk)));
       pending.chunk_capacity = capacity;
     }
-    pending.chunks[pending.nchunks++] =
+    pending.chunks[pending.nchunks++].changes =
         static_cast<RuleChange*>(MemoryContextAlloc(pending.context, kChunkChanges * sizeof(RuleChange)));
   }
   RuleChange& c = change_at(pending.count);
