@@ -43,4 +43,55 @@ REVOKE ALL ON FUNCTION rule_table_status() FROM PUBLIC;
 COMMENT ON FUNCTION rule_table_status() IS
   'The shared rule table: state of this database''s rules (not_loaded, loading, loaded, resetting), rules held for it, whether some are read from their table (rate_limiter.max_rules too small), rules held for all databases, capacity';
 
+-- get_rate_limit_status read every rule of both tables (a CTE referenced
+-- three times is materialized): one scan per call, 320,000 rows at 320,000
+-- rules.  Each branch now reads its rows through the scope's unique index:
+-- the user's own rows, the default rows, the endpoint-wide rows.
+CREATE OR REPLACE FUNCTION get_rate_limit_status(user_id text)
+RETURNS TABLE (scope text, api_endpoint text, limit_kind text, algorithm text, "limit" bigint,
+               used bigint, remaining bigint, window_duration interval, window_start timestamptz,
+               reset_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  RETURN QUERY
+  WITH rules AS (
+    SELECT CASE WHEN t.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END AS scope,
+           t.api_endpoint AS ep, 'tokens' AS kind, t.max_tokens_per_period AS lim,
+           t.period_interval AS win, t.algorithm AS alg, t.burst AS bst
+      FROM @extschema@.token_limits t WHERE t.user_id = $1
+    UNION ALL
+    SELECT CASE WHEN r.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END,
+           r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst
+      FROM @extschema@.request_limits r WHERE r.user_id = $1
+    UNION ALL
+    SELECT 'default', NULL, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst
+      FROM @extschema@.token_limits t
+     WHERE t.user_id IS NULL AND t.api_endpoint IS NULL
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.token_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
+    UNION ALL
+    SELECT 'default', NULL, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst
+      FROM @extschema@.request_limits r
+     WHERE r.user_id IS NULL AND r.api_endpoint IS NULL
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.request_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
+    UNION ALL
+    SELECT 'endpoint', t.api_endpoint, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst
+      FROM @extschema@.token_limits t WHERE t.user_id IS NULL AND t.api_endpoint IS NOT NULL
+    UNION ALL
+    SELECT 'endpoint', r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm,
+           r.burst
+      FROM @extschema@.request_limits r WHERE r.user_id IS NULL AND r.api_endpoint IS NOT NULL
+  )
+  SELECT rules.scope, rules.ep, rules.kind, rules.alg, c.used + c.remaining, c.used, c.remaining,
+         rules.win, c.window_start, c.reset_at
+    FROM rules,
+         LATERAL @extschema@.rate_limiter_peek_counter(
+           rules.scope, CASE WHEN rules.scope = 'endpoint' THEN NULL ELSE $1 END,
+           rules.ep, rules.kind, rules.win, rules.alg, rules.lim, rules.bst) c
+   ORDER BY CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
+                             WHEN 'default' THEN 2 ELSE 3 END,
+            rules.ep NULLS FIRST, rules.kind;
+END $$;
+
 -- ==== end production scale: rules in shared memory ====
