@@ -90,9 +90,14 @@ ok($node->log_contains(qr/rate_limiter: rebuilt \d+ counters of database "postgr
 # 3. An immediate shutdown (no state file): rebuilt from the table, exact.
 $node->safe_psql('postgres', "SELECT allocate_tokens('d2', 50, 'high') FROM generate_series(1, 3)");
 $d2 = status($node, 'd2');
+$log_offset = -s $node->logfile;
 $node->stop('immediate');
 $node->start;
+ok(!$node->log_contains(qr/loaded \d+ saved counters/, $log_offset),
+	'an immediate shutdown writes no counter file (its backends were killed mid-way)');
 is(status($node, 'd2'), $d2, 'after an immediate shutdown the counters are rebuilt exactly');
+ok($node->log_contains(qr/rate_limiter: rebuilt \d+ counters/, $log_offset),
+	'from token_usage');
 
 # 4. kill -9 of a backend while pgbench allocates: the postmaster resets
 # shared memory; afterwards the counter is rebuilt from the committed rows.
