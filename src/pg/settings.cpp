@@ -47,6 +47,7 @@ Settings settings = {
     /* usage_log */ kUsageLogAsync,
     /* flush_interval_ms */ 200,
     /* usage_database */ nullptr,
+    /* database_queue_share */ 0.5,
     /* usage_queue_size_kb */ 8192,
     /* queue_full_wait_ms */ 100,
     /* usage_retention_s */ kDefaultUsageRetentionS,
@@ -277,6 +278,12 @@ void define_settings() {
       "rate_limiter.database", "The database the flusher worker connects to.",
       "Only calls in this database use usage_log = async; other databases write synchronously.",
       &settings.usage_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.database_queue_share",
+      "Largest fraction of the usage queue, and of the alert queue, that one database may hold.",
+      "A database whose worker is behind or missing fills its share and then writes usage rows "
+      "synchronously (and drops alerts); the other databases keep the rest.",
+      &settings.database_queue_share, 0.5, 0.01, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
       "A row takes about 56 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,

@@ -42,6 +42,7 @@ struct Settings {
   int usage_log;                    // rate_limiter.usage_log: UsageLogMode
   int flush_interval_ms;            // rate_limiter.flush_interval (sighup)
   char* usage_database;             // rate_limiter.database (postmaster)
+  double database_queue_share;      // rate_limiter.database_queue_share (sighup): of each queue, per stream
   int usage_queue_size_kb;          // rate_limiter.usage_queue_size (postmaster)
   int queue_full_wait_ms;           // rate_limiter.queue_full_wait
   int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows
