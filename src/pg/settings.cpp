@@ -267,17 +267,20 @@ void define_settings() {
   // usage.
   DefineCustomEnumVariable(
       "rate_limiter.usage_log", "How token_usage rows are written.",
-      "async queues them in shared memory for the flusher worker; sync inserts them in the "
+      "async queues them in shared memory for the database's worker; sync inserts them in the "
       "caller's transaction; off writes none.",
       &settings.usage_log, kUsageLogAsync, kUsageLogModes, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
-      "rate_limiter.flush_interval", "How often the flusher writes queued usage rows.",
+      "rate_limiter.flush_interval", "How often each database's worker writes queued usage rows.",
       "It also wakes up early when the queue is half full.", &settings.flush_interval_ms, 200, 10,
       60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
-      "rate_limiter.database", "The database the flusher worker connects to.",
-      "Only calls in this database use usage_log = async; other databases write synchronously.",
-      &settings.usage_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+      "rate_limiter.database",
+      "Restricts the rate_limiter workers to this one database; empty serves every database.",
+      "Every database where the extension is installed gets a worker (asynchronous usage log, "
+      "alerts, upkeep, retention). When set, only the named database does; calls elsewhere write "
+      "their usage rows synchronously and raise no alerts.",
+      &settings.usage_database, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomRealVariable(
       "rate_limiter.database_queue_share",
       "Largest fraction of the usage queue, and of the alert queue, that one database may hold.",
