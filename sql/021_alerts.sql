@@ -1,8 +1,8 @@
 -- Alerts (rate_limit_alerts, NOTIFY) and shadow mode.  The clock is frozen
 -- (rate_limiter.debug_clock, testing only) at 2027-01-15 08:00:00 UTC, so
--- windows and payload timestamps are fixed.  The flusher serves this
--- database (test/regress.conf); rate_limiter_flush() waits for it to write
--- the queued alerts, so nothing sleeps.
+-- windows and payload timestamps are fixed.  This database has a worker
+-- (test/regress.conf); rate_limiter_flush() waits for it to write the
+-- queued alerts, so nothing sleeps.
 SET rate_limiter.debug_clock = 1800000000;
 SELECT current_setting('rate_limiter.alert_channel') AS channel,
        current_setting('rate_limiter.alert_thresholds') AS thresholds;

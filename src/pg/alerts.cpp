@@ -4,6 +4,7 @@
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/installations.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
@@ -42,8 +43,8 @@ uint8 limit_kind_of(core::LimitKind kind, bool burst_cap) {
   return burst_cap ? kRequestBurstKind : kRequestsKind;
 }
 
-// A record with every optional field empty, for the caller's installation.
-AlertRecord blank(AlertKind kind, int64 now) {
+// A record with every optional field empty, for an installation.
+AlertRecord blank_for(AlertKind kind, int64 now, Oid database, Oid extension) {
   AlertRecord r;
   memset(&r, 0, sizeof r);
   r.kind = kind;
@@ -54,11 +55,19 @@ AlertRecord blank(AlertKind kind, int64 now) {
   r.limit = -1;
   r.used = -1;
   r.at = now;
-  const uint64 installation = extension_catalog()->installation;  // cached by the call
-  r.database = static_cast<Oid>(installation >> 32);
-  r.extension = static_cast<Oid>(installation & 0xffffffffu);
+  r.database = database;
+  r.extension = extension;
   return r;
 }
+
+// ... for the caller's installation.
+AlertRecord blank(AlertKind kind, int64 now) {
+  const uint64 installation = extension_catalog()->installation;  // cached by the call
+  return blank_for(kind, now, static_cast<Oid>(installation >> 32), static_cast<Oid>(installation & 0xffffffffu));
+}
+
+// Into the stream of the caller's installation (cached by the call).
+void push(const AlertRecord& r) { alert_queue_push(installation_index(extension_catalog()->slot), r); }
 
 void set_ids(AlertRecord* r, std::string_view user, bool has_endpoint, std::string_view endpoint) {
   // Ids are at most kMaxIdBytes (validated by arguments.cpp); min() only guards.
@@ -140,7 +149,7 @@ void quota_alerts(const CallInput& in, const CallResult& r, int64 now) {
       a.limit = u.capacity;
       a.used = u.used_after;
       a.window_start = u.window_start;
-      alert_queue_push(a);
+      push(a);
     }
   }
 }
@@ -166,7 +175,7 @@ void emergency_alert(const CallInput& in, const CallResult& r, int64 now) {
     a.used = u.used_after;
     a.window_start = u.window_start;
   }
-  alert_queue_push(a);
+  push(a);
 }
 
 // Writes "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC, independent of TimeZone).
@@ -200,9 +209,9 @@ void append_number(StringInfo buf, const char* key, int64 value, bool present) {
 }  // namespace
 
 void raise_call_alerts(const CallInput& in, const CallResult& r, int64 now) {
-  // Only the flusher's database has its alerts written: elsewhere nothing
-  // is raised (nor are denials counted for abuse).
-  if (!in_flusher_database()) return;
+  // Only a served database has a worker to write its alerts: elsewhere
+  // nothing is raised (nor are denials counted for abuse).
+  if (!database_served()) return;
   if (r.status == CallStatus::TableFull) {
     raise_degradation_alert(AlertKind::TableFull, now);
     return;
@@ -232,25 +241,25 @@ void raise_call_alerts(const CallInput& in, const CallResult& r, int64 now) {
     a.limit = settings.abuse_denials;
     a.used = static_cast<int64>(settings.abuse_denials) + 1;
     a.window_start = window_start;
-    alert_queue_push(a);
+    push(a);
   }
 }
 
 void raise_degradation_alert(AlertKind kind, int64 now) {
-  if (!in_flusher_database()) return;
+  if (!database_served()) return;
   AlertRecord a = blank(kind, now);
   a.window_start = alert_interval_start(now);
-  alert_queue_push(a);
+  push(a);
 }
 
-void raise_flush_lag_alert(Oid database, Oid extension, int64 lag_ms, int64 threshold_ms, int64 now) {
-  AlertRecord a = blank(AlertKind::FlushLag, now);
-  a.database = database;
-  a.extension = extension;
+void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms, int64 threshold_ms,
+                           int64 now) {
+  // No catalog lookup: the worker raises it outside any transaction.
+  AlertRecord a = blank_for(AlertKind::FlushLag, now, database, extension);
   a.limit = threshold_ms;
   a.used = lag_ms;
   a.window_start = alert_interval_start(now);
-  alert_queue_push(a);
+  alert_queue_push(stream, a);
 }
 
 const char* alert_kind_text(const AlertRecord& r) {

@@ -49,7 +49,10 @@ void init_slot(InstallationSlot* s, int index, uint16 generation) {
   s->counters_state = CountersState::Unknown;
   s->counters_rebuilder = 0;
   s->worker_pid = 0;
+  s->worker_blocked_by = 0;
+  s->worker_exit = 0;
   s->reserved = 0;
+  s->worker_gone_at = 0;
 }
 
 // Lock held.  Takes a free slot for `installation`; nullptr when none is free.
@@ -134,6 +137,10 @@ uint32 installation_capacity() noexcept { return registry->nslots; }
 InstallationSlot* installation_slots() noexcept { return registry->slots; }
 
 int installation_slot_count() noexcept { return static_cast<int>(registry->nslots); }
+
+int configured_installation_slots() noexcept { return slot_count_setting(); }
+
+int installation_index(const InstallationSlot* slot) noexcept { return static_cast<int>(slot - registry->slots); }
 
 const volatile uint8* installation_tag_live() noexcept { return registry->tag_live; }
 

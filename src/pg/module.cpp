@@ -5,9 +5,10 @@
 // _PG_init does nothing and every function raises a clear error
 // (require_shared_state()); the install script calls one, so CREATE
 // EXTENSION fails with that error too.
+#include "rate_limiter/pg/database_commands.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
-#include "rate_limiter/pg/flush_worker.hpp"
+#include "rate_limiter/pg/launcher.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/rate_limit_trigger.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
@@ -59,7 +60,8 @@ void _PG_init(void) {
   rate_limiter::pg::register_reclaim_hooks();
   rate_limiter::pg::register_usage_log_reset();
   rate_limiter::pg::register_pending_usage_callbacks();
-  rate_limiter::pg::register_flush_worker();
+  rate_limiter::pg::register_launcher();
+  rate_limiter::pg::register_database_command_hook();
   rate_limiter::pg::register_emergency_access_reset();
   rate_limiter::pg::register_revocations();
   rate_limiter::pg::register_rate_limit_trigger_invalidation();

@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/reclaim.hpp"
 
+#include "rate_limiter/pg/database_worker.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/rule_table.hpp"
 #include "rate_limiter/pg/shared_state.hpp"
@@ -97,6 +98,7 @@ uint64 reclaim_installation(InstallationSlot* slot) noexcept {
   if (removed > 0) pg_atomic_fetch_sub_u64(&shared->metrics.keys_in_use, removed);
   rule_table_sweep_tag(tag);
   forget_revocations_of(installation);
+  release_installation_worker(slot);
   free_installation_slot(slot);
   return removed;
 }

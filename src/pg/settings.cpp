@@ -47,6 +47,7 @@ Settings settings = {
     /* usage_log */ kUsageLogAsync,
     /* flush_interval_ms */ 200,
     /* usage_database */ nullptr,
+    /* database_queue_share */ 0.5,
     /* usage_queue_size_kb */ 8192,
     /* queue_full_wait_ms */ 100,
     /* usage_retention_s */ kDefaultUsageRetentionS,
@@ -266,17 +267,26 @@ void define_settings() {
   // usage.
   DefineCustomEnumVariable(
       "rate_limiter.usage_log", "How token_usage rows are written.",
-      "async queues them in shared memory for the flusher worker; sync inserts them in the "
+      "async queues them in shared memory for the database's worker; sync inserts them in the "
       "caller's transaction; off writes none.",
       &settings.usage_log, kUsageLogAsync, kUsageLogModes, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
-      "rate_limiter.flush_interval", "How often the flusher writes queued usage rows.",
+      "rate_limiter.flush_interval", "How often each database's worker writes queued usage rows.",
       "It also wakes up early when the queue is half full.", &settings.flush_interval_ms, 200, 10,
       60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
-      "rate_limiter.database", "The database the flusher worker connects to.",
-      "Only calls in this database use usage_log = async; other databases write synchronously.",
-      &settings.usage_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+      "rate_limiter.database",
+      "Restricts the rate_limiter workers to this one database; empty serves every database.",
+      "Every database where the extension is installed gets a worker (asynchronous usage log, "
+      "alerts, upkeep, retention). When set, only the named database does; calls elsewhere write "
+      "their usage rows synchronously and raise no alerts.",
+      &settings.usage_database, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.database_queue_share",
+      "Largest fraction of the usage queue, and of the alert queue, that one database may hold.",
+      "A database whose worker is behind or missing fills its share and then writes usage rows "
+      "synchronously (and drops alerts); the other databases keep the rest.",
+      &settings.database_queue_share, 0.5, 0.01, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
       "A row takes about 56 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,

@@ -4,6 +4,7 @@
 #include "rate_limiter/pg/counter_file.hpp"
 #include "rate_limiter/pg/installations.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
+#include "rate_limiter/pg/launcher.hpp"
 #include "rate_limiter/pg/rule_table.hpp"
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -50,6 +51,7 @@ void request_shared_memory() {
   request_installations_memory();  // likewise
   request_rule_table_memory();  // likewise
   request_key_budget_memory();  // likewise
+  request_launcher_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -98,6 +100,7 @@ void attach_shared_memory() {
   attach_installations_memory();
   attach_rule_table_memory();
   attach_key_budget_memory();
+  attach_launcher_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.

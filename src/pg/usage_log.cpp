@@ -15,8 +15,8 @@ constexpr int kColumns = 7;  // id, user_id, session_id, tokens_used, api_endpoi
 SPIPlanPtr insert_plans[2] = {nullptr, nullptr};
 bool insert_plans_stale = false;
 Oid id_sequence = InvalidOid;  // token_usage_id_seq, found once per backend
-enum class AsyncDatabase { Unknown, Yes, No };
-AsyncDatabase async_database = AsyncDatabase::Unknown;
+enum class Served { Unknown, Yes, No };
+Served served = Served::Unknown;
 
 void forget_plans() {
   // Called from an invalidation callback: only mark; free at next use.
@@ -93,15 +93,16 @@ UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
   return e;
 }
 
-// Async: to the queue (or, for refund_on_abort, to this transaction's
-// pending events); when there is no room within queue_full_wait, written
-// synchronously instead.
-void enqueue_or_insert(const UsageEvent& event, bool refund_on_abort) {
+// Async: to the installation's queue stream (or, for refund_on_abort, to
+// this transaction's pending events); when there is no room within
+// queue_full_wait, written synchronously instead.
+void enqueue_or_insert(const ExtensionCatalog* ext, const UsageEvent& event, bool refund_on_abort) {
   char record[kMaxEncodedEventBytes];
   const uint32 length = encode_usage_event(event, record);
+  const int stream = usage_stream_of(ext->slot);
   const bool queued = refund_on_abort
-                          ? defer_usage_event(record, length, settings.queue_full_wait_ms)
-                          : usage_queue_append(record, length, settings.queue_full_wait_ms);
+                          ? defer_usage_event(stream, record, length, settings.queue_full_wait_ms)
+                          : usage_queue_append(stream, record, length, settings.queue_full_wait_ms);
   if (queued) return;
   metric_add(&shared->metrics.usage_sync_fallbacks);
   insert_usage_row(event);
@@ -119,18 +120,27 @@ void require_writable_transaction() {
                     errmsg("rate_limiter cannot record usage in a read-only transaction")));
 }
 
-bool usage_log_async() { return settings.usage_log == kUsageLogAsync && in_flusher_database(); }
+bool usage_log_async() { return settings.usage_log == kUsageLogAsync && database_served(); }
 
-bool in_flusher_database() {
-  if (async_database == AsyncDatabase::Unknown) {
-    // MyDatabaseId never changes in a backend, nor does rate_limiter.database
-    // (postmaster), so the answer is looked up once.
-    const char* name = get_database_name(MyDatabaseId);
-    async_database = name != nullptr && strcmp(name, settings.usage_database) == 0
-                         ? AsyncDatabase::Yes
-                         : AsyncDatabase::No;
+bool database_served() {
+  if (served == Served::Unknown) {
+    // Looked up once per backend: MyDatabaseId never changes, nor does
+    // rate_limiter.database (postmaster).  A database that turns into a
+    // template, or stops accepting connections, later keeps the answer its
+    // sessions already had (their events queue until a worker can drain
+    // them, or fall back to synchronous writes when its share is full).
+    bool yes = false;
+    HeapTuple tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(MyDatabaseId));
+    if (HeapTupleIsValid(tuple)) {
+      const auto* form = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
+      const bool named = settings.usage_database == nullptr || settings.usage_database[0] == '\0' ||
+                         strcmp(NameStr(form->datname), settings.usage_database) == 0;
+      yes = named && !form->datistemplate && form->datallowconn;
+      ReleaseSysCache(tuple);
+    }
+    served = yes ? Served::Yes : Served::No;
   }
-  return async_database == AsyncDatabase::Yes;
+  return served == Served::Yes;
 }
 
 int64 insert_usage_row(const UsageEvent& e) {
@@ -168,7 +178,7 @@ int64 log_usage(const UsageRow& row, bool refund_on_abort) {
   // A grant needs its id now (allocation_id); a counted check does not, and
   // leaves it to the column default when flushed.
   if (row.priority != kNoPriority) event.id = next_usage_id(ext);
-  enqueue_or_insert(event, refund_on_abort);
+  enqueue_or_insert(ext, event, refund_on_abort);
   return row.priority != kNoPriority ? event.id : -1;
 }
 

@@ -1,10 +1,8 @@
 #include "rate_limiter/pg/usage_queue.hpp"
 
-#include "rate_limiter/pg/queue_drain.hpp"
-
-#include <cstddef>
-
+#include "rate_limiter/pg/installations.hpp"
 #include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/queue_drain.hpp"
 #include "rate_limiter/pg/settings.hpp"
 
 namespace rate_limiter::pg {
@@ -12,89 +10,38 @@ namespace {
 
 constexpr const char* kSegmentName = "rate_limiter usage queue";
 constexpr const char* kTrancheName = "rate_limiter_usage_queue";
+// A chunk holds several of the largest records (kMaxEncodedEventBytes,
+// about 800 bytes) and about a hundred typical ones (60 to 100 bytes).
+constexpr uint32 kChunkBytes = 8192;
+static_assert(kMaxEncodedEventBytes + kRecordLengthBytes <= kChunkBytes);
 
-struct UsageQueue {
-  uint64 capacity;        // ring bytes
-  uint64 head;            // bytes ever appended
-  uint64 tail;            // bytes ever flushed; only the flusher moves it
-  uint64 reserved;        // bytes promised to pending transactions
-  uint64 events;          // records in [tail, head)
-  Latch* flusher_latch;   // nullptr while no flusher runs
-  ConditionVariable progress;
-  char ring[FLEXIBLE_ARRAY_MEMBER];
-};
+StreamPool pool;
 
-UsageQueue* queue = nullptr;
-LWLock* queue_lock = nullptr;
-
-Size queue_bytes() {
-  return add_size(offsetof(UsageQueue, ring),
-                  mul_size(static_cast<Size>(settings.usage_queue_size_kb), 1024));
+uint32 chunk_count() {
+  const uint64 bytes = static_cast<uint64>(settings.usage_queue_size_kb) * 1024;
+  return static_cast<uint32>(Max(bytes / kChunkBytes, static_cast<uint64>(8)));
 }
 
-// Ring copies; the caller owns [position, position + length).
-void copy_in(uint64 position, const char* from, uint32 length) {
-  const uint64 offset = position % queue->capacity;
-  const uint64 first = Min(static_cast<uint64>(length), queue->capacity - offset);
-  memcpy(queue->ring + offset, from, first);
-  if (first < length) memcpy(queue->ring, from + first, length - first);
-}
-
-void copy_out(uint64 position, char* to, uint32 length) {
-  const uint64 offset = position % queue->capacity;
-  const uint64 first = Min(static_cast<uint64>(length), queue->capacity - offset);
-  memcpy(to, queue->ring + offset, first);
-  if (first < length) memcpy(to + first, queue->ring, length - first);
-}
-
-uint64 used_bytes() { return queue->head - queue->tail + queue->reserved; }
-
-enum class Claim { Append, Reserve };
-
-// One try, under the lock: append (or reserve room for) one record.
-bool try_claim(Claim claim, const char* record, uint32 length) {
-  LWLockAcquire(queue_lock, LW_EXCLUSIVE);
-  const bool fits = used_bytes() + length <= queue->capacity;
-  if (fits) {
-    if (claim == Claim::Append) {
-      copy_in(queue->head, record, length);
-      queue->head += length;
-      queue->events += 1;
-    } else {
-      queue->reserved += length;
-    }
-  }
-  // Past half full the flusher should not wait for its next interval.
-  Latch* wake = used_bytes() * 2 > queue->capacity ? queue->flusher_latch : nullptr;
-  LWLockRelease(queue_lock);
-  if (wake != nullptr) SetLatch(wake);
-  return fits;
-}
-
-void wake_flusher() {
-  LWLockAcquire(queue_lock, LW_SHARED);
-  Latch* latch = queue->flusher_latch;
-  LWLockRelease(queue_lock);
-  if (latch != nullptr) SetLatch(latch);
-}
-
-bool claim_waiting(Claim claim, const char* record, uint32 length, int wait_ms) {
-  if (try_claim(claim, record, length)) return true;
+// Tries `claim` (true: done) and, when it fails, counts the wait, wakes the
+// stream's worker and sleeps on the pool's `space` until it succeeds or
+// wait_ms have passed.  Interruptible; no lock is held while sleeping.
+template <typename Claim>
+bool claim_waiting(int stream, int wait_ms, Claim claim) {
+  if (claim()) return true;
   metric_add(&shared->metrics.usage_queue_full_waits);
-  wake_flusher();
+  usage_queue_wake_consumer(stream);
   if (wait_ms <= 0) return false;
   const TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
   bool done = false;
-  ConditionVariablePrepareToSleep(&queue->progress);
+  ConditionVariablePrepareToSleep(pool.space());
   for (;;) {
-    if (try_claim(claim, record, length)) {
+    if (claim()) {
       done = true;
       break;
     }
     const long remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
     if (remaining <= 0) break;
-    // Interruptible (CHECK_FOR_INTERRUPTS inside); no lock is held here.
-    ConditionVariableTimedSleep(&queue->progress, remaining, PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(pool.space(), remaining, PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   return done;
@@ -159,102 +106,60 @@ UsageEvent decode_usage_event(const char* bytes) {
 }
 
 void request_usage_queue_memory() {
-  RequestAddinShmemSpace(queue_bytes());
-  RequestNamedLWLockTranche(kTrancheName, 1);
+  pool.request(kTrancheName, static_cast<uint32>(configured_installation_slots()), chunk_count(), kChunkBytes);
 }
 
 void attach_usage_queue_memory() {
-  bool found = false;
-  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-  queue = static_cast<UsageQueue*>(ShmemInitStruct(kSegmentName, queue_bytes(), &found));
-  queue_lock = &GetNamedLWLockTranche(kTrancheName)[0].lock;
-  if (!found) {
-    queue->capacity = static_cast<uint64>(settings.usage_queue_size_kb) * 1024;
-    queue->head = 0;
-    queue->tail = 0;
-    queue->reserved = 0;
-    queue->events = 0;
-    queue->flusher_latch = nullptr;
-    ConditionVariableInit(&queue->progress);
-  }
-  LWLockRelease(AddinShmemInitLock);
+  pool.attach(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()), chunk_count(),
+              kChunkBytes);
 }
 
-bool usage_queue_append(const char* record, uint32 length, int wait_ms) {
-  return claim_waiting(Claim::Append, record, length, wait_ms);
+int usage_stream_of(const InstallationSlot* slot) noexcept { return installation_index(slot); }
+
+bool usage_queue_append(int stream, const char* record, uint32 length, int wait_ms) {
+  return claim_waiting(stream, wait_ms, [&] {
+    Latch* wake = nullptr;
+    const bool done = pool.append(stream, record, length, &wake);
+    if (wake != nullptr) SetLatch(wake);
+    return done;
+  });
 }
 
-bool usage_queue_reserve(uint32 length, int wait_ms) {
-  return claim_waiting(Claim::Reserve, nullptr, length, wait_ms);
+int32 usage_queue_reserve_chunk(int stream, int wait_ms) {
+  int32 chunk = kNoChunk;
+  claim_waiting(stream, wait_ms, [&] {
+    chunk = pool.reserve_chunk(stream);
+    return chunk != kNoChunk;
+  });
+  return chunk;
 }
 
-void usage_queue_append_reserved(const char* record, uint32 length) noexcept {
-  LWLockAcquire(queue_lock, LW_EXCLUSIVE);
-  // The reservation guarantees the room: used_bytes() does not change.
-  copy_in(queue->head, record, length);
-  queue->head += length;
-  queue->events += 1;
-  queue->reserved -= length;
-  Latch* wake = used_bytes() * 2 > queue->capacity ? queue->flusher_latch : nullptr;
-  LWLockRelease(queue_lock);
-  if (wake != nullptr) SetLatch(wake);
-}
-
-void usage_queue_release(uint64 length) noexcept {
-  if (length == 0) return;
-  LWLockAcquire(queue_lock, LW_EXCLUSIVE);
-  queue->reserved -= length;
-  LWLockRelease(queue_lock);
-  ConditionVariableBroadcast(&queue->progress);
-}
-
-void wait_for_usage_flush() {
-  wait_for_queue_drain(&queue->progress, usage_queue_window, "usage queue",
+void wait_for_usage_flush(int stream) {
+  wait_for_queue_drain(pool, stream, "usage queue",
                        "; it cannot insert while this transaction holds a conflicting lock on "
                        "token_usage.");
 }
 
-QueueWindow usage_queue_window() {
-  LWLockAcquire(queue_lock, LW_SHARED);
-  QueueWindow w{queue->tail, queue->head};
-  LWLockRelease(queue_lock);
-  return w;
+StreamPool& usage_queue_pool() noexcept { return pool; }
+
+void usage_queue_wake_consumer(int stream) noexcept {
+  if (Latch* latch = pool.consumer_latch(stream)) SetLatch(latch);
 }
 
-uint32 usage_queue_read(uint64 position, char* out) {
-  EncodedHeader h;
-  copy_out(position, reinterpret_cast<char*>(&h), sizeof h);
-  copy_out(position, out, h.length);
-  return h.length;
-}
-
-void usage_queue_consume(uint64 bytes, uint64 events) {
-  LWLockAcquire(queue_lock, LW_EXCLUSIVE);
-  queue->tail += bytes;
-  queue->events -= events;
-  LWLockRelease(queue_lock);
-  ConditionVariableBroadcast(&queue->progress);
-}
-
-void usage_queue_wake_flusher() { wake_flusher(); }
-
-void usage_queue_attach_flusher(Latch* latch) {
-  LWLockAcquire(queue_lock, LW_EXCLUSIVE);
-  queue->flusher_latch = latch;
-  LWLockRelease(queue_lock);
+int64 usage_queue_lag_ms(int stream) noexcept {
+  EncodedHeader oldest;
+  if (!pool.peek_oldest(stream, reinterpret_cast<char*>(&oldest), sizeof oldest)) return 0;
+  return TimestampDifferenceMilliseconds(oldest.enqueued_at, GetCurrentTimestamp());
 }
 
 UsageQueueStats usage_queue_stats() {
+  const StreamTotals t = pool.totals();
   UsageQueueStats s;
-  EncodedHeader oldest;
-  LWLockAcquire(queue_lock, LW_SHARED);
-  s.events = queue->events;
-  s.bytes = used_bytes();
-  s.capacity = queue->capacity;
-  const bool empty = queue->head == queue->tail;
-  if (!empty) copy_out(queue->tail, reinterpret_cast<char*>(&oldest), sizeof oldest);
-  LWLockRelease(queue_lock);
-  s.lag_ms = empty ? 0 : TimestampDifferenceMilliseconds(oldest.enqueued_at, GetCurrentTimestamp());
+  s.events = t.records;
+  s.bytes = t.chunks_in_use * t.chunk_bytes;
+  s.capacity = t.chunks * t.chunk_bytes;
+  s.lag_ms = 0;
+  for (uint32 i = 0; i < pool.streams(); ++i) s.lag_ms = Max(s.lag_ms, usage_queue_lag_ms(static_cast<int>(i)));
   return s;
 }
 

@@ -1,32 +1,31 @@
 // The alert queue: alert records on their way to rate_limit_alerts, in
-// shared memory (segment "rate_limiter alert queue",
+// shared memory (segment "rate_limiter alert queue", about
 // rate_limiter.alert_queue_size records).
 //
 // Alerts are best effort.  The hot path must neither run SQL nor block to
-// raise one, so a backend copies a fixed-size AlertRecord into a ring of
-// slots and goes on; when the ring is full the record is dropped and counted
-// in alerts_dropped (the decision itself is never affected).  Records of a
-// server crash are lost with the shared memory.
+// raise one, so a backend copies a fixed-size AlertRecord into its
+// database's stream and goes on; when the stream is at its share
+// (rate_limiter.database_queue_share) or the pool is empty, the record is
+// dropped and counted in alerts_dropped (the decision itself is never
+// affected).  Records of a server crash are lost with the shared memory.
 //
-// The ring works like the usage queue (usage_queue.hpp): head and tail
-// count records ever appended / ever written, only grow, and the slot is
-// position % capacity.  Producers are backends (alerts.cpp) and the
-// flusher itself (flush lag); the only consumer is the flusher
-// (flush_worker.cpp), which copies [tail, head) out WITHOUT the lock
-// (producers never write there: they only append while head - tail <
-// capacity, and only the flusher moves tail), inserts the rows, and after
-// its commit advances tail.
+// Storage works like the usage queue's (stream_pool.hpp): one stream per
+// installation slot, chunks of kAlertsPerChunk records from one pool.
+// Producers are backends (alerts.cpp) and the database's worker itself
+// (flush lag); the only consumer of a stream is its database's worker
+// (alert_flush.cpp), which reads [tail, head) WITHOUT the lock, inserts the
+// rows, and consumes them after its commit.
 //
-// Locking: one LWLock (tranche "rate_limiter_alert_queue") guards head and
-// tail.  Producers hold it exclusively only to check for room and memcpy
-// one record; nothing under it can ereport or allocate, so pushing is safe
-// anywhere outside a partition lock.  The condition variable `progress` is
-// broadcast when tail advances (wait_for_alert_flush()).
+// Locking: one LWLock per stream (tranche "rate_limiter_alert_queue");
+// producers hold it only to check for room and memcpy one record, so
+// pushing is safe anywhere outside a partition lock.  The stream's
+// `progress` condition variable is broadcast when its tail advances
+// (wait_for_alert_flush()).
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/postgres.hpp"
-#include "rate_limiter/pg/queue_drain.hpp"
+#include "rate_limiter/pg/stream_pool.hpp"
 
 namespace rate_limiter::pg {
 
@@ -67,20 +66,19 @@ struct AlertRecord {
 void request_alert_queue_memory();  // from request_shared_memory()
 void attach_alert_queue_memory();   // from attach_shared_memory()
 
-// Appends one record or, when the ring is full, drops it and counts it in
-// alerts_dropped.  Never blocks (beyond the short LWLock), never ereports.
-// Must not be called with a partition lock held (lock order: partition
-// locks are never held while another LWLock is taken by this module).
-void alert_queue_push(const AlertRecord& record) noexcept;
+// Appends one record to `stream` (the installation's slot index) or, when
+// there is no room, drops it and counts it in alerts_dropped.  Never blocks
+// (beyond the short LWLock), never ereports.  Must not be called with a
+// partition lock held (lock order: partition locks are never held while
+// another LWLock is taken by this module).
+void alert_queue_push(int stream, const AlertRecord& record) noexcept;
 
-// Waits until every record pushed before the call is written (committed by
-// the flusher).  Raises 55000 when the flusher makes no progress for
-// a while (queue_drain.hpp).
-void wait_for_alert_flush();
+// Waits until every record pushed to `stream` before the call is written
+// (committed by the worker).  Raises 55000 when the worker makes no
+// progress for a while (queue_drain.hpp).
+void wait_for_alert_flush(int stream);
 
-// Consumer side (the flusher only).
-QueueWindow alert_queue_window();
-void alert_queue_read(uint64 position, AlertRecord* out);
-void alert_queue_consume(uint64 records);  // after the commit that inserted them
+// The consumer side (the database's worker).
+StreamPool& alert_queue_pool() noexcept;
 
 }  // namespace rate_limiter::pg

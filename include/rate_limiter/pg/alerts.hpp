@@ -1,16 +1,16 @@
 // Raising alerts (README "Alerts") and turning them into rows.
 //
-// Only calls in the flusher's database (rate_limiter.database) raise
-// alerts: the flusher writes no other database's rows.  (Its queue still
-// drops records of other databases or former installations of the
-// extension.)
+// Only calls in a served database (usage_log.hpp: database_served()) raise
+// alerts: elsewhere no worker would write them.  Each database's worker
+// writes its own database's alerts (alert_flush.cpp) and drops records of a
+// former installation of the extension.
 //
 // Backends raise alerts after a decision, with no partition lock held: they
 // fill an AlertRecord and push it into the alert queue (alert_queue.hpp),
 // which never blocks and drops the record when full.  Nothing here runs
-// SQL on the hot path.  The flusher writes the records into
-// rate_limit_alerts and sends the NOTIFY (flush_worker.cpp), building the
-// JSON payload with alert_payload().
+// SQL on the hot path.  The database's worker writes the records into
+// rate_limit_alerts and sends the NOTIFY in that database (alert_flush.cpp),
+// building the JSON payload with alert_payload().
 //
 // Dedup: rate_limit_alerts is UNIQUE NULLS NOT DISTINCT on (kind, user_id,
 // api_endpoint, scope, window_start), so each alert is stored and notified
@@ -39,9 +39,10 @@ void raise_call_alerts(const CallInput& input, const CallResult& result, int64 n
 // A server-wide degradation alert of this database's installation.
 void raise_degradation_alert(AlertKind kind, int64 now);
 
-// The flusher: the usage flush is behind by lag_ms (installation of the
-// worker's database given explicitly: it has no rule cache).
-void raise_flush_lag_alert(Oid database, Oid extension, int64 lag_ms, int64 threshold_ms, int64 now);
+// A database's worker: its usage flush is behind by lag_ms (its stream and
+// installation given explicitly).
+void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms, int64 threshold_ms,
+                           int64 now);
 
 // The row's kind ("quota_tokens_80", "abuse", ...), scope and JSON payload;
 // palloc'd.  scope is nullptr for alerts without one.

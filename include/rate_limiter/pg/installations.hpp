@@ -82,9 +82,19 @@ struct InstallationSlot {
   CountersState counters_state;
   int32 counters_rebuilder;  // pid (Rebuilding)
 
-  // The database's worker (database_worker.cpp); 0: none.
-  int32 worker_pid;
+  // The database's worker (database_worker.hpp, launcher.hpp,
+  // database_commands.hpp); written under the lock.
+  int32 worker_pid;          // the worker serving this installation; 0: none
+  // A backend whose DROP DATABASE, ALTER DATABASE or CREATE DATABASE ...
+  // TEMPLATE needs the database without a worker, until its transaction
+  // ends; 0: none.
+  int32 worker_blocked_by;
+  uint32 worker_exit;        // WorkerExit (database_worker.hpp): why the last worker stopped
   uint32 reserved;
+  // last_used when the worker found the extension gone from its database:
+  // no worker again until the installation is used (registered) again.
+  // 0: not gone.
+  uint64 worker_gone_at;
 };
 
 void request_installations_memory();  // from request_shared_memory()
@@ -106,6 +116,11 @@ InstallationSlot* find_installation(uint64 installation) noexcept;
 // `installation != 0` before use.
 InstallationSlot* installation_slots() noexcept;
 int installation_slot_count() noexcept;
+// The slot count the settings ask for, usable before the registry is
+// attached (to size the per-installation queue streams).
+int configured_installation_slots() noexcept;
+// A slot's index: the number of its queue streams and of its worker.
+int installation_index(const InstallationSlot* slot) noexcept;
 
 // tag_live map for core::CounterPartition (65536 bytes).
 const volatile uint8* installation_tag_live() noexcept;

@@ -38,10 +38,12 @@ struct Settings {
   int max_burst_tokens;             // rate_limiter.max_burst_tokens
   bool refund_on_abort;             // rate_limiter.refund_on_abort
   int recovery_timeout_ms;          // rate_limiter.recovery_timeout
-  // The usage log (usage_log.hpp, usage_queue.hpp, flush_worker.hpp).
+  // The usage log and the workers (usage_log.hpp, usage_queue.hpp,
+  // launcher.hpp, database_worker.hpp).
   int usage_log;                    // rate_limiter.usage_log: UsageLogMode
   int flush_interval_ms;            // rate_limiter.flush_interval (sighup)
-  char* usage_database;             // rate_limiter.database (postmaster)
+  char* usage_database;             // rate_limiter.database (postmaster): '' serves every database
+  double database_queue_share;      // rate_limiter.database_queue_share (sighup): of each queue, per database
   int usage_queue_size_kb;          // rate_limiter.usage_queue_size (postmaster)
   int queue_full_wait_ms;           // rate_limiter.queue_full_wait
   int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows

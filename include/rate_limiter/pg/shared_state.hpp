@@ -12,8 +12,10 @@
 //                                  rate_limiter.max_databases)
 //   "rate_limiter key budget"      role -> owner tally map (key_budget.hpp)
 //   "rate_limiter_revocations"     revoked tokens (revocation_cache.hpp)
-//   "rate_limiter usage queue"     usage rows on their way (usage_queue.hpp)
-//   "rate_limiter alert queue"     alerts on their way (alert_queue.hpp)
+//   "rate_limiter usage queue"     usage rows on their way, one stream per
+//                                  installation (usage_queue.hpp, stream_pool.hpp)
+//   "rate_limiter alert queue"     alerts on their way, likewise (alert_queue.hpp)
+//   "rate_limiter launcher"        the launcher's latch (launcher.hpp)
 //
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"
@@ -27,8 +29,9 @@
 //  - Nothing that can ereport, allocate, run SQL or call user code happens
 //    while a partition lock is held: only the pure core's arithmetic.
 //  - Lock order between modules: the installations lock (shared) may be
-//    held while taking rule-table partition locks; no other two
-//    rate_limiter locks are ever held together.
+//    held while taking rule-table partition locks; a queue stream's lock
+//    while taking its pool's free-list spinlock (stream_pool.hpp); no other
+//    two rate_limiter locks are ever held together.
 //  - Metrics are atomics, read and written without any lock.
 #pragma once
 

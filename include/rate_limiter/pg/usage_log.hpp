@@ -6,15 +6,18 @@
 //          saved SPI plan that runs as the extension owner.  The row follows
 //          the caller's transaction; the charge to the shared counters stays
 //          (unless refund_on_abort): the counters never under-count.
-//   async  the event goes to the shared usage queue (usage_queue.hpp) and
-//          the flusher worker inserts it shortly after.  A grant's id
+//   async  the event goes to the installation's stream of the shared usage
+//          queue (usage_queue.hpp) and the database's worker
+//          (database_worker.hpp) inserts it shortly after.  A grant's id
 //          (allocation_id) is drawn from token_usage_id_seq at once.  The
 //          row does NOT follow the caller's transaction, because the charge
 //          does not either; except for refund_on_abort calls, whose events
-//          wait in the backend until commit (usage_pending.hpp).  Only in
-//          the database of the flusher (rate_limiter.database); elsewhere
-//          sync.  When the queue stays full for queue_full_wait, the event
-//          is written as in sync mode: never dropped.
+//          wait in the backend until commit (usage_pending.hpp).  Only in a
+//          database that can have a worker (database_served()); elsewhere
+//          sync.  A served database whose worker is not running yet still
+//          queues: the worker drains the stream when it comes.  When the
+//          stream stays full for queue_full_wait, the event is written as
+//          in sync mode: never dropped.
 //   off    no row; allocation_id is NULL.
 // Each row carries the decision's timestamp, so the window it belongs to is
 // exact.
@@ -45,10 +48,13 @@ int64 log_usage(const UsageRow& row, bool refund_on_abort);
 // event.id 0 takes the column default.  Returns the row id.
 int64 insert_usage_row(const UsageEvent& event);
 
-// True in the database of the flusher (rate_limiter.database).
-bool in_flusher_database();
-// True when calls of this backend use the queue: usage_log = async in the
-// flusher's database.
+// True when this database can have a worker (launcher.hpp): every
+// database, or only the one rate_limiter.database names, and never a
+// template or a database that refuses connections.  Only served databases
+// queue usage rows and raise alerts.
+bool database_served();
+// True when calls of this backend use the queue: usage_log = async in a
+// served database.
 bool usage_log_async();
 
 // Raises 25006 when the caller's transaction cannot write the usage row

@@ -3,12 +3,14 @@
 // Such a call's charge is refunded if its transaction (or the savepoint it
 // ran in) rolls back, so its row must not appear then.  The event stays in
 // backend memory (TopTransactionContext), with the subtransaction that made
-// it, and goes to the queue only at XACT_EVENT_COMMIT (or PREPARE, whose
-// charges are kept).  Not at PRE_COMMIT: the commit can still fail after it
-// (a serialization failure), and the row of an aborted call would be
-// flushed anyway.  Appending in the COMMIT callback cannot fail because the
-// room was reserved when the event was made (usage_queue_reserve()); abort
-// and ROLLBACK TO SAVEPOINT release the reservations of the events they drop.
+// it, and goes to its database's queue stream only at XACT_EVENT_COMMIT (or
+// PREPARE, whose charges are kept).  Not at PRE_COMMIT: the commit can
+// still fail after it (a serialization failure), and the row of an aborted
+// call would be flushed anyway.  Appending in the COMMIT callback cannot
+// fail because whole chunks were reserved when the events were made
+// (usage_queue_reserve_chunk(), as many as next-fit packing of the pending
+// events needs); abort gives them all back, and ROLLBACK TO SAVEPOINT gives
+// back those the remaining events no longer need.
 #pragma once
 
 #include "rate_limiter/pg/postgres.hpp"
@@ -17,10 +19,11 @@ namespace rate_limiter::pg {
 
 void register_pending_usage_callbacks();  // once, from _PG_init
 
-// Reserves room (waiting up to wait_ms) and keeps the event until commit.
-// False: no room; the caller writes the row synchronously instead (it then
-// follows the transaction as well).
-bool defer_usage_event(const char* record, uint32 length, int wait_ms);
+// Reserves room in `stream` (waiting up to wait_ms) and keeps the event
+// until commit.  False: no room (or the transaction already holds events of
+// another stream); the caller writes the row synchronously instead (it
+// then follows the transaction as well).
+bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms);
 
 // Inserts this transaction's pending events now, in the current
 // (sub)transaction, and forgets them: used before looking a row up

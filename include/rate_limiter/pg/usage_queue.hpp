@@ -1,44 +1,43 @@
 // The usage queue: token_usage rows on their way to the table, in shared
 // memory (segment "rate_limiter usage queue", rate_limiter.usage_queue_size).
 //
-// A byte ring of variable-length records (an EncodedHeader, then the
-// user_id, api_endpoint and session_id bytes).  Positions are byte counts
-// since the server started, so they only grow: head (bytes ever appended),
-// tail (bytes ever flushed), and the ring offset is position % capacity.
+// One stream per installation slot (the slot's index), carved from one
+// pool of 8 kB chunks (stream_pool.hpp): each database's worker
+// (database_worker.hpp) drains its own stream, and one database may hold at
+// most rate_limiter.database_queue_share of the pool, so a database whose
+// worker is behind, stuck or not running fills only its share.  A record
+// is an EncodedHeader followed by the user_id, api_endpoint and session_id
+// bytes.
 //
-// Producers are backends (usage_log.cpp).  The only consumer is the
-// flusher (flush_worker.cpp): it copies records out of [tail, head) without
-// removing them, inserts them into token_usage, and only after its commit
-// advances tail.  An event is therefore in the queue until its row is
-// committed; a failed flush leaves it there for the next try.
+// Producers are backends (usage_log.cpp, usage_pending.cpp).  The only
+// consumer of a stream is its database's worker: it reads the records of
+// [tail, head) without removing them, inserts them into token_usage, and
+// only after its commit consumes them.  An event is therefore queued until
+// its row is committed; a failed flush leaves it for the next try.
 //
-// Locking
-//  - One LWLock (tranche "rate_limiter_usage_queue") guards head, tail,
-//    reserved, events and flusher_latch.  Producers hold it exclusively
-//    while they check for space and memcpy one record; nothing else happens
-//    under it (no ereport, no allocation).
-//  - The flusher reads the bytes of [tail, head) WITHOUT the lock: producers
-//    never write there (free space excludes it) and only the flusher moves
-//    tail.
-//  - Space can be reserved for events that are appended later, at commit
-//    (refund_on_abort calls, usage_pending.hpp): the commit callback must
-//    not fail, so it must never find the queue full.
-//  - The condition variable `progress` is broadcast whenever tail advances
-//    or a reservation is released: producers waiting for space and callers
-//    of wait_for_usage_flush() sleep on it.
+// Room for events appended later, at commit (refund_on_abort calls,
+// usage_pending.hpp), is reserved as whole chunks: the commit callback must
+// not fail, so it must never find the queue full.
+//
+// Locking: see stream_pool.hpp (one LWLock per stream, tranche
+// "rate_limiter_usage_queue").  Producers waiting for room sleep on the
+// pool's `space` condition variable; callers of wait_for_usage_flush() on
+// their stream's `progress`.
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/postgres.hpp"
-#include "rate_limiter/pg/queue_drain.hpp"
+#include "rate_limiter/pg/stream_pool.hpp"
 
 namespace rate_limiter::pg {
+
+struct InstallationSlot;
 
 constexpr int kNoPriority = -1;
 
 // One usage event, decoded: pointers into the caller's or the record's bytes.
 struct UsageEvent {
-  int64 id = 0;            // token_usage.id; 0: the flusher draws it from the sequence
+  int64 id = 0;            // token_usage.id; 0: the worker draws it from the sequence
   int64 tokens = 0;
   TimestampTz at = 0;      // the decision's time, the row's "timestamp"
   TimestampTz enqueued_at = 0;
@@ -54,7 +53,7 @@ struct UsageEvent {
 };
 
 // Fixed part of every record.  Trivially copyable; copied with memcpy, so
-// records need no alignment in the ring.
+// records need no alignment in the chunks.
 struct EncodedHeader {
   uint32 length;  // the whole record
   int16 user_len;
@@ -81,36 +80,36 @@ UsageEvent decode_usage_event(const char* bytes);
 void request_usage_queue_memory();  // from request_shared_memory()
 void attach_usage_queue_memory();   // from attach_shared_memory()
 
-// Producer side.  Both count a wait in usage_queue_full_waits when the
-// queue is full at first try, wake the flusher, and wait up to wait_ms
-// (interruptible).  False: still no room.
-bool usage_queue_append(const char* record, uint32 length, int wait_ms);
-bool usage_queue_reserve(uint32 length, int wait_ms);
-// Transaction callbacks: no ereport, only the lock and memcpy.
-void usage_queue_append_reserved(const char* record, uint32 length) noexcept;
-void usage_queue_release(uint64 length) noexcept;
+// The stream of an installation: its registry slot's index.
+int usage_stream_of(const InstallationSlot* slot) noexcept;
 
-// Waits until every event appended before the call is in token_usage
-// (committed by the flusher).  Raises 55000 when the flusher makes no
-// progress for a while (queue_drain.hpp).
-void wait_for_usage_flush();
+// Producer side.  Counts a wait in usage_queue_full_waits when the
+// stream is at its share (or the pool is empty) at first try, wakes its
+// worker, and waits up to wait_ms (interruptible).  False: still no room.
+bool usage_queue_append(int stream, const char* record, uint32 length, int wait_ms);
+// One reserved chunk (usage_pending.hpp), waiting like usage_queue_append;
+// kNoChunk when there is none.
+int32 usage_queue_reserve_chunk(int stream, int wait_ms);
 
-// Consumer side (the flusher only).
-QueueWindow usage_queue_window();
-// Copies the record at `position` (inside the window) into out
-// (kMaxEncodedEventBytes); returns its length.
-uint32 usage_queue_read(uint64 position, char* out);
-// After the commit that inserted them: frees `bytes` (= `events` records).
-void usage_queue_consume(uint64 bytes, uint64 events);
-void usage_queue_attach_flusher(Latch* latch);  // nullptr on exit
-// Sets the flusher's latch, if one runs (also for the alert queue).
-void usage_queue_wake_flusher();
+// Waits until every event appended to `stream` before the call is in
+// token_usage (committed by the worker).  Raises 55000 when the worker
+// makes no progress for a while (queue_drain.hpp).
+void wait_for_usage_flush(int stream);
+
+// The pool itself: the worker's consumer side and usage_pending's
+// reservations use it directly.
+StreamPool& usage_queue_pool() noexcept;
+// Sets the latch of the stream's worker, if one runs.
+void usage_queue_wake_consumer(int stream) noexcept;
+
+// Age of the stream's oldest queued event; 0 when it is empty.
+int64 usage_queue_lag_ms(int stream) noexcept;
 
 struct UsageQueueStats {
-  uint64 events;
-  uint64 bytes;     // queued and reserved
+  uint64 events;    // queued, every database
+  uint64 bytes;     // chunks in use (queued or reserved)
   uint64 capacity;
-  int64 lag_ms;     // age of the oldest queued event; 0 when empty
+  int64 lag_ms;     // age of the oldest queued event of any database; 0 when empty
 };
 UsageQueueStats usage_queue_stats();
 
