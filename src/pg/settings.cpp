@@ -193,9 +193,10 @@ void define_settings() {
 
   DefineCustomIntVariable(
       "rate_limiter.lock_timeout", "Longest wait for a rate limiter partition lock.",
-      "A wait that runs out raises 55P03 (or is allowed when failure_mode is open). "
-      "0 waits without bound.",
-      &settings.lock_timeout_ms, 1000, 0, 600000, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
+      "A wait that runs out raises 55P03 (or, when failure_mode is open, allows a bounded grant "
+      "charged at the end of the transaction). 0 waits without bound. Superuser-only: a shorter "
+      "wait would let a session fail open on purpose.",
+      &settings.lock_timeout_ms, 1000, 0, 600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr,
       nullptr);
 
   DefineCustomRealVariable(

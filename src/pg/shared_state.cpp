@@ -2,6 +2,7 @@
 
 #include "rate_limiter/pg/alert_queue.hpp"
 #include "rate_limiter/pg/counter_file.hpp"
+#include "rate_limiter/pg/fail_open.hpp"
 #include "rate_limiter/pg/installations.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/launcher.hpp"
@@ -52,6 +53,7 @@ void request_shared_memory() {
   request_rule_table_memory();  // likewise
   request_key_budget_memory();  // likewise
   request_launcher_memory();  // likewise
+  request_fail_open_memory();  // likewise
 }
 
 void attach_shared_memory() {
@@ -101,6 +103,7 @@ void attach_shared_memory() {
   attach_rule_table_memory();
   attach_key_budget_memory();
   attach_launcher_memory();
+  attach_fail_open_memory();
   shared = state;
   // The postmaster, creating the segment: load the counters saved at the
   // last clean shutdown, and save them at this server's clean shutdown.

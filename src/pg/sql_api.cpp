@@ -15,6 +15,7 @@
 #include "rate_limiter/pg/counter_recovery.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
+#include "rate_limiter/pg/fail_open.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
@@ -150,6 +151,58 @@ void schedule_abort_refunds(const Call& call) {
   }
 }
 
+// failure_mode = open after a lock wait ran out: the call is allowed
+// without its counters, but bounded (fail_open.hpp: its priority share of
+// each token quota's capacity less what other lockless grants on it still
+// owe; all_or_nothing refuses a request above that), and what it was
+// granted is charged to every applicable counter when the transaction
+// ends (transaction_effects.hpp).  The usage row is written as for any
+// grant.
+void fail_open_grant(Call* call) {
+  core::Hash128 keys[2 * core::kMaxAppliedLimits];
+  core::LimitRule rules[2 * core::kMaxAppliedLimits];
+  core::LimitKind kinds[2 * core::kMaxAppliedLimits];
+  const int n = applicable_counter_rules(call->rules, keys, rules, kinds, 2 * core::kMaxAppliedLimits);
+  const core::CallRequest& req = call->input.request;
+  core::Hash128 token_keys[2 * core::kMaxAppliedLimits];
+  int64 capacities[2 * core::kMaxAppliedLimits];
+  int ntokens = 0;
+  for (int i = 0; i < n; ++i) {
+    if (kinds[i] != core::LimitKind::Tokens) continue;
+    token_keys[ntokens] = keys[i];
+    capacities[ntokens++] = core::capacity(rules[i]);
+  }
+  int64 granted = req.kind == core::CallKind::Allocate ? req.tokens : 0;
+  if (ntokens > 0 && granted > 0) {
+    const uint32 share = current_priority_shares().ppm[static_cast<int>(req.priority)];
+    // all_or_nothing reserves only the whole request or nothing.
+    granted = reserve_fail_open(token_keys, capacities, ntokens, share, granted);
+    if (req.all_or_nothing && granted < req.tokens) {
+      for (int i = 0; i < ntokens; ++i) settle_fail_open(token_keys[i], granted);
+      granted = 0;
+    }
+  }
+  CallResult& r = call->result;
+  r.fail_open = true;
+  r.decision = core::Decision{};
+  const bool allowed = req.kind == core::CallKind::Check || granted > 0 || ntokens == 0;
+  r.decision.outcome = allowed ? core::Outcome::NoLimit : core::Outcome::DeniedTokenQuota;
+  r.decision.granted = allowed ? granted : 0;
+  if (!allowed) return;
+  for (int i = 0; i < n; ++i) {
+    const int64 units = kinds[i] == core::LimitKind::Tokens ? granted : 1;
+    if (units <= 0) continue;
+    // The user's counters under the default rule belong to the default class.
+    const int k = static_cast<int>(kinds[i]);
+    const bool default_class =
+        !call->rules.user.has[k] && call->rules.fallback.has[k] &&
+        (keys[i] == core::counter_key(call->rules.user_scope, kinds[i]) ||
+         keys[i] == core::counter_key(call->rules.user_scope, kinds[i], core::CounterRole::BurstCap));
+    schedule_deferred_charge(keys[i], rules[i], units, kinds[i] == core::LimitKind::Tokens,
+                             default_class ? call->input.default_class : core::Admission{});
+  }
+}
+
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
 void run_call(Call* call) {
   const ExtensionCatalog* ext = extension_catalog();
@@ -174,14 +227,10 @@ void run_call(Call* call) {
     case CallStatus::LockTimeout:
       metric_add(&m.lock_timeouts);
       if (settings.failure_mode == kFailOpen) {
-        // Allowed without counting: grant what was asked.
+        // Allowed without the lock, but bounded and counted (fail_open_grant()).
         metric_add(&m.fail_open);
         raise_degradation_alert(AlertKind::FailOpen, call->now);
-        call->result.fail_open = true;
-        call->result.decision = core::Decision{};
-        call->result.decision.outcome = core::Outcome::NoLimit;
-        if (call->input.request.kind == core::CallKind::Allocate)
-          call->result.decision.granted = call->input.request.tokens;
+        fail_open_grant(call);
         break;
       }
       metric_add(&m.fail_closed);

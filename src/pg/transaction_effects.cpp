@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/transaction_effects.hpp"
 
+#include "rate_limiter/pg/fail_open.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/partition_locks.hpp"
 #include "rate_limiter/pg/postgres.hpp"
@@ -8,8 +9,10 @@
 namespace rate_limiter::pg {
 namespace {
 
-enum class Action : uint8 { Reset, Refund };
-enum class When : uint8 { Commit, Abort };
+enum class Action : uint8 { Reset, Refund, Charge };
+// End: at commit and at abort alike, and at PREPARE (a charge the
+// transaction's outcome does not undo).
+enum class When : uint8 { Commit, Abort, End };
 
 struct Adjustment {
   core::Hash128 key;
@@ -19,6 +22,8 @@ struct Adjustment {
   Action action;
   When when;
   SubTransactionId subxact;
+  core::Admission admission;  // Charge: how the counter is created if absent
+  bool ledger;                // Charge: outstanding in the fail-open ledger until made
 };
 
 Adjustment* pending = nullptr;  // in TopTransactionContext
@@ -37,19 +42,40 @@ void forget_transaction_state() {
 // LWLock waits (no timeout path that would need an ereport) and stores.
 void apply(const Adjustment& a, int64 now) {
   const uint32 p = core::partition_of(a.key, shared->geometry.partitions);
+  uint32 before = 0, after = 0;
   LWLockAcquire(partition_lock(p), LW_EXCLUSIVE);
-  if (a.action == Action::Reset)
-    counter_partition(p).reset(a.key);
-  else
-    counter_partition(p).refund(a.key, a.rule, a.units, a.charge_window, now);
+  core::CounterPartition part = counter_partition(p);
+  switch (a.action) {
+    case Action::Reset:
+      part.reset(a.key);
+      break;
+    case Action::Refund:
+      part.refund(a.key, a.rule, a.units, a.charge_window, now);
+      break;
+    case Action::Charge: {
+      // consume() clamps to what is available: a counter that ran out in
+      // the meantime takes what it can.  A table with no room charges
+      // nothing (the usage row still counts after a rebuild).
+      before = part.count();
+      uint32 evicted = 0;
+      core::AcquireStatus status;
+      if (core::CounterSlot* slot = part.acquire(a.key, a.rule, now, a.admission, &evicted, &status))
+        core::consume(a.rule, &slot->state, a.units, now);
+      after = part.count();
+      break;
+    }
+  }
   LWLockRelease(partition_lock(p));
+  if (a.action == Action::Charge && a.ledger) settle_fail_open(a.key, a.units);
+  if (after > before) pg_atomic_fetch_add_u64(&shared->metrics.keys_in_use, after - before);
+  if (after < before) pg_atomic_fetch_sub_u64(&shared->metrics.keys_in_use, before - after);
 }
 
 void apply_all(When when) {
   if (pending_count == 0) return;
   const int64 now = limiter_now_unix();
   for (int i = 0; i < pending_count; ++i)
-    if (pending[i].when == when) apply(pending[i], now);
+    if (pending[i].when == when || pending[i].when == When::End) apply(pending[i], now);
 }
 
 void on_xact_event(XactEvent event, void*) {
@@ -69,8 +95,14 @@ void on_xact_event(XactEvent event, void*) {
       forget_transaction_state();
       break;
     case XACT_EVENT_PREPARE:
-      // Only abort-time refunds can be pending here; they are dropped, and
-      // the array lives in TopTransactionContext, which is about to go.
+      // Abort-time refunds are dropped; deferred charges are made now (the
+      // transaction leaves this session).  The array lives in
+      // TopTransactionContext, which is about to go.
+      if (pending_count > 0) {
+        const int64 now = limiter_now_unix();
+        for (int i = 0; i < pending_count; ++i)
+          if (pending[i].when == When::End) apply(pending[i], now);
+      }
       forget_transaction_state();
       break;
     default:
@@ -87,8 +119,8 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
   int kept = 0;
   for (int i = 0; i < pending_count; ++i) {
     const Adjustment& a = pending[i];
-    if (a.subxact < subxact) {
-      pending[kept++] = a;
+    if (a.subxact < subxact || a.when == When::End) {
+      pending[kept++] = a;  // a deferred charge survives the rollback, as the grant does
     } else if (a.when == When::Abort) {
       apply(a, now);
     } else {
@@ -120,17 +152,22 @@ void register_transaction_callbacks() {
 }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {
-  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0});
+  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0, core::Admission{}, false});
 }
 
 void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
                                int64_t units, int64_t charge_window) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0, core::Admission{}, false});
 }
 
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
                               int64_t units, int64_t charge_window) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0, core::Admission{}, false});
+}
+
+void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
+                              bool in_ledger, const core::Admission& admission) {
+  record(Adjustment{counter_key, rule, units, 0, Action::Charge, When::End, 0, admission, in_ledger});
 }
 
 }  // namespace rate_limiter::pg

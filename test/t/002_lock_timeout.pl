@@ -62,15 +62,34 @@ cmp_ok($elapsed, '<', 2.5, 'but not for the whole hold');
 $holder->quit;
 is(used(), '1', 'only the holder was charged; the timed-out call charged nothing');
 
-# failure_mode = open: allowed without counting, and said so.
+# failure_mode = open: allowed without the lock, bounded by the call's
+# priority share of the quota's capacity, said so, and charged when the
+# transaction ends.
 $holder = hold_lock(3000);
 $out = $node->safe_psql('postgres',
 	"SET rate_limiter.lock_timeout = '200ms'; SET rate_limiter.failure_mode = 'open';
 	 SELECT success, tokens_allocated, reason FROM allocate_tokens('lt_user', 5, 'high')");
 is($out, 't|5|fail_open_lock_timeout', 'failure_mode = open allows the call');
 $holder->quit;
-is(used(), '2', 'the fail-open grant was not counted');
-is(metric('lock_timeouts') - $timeouts_before, 2, 'both timeouts were counted');
+is(used(), '7', 'the fail-open grant was charged once the lock was free (holders 1 + 1, grant 5)');
+$holder = hold_lock(3000);
+$out = $node->safe_psql('postgres',
+	"SET rate_limiter.lock_timeout = '200ms'; SET rate_limiter.failure_mode = 'open'; BEGIN;
+	 SELECT success, tokens_allocated FROM allocate_tokens('lt_user', 900000, 'high');
+	 SELECT success, tokens_allocated, reason FROM allocate_tokens('lt_user', 900000, 'high', NULL, NULL,
+	                                                       '{\"all_or_nothing\": true}'); COMMIT;");
+is($out, "t|500000\nf|0|fail_open_lock_timeout",
+	'a fail-open grant never exceeds the high share of what lockless grants leave of the capacity');
+$holder->quit;
+is(used(), '500008', 'and it is charged');
+is(metric('lock_timeouts') - $timeouts_before, 4, 'every timeout was counted');
+
+# A plain role cannot shorten the wait to fail open on purpose.
+$node->safe_psql('postgres', 'CREATE ROLE lt_plain LOGIN');
+($ret, $out, $err) = $node->psql('postgres', "SET rate_limiter.lock_timeout = '1ms'",
+	extra_params => [ '-U', 'lt_plain' ]);
+like($err, qr/permission denied to set parameter "rate_limiter.lock_timeout"/,
+	'lock_timeout is superuser-only');
 
 # lock_timeout = 0: the call waits for the holder and then succeeds.
 $holder = hold_lock(1500);
@@ -81,7 +100,7 @@ $elapsed = time() - $t0;
 is($out, 't|5', 'lock_timeout = 0 waits and succeeds');
 cmp_ok($elapsed, '>=', 0.5, 'after the holder released the lock');
 $holder->quit;
-is(used(), '8', 'holders and the waiting call were all counted');
+is(used(), '500014', 'holders and the waiting call were all counted');
 
 $node->stop;
 done_testing();

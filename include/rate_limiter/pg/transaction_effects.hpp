@@ -19,6 +19,7 @@
 #pragma once
 
 #include "rate_limiter/core/algorithm.hpp"
+#include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/types.hpp"
 
 namespace rate_limiter::pg {
@@ -34,5 +35,15 @@ void schedule_refund_at_commit(const core::Hash128& counter_key, const core::Lim
                                int64_t units, int64_t charge_window);
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
                               int64_t units, int64_t charge_window);
+
+// When the transaction ends, commit or abort alike (or is prepared): the
+// counter is charged `units` (clamped to what it has then), created under
+// `admission` if absent.  A grant made without the partition lock
+// (failure_mode = open after a lock timeout) is charged this way once the
+// lock is free; a rollback does not undo it, as it does not undo the grant.
+// in_ledger: the units are outstanding in the fail-open ledger
+// (fail_open.hpp) until the charge is made.
+void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
+                              bool in_ledger, const core::Admission& admission);
 
 }  // namespace rate_limiter::pg
