@@ -96,6 +96,25 @@ END $$;
 
 -- ==== end production scale: rules in shared memory ====
 
+-- ==== exact on every path ====
+
+-- The latest reset of each scope.  A reset clears counters in shared
+-- memory; a rebuild after a crash replays token_usage and must not count
+-- the rows of a window that was reset after them.
+CREATE TABLE rate_limit_resets (
+  scope        text NOT NULL CHECK (scope IN ('user', 'user_endpoint', 'endpoint')),
+  user_id      text,
+  api_endpoint text,
+  reset_at     timestamptz NOT NULL,
+  CONSTRAINT rate_limit_resets_scope_key UNIQUE NULLS NOT DISTINCT (scope, user_id, api_endpoint)
+);
+SELECT pg_catalog.pg_extension_config_dump('rate_limit_resets', '');
+REVOKE ALL ON rate_limit_resets FROM PUBLIC;
+COMMENT ON TABLE rate_limit_resets IS
+  'The latest reset_rate_limit / reset_api_rate_limit of each scope: a rebuild of the counters after a crash ignores the usage rows before it';
+
+-- ==== end exact on every path ====
+
 -- ==== every database ====
 
 -- Every database where the extension is installed gets its own worker

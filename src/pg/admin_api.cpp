@@ -72,6 +72,32 @@ core::CounterRole role_arg(FunctionCallInfo fcinfo, int argno) {
   pg_unreachable();
 }
 
+// The reset of (scope, user_id, api_endpoint) at the limiter's clock, in
+// rate_limit_resets (one row per scope: the latest reset).  A database still
+// at extension version 1.1 has no such table: nothing is recorded there.
+void record_reset(FunctionCallInfo fcinfo) {
+  const ExtensionCatalog* ext = extension_catalog();
+  if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return;
+  const char* scope = text_to_cstring(PG_GETARG_TEXT_PP(0));
+  if (strcmp(scope, "default") == 0) scope = "user";  // the default counts in the user's counter
+  AsExtensionOwner owner(ext);
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
+  const char* sql = psprintf(
+      "INSERT INTO %s.rate_limit_resets (scope, user_id, api_endpoint, reset_at) VALUES ($1, $2, $3, $4) "
+      "ON CONFLICT (scope, user_id, api_endpoint) DO UPDATE SET reset_at = "
+      "GREATEST(rate_limit_resets.reset_at, EXCLUDED.reset_at)",
+      ext->quoted_schema);
+  Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+  Datum values[4] = {CStringGetTextDatum(scope), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1),
+                     PG_ARGISNULL(2) ? (Datum)0 : PG_GETARG_DATUM(2),
+                     TimestampTzGetDatum(unix_to_timestamptz(limiter_now_unix()))};
+  const char nulls[4] = {' ', PG_ARGISNULL(1) ? 'n' : ' ', PG_ARGISNULL(2) ? 'n' : ' ', ' '};
+  const int rc = SPI_execute_with_args(sql, 4, types, values, nulls, false, 0);
+  if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter: could not record the reset: %s", SPI_result_code_string(rc));
+  SPI_finish();
+  owner.restore();
+}
+
 }  // namespace
 }  // namespace rate_limiter::pg
 
@@ -85,10 +111,14 @@ RL_SQL_FUNCTION(rate_limiter_require_preload) {
 }
 
 // rate_limiter_schedule_reset(scope, user_id, api_endpoint): clears both
-// counters (tokens and requests) of the scope when the transaction commits.
+// counters (tokens and requests) of the scope when the transaction commits,
+// and records the reset in rate_limit_resets in the same transaction, so
+// that a rebuild after a crash does not count the usage rows it cleared
+// (counter_recovery.hpp).
 RL_SQL_FUNCTION(rate_limiter_schedule_reset) {
   require_shared_state();
   const core::Hash128 scope = counter_scope_args(fcinfo);
+  record_reset(fcinfo);
   schedule_counter_reset(core::counter_key(scope, core::LimitKind::Tokens));
   schedule_counter_reset(core::counter_key(scope, core::LimitKind::Requests));
   PG_RETURN_VOID();

@@ -41,14 +41,70 @@ HTAB* create_states() {
   return hash_create("rate_limiter rebuilt counters", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
-// Charges one usage row to the counters its call would charge now.
-void replay_row(HTAB* states, const ApplicableRules& rules, int64 at, int64 tokens) {
+struct ResetEntry {
+  core::Hash128 key;  // a main counter's key
+  int64 reset_at;     // us since the Unix epoch
+};
+
+// The resets committed since `since` (rate_limit_resets), by the key of
+// each main counter they cleared.  nullptr when there are none (or the
+// database is at a version without the table).
+HTAB* load_resets(const ExtensionCatalog* ext, int64 since) {
+  if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return nullptr;
+  const char* sql = psprintf("SELECT scope, user_id, api_endpoint, reset_at FROM %s.rate_limit_resets "
+                             "WHERE reset_at >= $1",
+                             ext->quoted_schema);
+  Oid types[1] = {TIMESTAMPTZOID};
+  Datum values[1] = {TimestampTzGetDatum(unix_to_timestamptz(since))};
+  if (SPI_execute_with_args(sql, 1, types, values, nullptr, true, 0) != SPI_OK_SELECT)
+    elog(ERROR, "rate_limiter: could not read rate_limit_resets");
+  if (SPI_processed == 0) return nullptr;
+  HASHCTL ctl;
+  memset(&ctl, 0, sizeof ctl);
+  ctl.keysize = sizeof(core::Hash128);
+  ctl.entrysize = sizeof(ResetEntry);
+  ctl.hcxt = CurrentMemoryContext;
+  HTAB* resets = hash_create("rate_limiter resets", Max(SPI_processed * 2, 16), &ctl,
+                             HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+  for (uint64 i = 0; i < SPI_processed; ++i) {
+    HeapTuple t = SPI_tuptable->vals[i];
+    TupleDesc d = SPI_tuptable->tupdesc;
+    bool null_scope = false, null_user = false, null_endpoint = false, null_at = false;
+    const std::string_view scope_name = text_view(SPI_getbinval(t, d, 1, &null_scope));
+    const Datum user = SPI_getbinval(t, d, 2, &null_user);
+    const Datum endpoint = SPI_getbinval(t, d, 3, &null_endpoint);
+    const Datum at = SPI_getbinval(t, d, 4, &null_at);
+    if (null_scope || null_at) continue;
+    core::ScopeKind kind = core::ScopeKind::User;
+    if (scope_name == "user_endpoint") kind = core::ScopeKind::UserEndpoint;
+    if (scope_name == "endpoint") kind = core::ScopeKind::Endpoint;
+    const core::Hash128 scope = scope_of(ext, kind, null_user ? std::string_view() : text_view(user),
+                                         null_endpoint ? std::string_view() : text_view(endpoint));
+    for (int k = 0; k < core::kLimitKinds; ++k) {
+      const core::Hash128 key = core::counter_key(scope, static_cast<core::LimitKind>(k));
+      bool found = false;
+      auto* e = static_cast<ResetEntry*>(hash_search(resets, &key, HASH_ENTER, &found));
+      const int64 reset_at = timestamptz_to_unix(DatumGetTimestampTz(at));
+      e->reset_at = found ? Max(e->reset_at, reset_at) : reset_at;
+    }
+  }
+  SPI_freetuptable(SPI_tuptable);
+  return resets;
+}
+
+// Charges one usage row to the counters its call would charge now, except
+// the counters a later reset cleared.
+void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 at, int64 tokens) {
   core::Hash128 keys[2 * core::kMaxAppliedLimits];
   core::LimitRule limit_rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
   const int n = applicable_counter_rules(rules, keys, limit_rules, kinds, 2 * core::kMaxAppliedLimits);
   for (int i = 0; i < n; ++i) {
     bool found = false;
+    if (resets != nullptr) {
+      const auto* reset = static_cast<const ResetEntry*>(hash_search(resets, &keys[i], HASH_FIND, &found));
+      if (found && at < reset->reset_at) continue;
+    }
     auto* r = static_cast<Rebuilt*>(hash_search(states, &keys[i], HASH_ENTER, &found));
     if (!found) {
       r->rule = limit_rules[i];
@@ -66,6 +122,7 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
   const uint64 horizon = pg_atomic_read_u64(&ext->slot->longest_horizon);
   if (horizon == 0) return states;  // no rule: nothing counts
   const int64 since = now - static_cast<int64>(Min(horizon, static_cast<uint64>(now)));
+  HTAB* resets = load_resets(ext, since);
   const char* sql = psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
                              "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
                              ext->quoted_schema);
@@ -91,7 +148,7 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
       collect_applicable_rules(ext, text_view(user), !null_endpoint,
                                null_endpoint ? std::string_view() : text_view(endpoint), &rules,
                                RuleView::Committed);
-      replay_row(states, rules, timestamptz_to_unix(DatumGetTimestampTz(at)),
+      replay_row(states, resets, rules, timestamptz_to_unix(DatumGetTimestampTz(at)),
                  null_tokens ? 0 : DatumGetInt64(tokens));
       ++*rows;
     }

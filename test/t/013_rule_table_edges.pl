@@ -119,15 +119,20 @@ sql(q{SELECT set_rate_limit('c_user', 100, '3650 days');
       SELECT allocate_tokens('c_user', 10, 'high');});
 # A crash: a backend killed with SIGKILL makes the postmaster reset shared
 # memory (no counter file is written).
-my ($out, $err) = ('', '');
-my $sleeper = IPC::Run::start(
-	[ 'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-c', 'SELECT pg_sleep(60)' ],
-	'>', \$out, '2>', \$err);
-$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
-  or die 'the sleeper did not start';
-kill 'KILL', sql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'");
-$sleeper->finish;
-$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
+sub crash
+{
+	my ($out, $err) = ('', '');
+	my $sleeper = IPC::Run::start(
+		[ 'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-c', 'SELECT pg_sleep(60)' ],
+		'>', \$out, '2>', \$err);
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
+	  or die 'the sleeper did not start';
+	kill 'KILL', sql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'");
+	$sleeper->finish;
+	$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
+}
+crash();
 sql(q{BEGIN;
       SELECT set_rate_limit('c_user', 100, '1 hour', algorithm => 'sliding_window');
       SELECT allocate_tokens('someone_else', 1, 'high');
@@ -136,6 +141,14 @@ like(slurp_file($node->logfile), qr/rebuilt \d+ counters .*\n.*STATEMENT:.*someo
 	'the session with the uncommitted change did the rebuild');
 is(sql(q{SELECT used FROM get_rate_limit_status('c_user') WHERE scope = 'user'}), '60',
 	'a rebuild triggered inside a transaction with an uncommitted rule change uses the committed rule');
+
+# A reset is as durable as the usage it clears: the rebuild after a crash
+# does not count the rows before it.
+sql(q{SELECT reset_rate_limit('c_user'); SELECT allocate_tokens('c_user', 5, 'high');});
+is(sql(q{SELECT used FROM get_rate_limit_status('c_user') WHERE scope = 'user'}), '5', 'reset, then 5 used');
+crash();
+is(sql(q{SELECT used FROM get_rate_limit_status('c_user') WHERE scope = 'user'}), '5',
+	'after a crash the reset still holds (the 60 tokens before it are not counted again)');
 
 $node->stop;
 done_testing();
