@@ -74,3 +74,21 @@ SELECT c.relname, obj_description(c.oid, 'pg_class') IS NOT NULL AS commented,
   FROM pg_class c WHERE c.relname IN ('rate_limiter_counters', 'rate_limiter_metrics', 'rate_limiter_usage_daily')
  ORDER BY 1;
 DROP ROLE mon_plain;
+
+-- The documented monitoring grant: SELECT on the view is enough, and
+-- without it the counters stay closed.
+CREATE ROLE mon_grantee;
+GRANT SELECT ON rate_limiter_counters TO mon_grantee;
+SELECT set_user_rate_limit('mon_user', 5, '1 hour');
+SELECT allowed FROM check_rate_limit('mon_user');
+SET ROLE mon_grantee;
+SELECT scope, user_id, limit_kind, used FROM rate_limiter_counters WHERE user_id = 'mon_user' ORDER BY 1, 3;
+RESET ROLE;
+CREATE ROLE mon_other;
+SET ROLE mon_other;
+SELECT count(*) FROM rate_limiter_counter_slots();
+RESET ROLE;
+SELECT remove_rate_limit('mon_user');
+REVOKE SELECT ON rate_limiter_counters FROM mon_grantee;
+DROP ROLE mon_grantee;
+DROP ROLE mon_other;

@@ -113,6 +113,16 @@ REVOKE ALL ON rate_limit_resets FROM PUBLIC;
 COMMENT ON TABLE rate_limit_resets IS
   'The latest reset_rate_limit / reset_api_rate_limit of each scope: a rebuild of the counters after a crash ignores the usage rows before it';
 
+-- GRANT SELECT ON rate_limiter_counters TO monitoring did not work: a view
+-- calls its functions as the querying role, which had no EXECUTE on them.
+-- They are open now; rate_limiter_counter_slots() itself requires SELECT on
+-- the view (the other two only compute from their arguments).
+GRANT EXECUTE ON FUNCTION rate_limiter_counter_slots() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION rate_limiter_counter_usage(bytea, text, bigint, interval, bigint) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION rate_limiter_counter_key(text, text, text, text, text) TO PUBLIC;
+COMMENT ON FUNCTION rate_limiter_counter_slots() IS
+  'Internal: every live counter slot of this database in shared memory, read partition by partition (requires SELECT on rate_limiter_counters)';
+
 -- ==== end exact on every path ====
 
 -- ==== every database ====

@@ -46,6 +46,14 @@ using namespace rate_limiter::pg;
 RL_SQL_FUNCTION(rate_limiter_counter_slots) {
   require_shared_state();
   const ExtensionCatalog* ext = extension_catalog();
+  // EXECUTE is open to PUBLIC so that the view works for whoever may read
+  // it (a view calls its functions as the querying role); the privilege
+  // that guards the counters is SELECT on rate_limiter_counters.
+  const Oid view = get_relname_relid("rate_limiter_counters", ext->schema);
+  if (!OidIsValid(view) || pg_class_aclcheck(view, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+    ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                    errmsg("permission denied for the live counters"),
+                    errhint("GRANT SELECT ON rate_limiter_counters TO the role that needs them.")));
   prepare_rule_lookups(ext);
   ensure_counters_recovered(ext);
   InitMaterializedSRF(fcinfo, 0);
