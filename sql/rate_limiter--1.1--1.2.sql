@@ -119,9 +119,67 @@ COMMENT ON TABLE rate_limit_resets IS
 -- the view (the other two only compute from their arguments).
 GRANT EXECUTE ON FUNCTION rate_limiter_counter_slots() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION rate_limiter_counter_usage(bytea, text, bigint, interval, bigint) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION rate_limiter_counter_key(text, text, text, text, text) TO PUBLIC;
 COMMENT ON FUNCTION rate_limiter_counter_slots() IS
   'Internal: every live counter slot of this database in shared memory, read partition by partition (requires SELECT on rate_limiter_counters)';
+
+-- Counter keys carry the limit's shape (algorithm, window): a window change
+-- starts a new counter, so one made in a transaction that rolls back no
+-- longer wipes the committed counter.  The view computes keys the same way.
+CREATE FUNCTION rate_limiter_counter_key(scope text, user_id text, api_endpoint text,
+                                         limit_kind text, role text, algorithm text,
+                                         window_duration interval)
+RETURNS text AS 'MODULE_PATHNAME', 'rate_limiter_counter_key' LANGUAGE C STABLE;
+GRANT EXECUTE ON FUNCTION rate_limiter_counter_key(text, text, text, text, text, text, interval) TO PUBLIC;
+COMMENT ON FUNCTION rate_limiter_counter_key(text, text, text, text, text, text, interval) IS
+  'Internal: the shared-memory key of one counter of this installation, in hex';
+CREATE OR REPLACE VIEW rate_limiter_counters AS
+  WITH rules AS (
+    SELECT t.user_id AS uid, t.api_endpoint AS ep, 'tokens'::text AS kind,
+           t.max_tokens_per_period AS lim, t.period_interval AS win, t.algorithm AS alg,
+           t.burst AS bst
+      FROM token_limits t
+    UNION ALL
+    SELECT r.user_id, r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration,
+           r.algorithm, r.burst
+      FROM request_limits r
+  ), default_users AS (
+    SELECT DISTINCT u.user_id
+      FROM token_usage u
+     WHERE u."timestamp" >= now() - 2 * (SELECT max(d.win) FROM rules d
+                                          WHERE d.uid IS NULL AND d.ep IS NULL)
+  ), candidates AS (
+    SELECT CASE WHEN r.ep IS NULL THEN 'user' WHEN r.uid IS NULL THEN 'endpoint'
+                ELSE 'user_endpoint' END AS scope, r.*
+      FROM rules r
+     WHERE r.uid IS NOT NULL OR r.ep IS NOT NULL
+    UNION ALL
+    -- The default applies per kind to users without their own rule of that
+    -- kind, and counts in the user's own counter.
+    SELECT 'default', d.user_id, NULL, r.kind, r.lim, r.win, r.alg, r.bst
+      FROM rules r CROSS JOIN default_users d
+     WHERE r.uid IS NULL AND r.ep IS NULL
+       AND NOT EXISTS (SELECT 1 FROM rules o
+                        WHERE o.uid = d.user_id AND o.ep IS NULL AND o.kind = r.kind)
+  ), keyed AS (
+    SELECT c.*, ro.role,
+           rate_limiter_counter_key(CASE c.scope WHEN 'default' THEN 'user' ELSE c.scope END,
+                                    c.uid, c.ep, c.kind, ro.role, c.alg, c.win) AS key
+      FROM candidates c
+           CROSS JOIN (VALUES ('limit'), ('burst_cap'), ('burst_budget'), ('emergency')) ro (role)
+  )
+  SELECT k.scope, k.uid AS user_id, k.ep AS api_endpoint, k.kind AS limit_kind, k.role,
+         CASE WHEN k.role = 'limit' THEN k.alg ELSE s.algorithm END AS algorithm,
+         u.used, u."limit", u.remaining, u.window_start, u.reset_at
+    FROM rate_limiter_counter_slots() s
+         JOIN keyed k ON k.key = s.key
+         -- A limit's own counter is read under its current rule (as
+         -- get_rate_limit_status does); the strategy and burst-cap counters
+         -- are fixed windows whose rule the state records.
+         CROSS JOIN LATERAL rate_limiter_counter_usage(
+           s.state,
+           CASE WHEN k.role = 'limit' THEN k.alg END, CASE WHEN k.role = 'limit' THEN k.lim END,
+           CASE WHEN k.role = 'limit' THEN k.win END, CASE WHEN k.role = 'limit' THEN k.bst END) u;
+DROP FUNCTION rate_limiter_counter_key(text, text, text, text, text);
 
 -- ==== end exact on every path ====
 

@@ -111,6 +111,20 @@ Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noex
   return key;
 }
 
+Hash128 limit_key(const Hash128& scope, LimitKind kind, uint8_t algorithm, int64_t window_micros,
+                  CounterRole role) noexcept {
+  Hash128 key = counter_key(scope, kind, role);
+  // A 64-bit mix of the shape (splitmix64 finalizer); 0 for nothing, so a
+  // collision needs a 2^-64 accident on top of the scope's 2^-128.
+  uint64_t z = static_cast<uint64_t>(window_micros) * 0x9e3779b97f4a7c15ULL + algorithm + 1;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  key.lo ^= z;
+  if (key.is_zero()) key.lo = 1;  // {0,0} marks an empty slot
+  return key;
+}
+
 const char* scope_kind_name(ScopeKind scope) noexcept {
   switch (scope) {
     case ScopeKind::UserEndpoint:

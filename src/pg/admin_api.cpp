@@ -20,6 +20,8 @@
 namespace rate_limiter::pg {
 namespace {
 
+std::string_view text_view(text* t) { return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)); }
+
 core::ScopeKind scope_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno))
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("scope must not be NULL")));
@@ -117,10 +119,18 @@ RL_SQL_FUNCTION(rate_limiter_require_preload) {
 // (counter_recovery.hpp).
 RL_SQL_FUNCTION(rate_limiter_schedule_reset) {
   require_shared_state();
-  const core::Hash128 scope = counter_scope_args(fcinfo);
+  (void)counter_scope_args(fcinfo);  // validates the arguments
   record_reset(fcinfo);
-  schedule_counter_reset(core::counter_key(scope, core::LimitKind::Tokens));
-  schedule_counter_reset(core::counter_key(scope, core::LimitKind::Requests));
+  // The counters of the rules that apply now, as this transaction sees them
+  // (a counter is keyed with its rule's shape, scope_key.hpp).
+  const ExtensionCatalog* ext = extension_catalog();
+  prepare_rule_lookups(ext);
+  const core::ScopeKind scope = scope_arg(fcinfo, 0);
+  const std::string_view user = PG_ARGISNULL(1) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(1));
+  const std::string_view endpoint = PG_ARGISNULL(2) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(2));
+  core::Hash128 keys[core::kLimitKinds];
+  const int n = main_counter_keys(ext, scope, user, endpoint, RuleView::Transaction, keys);
+  for (int i = 0; i < n; ++i) schedule_counter_reset(keys[i]);
   PG_RETURN_VOID();
 }
 
@@ -132,7 +142,16 @@ RL_SQL_FUNCTION(rate_limiter_counter_key) {
   const core::Hash128 scope = counter_scope_args(fcinfo);
   const core::LimitKind kind = limit_kind_arg(fcinfo, 3);
   const core::CounterRole role = role_arg(fcinfo, 4);
-  PG_RETURN_TEXT_P(counter_key_text(core::counter_key(scope, kind, role)));
+  // The limit's shape (1.2 signature); without it, the key of version 1.1.
+  if (PG_NARGS() < 7 || PG_ARGISNULL(5) || PG_ARGISNULL(6))
+    PG_RETURN_TEXT_P(counter_key_text(core::counter_key(scope, kind, role)));
+  text* algorithm = PG_GETARG_TEXT_PP(5);
+  core::Algorithm a = core::Algorithm::FixedWindow;
+  if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &a))
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown algorithm")));
+  const int64 window = std::clamp<int64>(interval_to_micros(PG_GETARG_INTERVAL_P(6)), core::kMinWindowMicros,
+                                         core::kMaxWindowMicros);
+  PG_RETURN_TEXT_P(counter_key_text(core::limit_key(scope, kind, static_cast<uint8>(a), window, role)));
 }
 
 // rate_limiter_peek_counter(scope, user_id, api_endpoint, limit_kind, window,
@@ -186,7 +205,8 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   const ExtensionCatalog* ext = extension_catalog();
   prepare_rule_lookups(ext);
   ensure_counters_recovered(ext);
-  const core::Hash128 key = core::counter_key(scope, kind);
+  const core::Hash128 key =
+      core::limit_key(scope, kind, static_cast<uint8>(rule.algorithm), rule.window_micros);
   const int64 now = limiter_now_unix();
   PartitionSet set;
   set.add(core::partition_of(key, shared->geometry.partitions));

@@ -18,8 +18,9 @@ constexpr const char* kTempFile = PGSTAT_STAT_PERMANENT_DIRECTORY "/rate_limiter
 constexpr uint32 kFileMagic = 0x524c4331;  // "RLC1"
 // Bump when CounterSlot, CounterState, the key derivation or the layout
 // below changes.  3: installation tags in the keys, the installations with
-// their tags, slot owners and the role map.
-constexpr uint32 kFileVersion = 3;
+// their tags, slot owners and the role map.  4: counter keys carry the
+// limit's shape (core::limit_key).
+constexpr uint32 kFileVersion = 4;
 
 struct FileHeader {
   uint32 magic;

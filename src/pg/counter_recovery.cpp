@@ -78,10 +78,14 @@ HTAB* load_resets(const ExtensionCatalog* ext, int64 since) {
     core::ScopeKind kind = core::ScopeKind::User;
     if (scope_name == "user_endpoint") kind = core::ScopeKind::UserEndpoint;
     if (scope_name == "endpoint") kind = core::ScopeKind::Endpoint;
-    const core::Hash128 scope = scope_of(ext, kind, null_user ? std::string_view() : text_view(user),
-                                         null_endpoint ? std::string_view() : text_view(endpoint));
-    for (int k = 0; k < core::kLimitKinds; ++k) {
-      const core::Hash128 key = core::counter_key(scope, static_cast<core::LimitKind>(k));
+    // The counters of the committed rules that apply now: those the replay
+    // charges.
+    core::Hash128 keys[core::kLimitKinds];
+    const int nkeys = main_counter_keys(ext, kind, null_user ? std::string_view() : text_view(user),
+                                        null_endpoint ? std::string_view() : text_view(endpoint),
+                                        RuleView::Committed, keys);
+    for (int k = 0; k < nkeys; ++k) {
+      const core::Hash128 key = keys[k];
       bool found = false;
       auto* e = static_cast<ResetEntry*>(hash_search(resets, &key, HASH_ENTER, &found));
       const int64 reset_at = timestamptz_to_unix(DatumGetTimestampTz(at));
@@ -98,7 +102,9 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
   core::Hash128 keys[2 * core::kMaxAppliedLimits];
   core::LimitRule limit_rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
-  const int n = applicable_counter_rules(rules, keys, limit_rules, kinds, 2 * core::kMaxAppliedLimits);
+  bool default_class[2 * core::kMaxAppliedLimits];
+  const int n =
+      applicable_counter_rules(rules, keys, limit_rules, kinds, default_class, 2 * core::kMaxAppliedLimits);
   for (int i = 0; i < n; ++i) {
     bool found = false;
     if (resets != nullptr) {

@@ -63,20 +63,24 @@ struct PlannedLimits {
       l.rule = limit_rule_of(kr);
       l.params = resolve_params(rules, kind);
       l.shadow = is_shadow_limit(rules, kind);
-      counter_of[count][0] = add_counter(core::counter_key(counter_scope, lk), l.rule, &l.state);
+      // Every counter of the limit is keyed with the limit's own shape.
+      const auto key = [&](core::CounterRole role) {
+        return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm), l.rule.window_micros, role);
+      };
+      counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state);
       counter_of[count][1] = counter_of[count][2] = -1;
       // The strategy counters exist only for calls that use the strategy.
       if (request.emergency && l.params.emergency) {
         const core::LimitRule er = core::emergency_rule(l.rule, l.params);
         if (er.limit > 0)
           counter_of[count][1] = add_counter(
-              core::counter_key(counter_scope, lk, core::CounterRole::Emergency), er, &l.emergency_state);
+              key(core::CounterRole::Emergency), er, &l.emergency_state);
       }
       if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
         const core::LimitRule br = core::burst_budget_rule(l.params);
         if (br.limit > 0)
           counter_of[count][2] = add_counter(
-              core::counter_key(counter_scope, lk, core::CounterRole::BurstBudget), br, &l.burst_state);
+              key(core::CounterRole::BurstBudget), br, &l.burst_state);
       }
       ++count;
     }
@@ -90,7 +94,8 @@ struct PlannedLimits {
       c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
       c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
       counter_of[count][0] =
-          add_counter(core::counter_key(counter_scope, lk, core::CounterRole::BurstCap), c.rule, &c.state);
+          add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros, core::CounterRole::BurstCap),
+                      c.rule, &c.state);
       counter_of[count][1] = counter_of[count][2] = -1;
       ++count;
     }
@@ -175,7 +180,7 @@ int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
                       [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
                         if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits))
                           return;
-                        keys[n] = core::counter_key(scope, kind);
+                        keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
                         rules[n] = limit_rule_of(r.kind[k]);
                         ++n;
                       });
@@ -183,19 +188,23 @@ int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
 }
 
 int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
-                             core::LimitKind* kinds, int max) {
+                             core::LimitKind* kinds, bool* default_class, int max) {
   int n = 0;
-  for_each_applicable(applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+  for_each_applicable(applicable,
+                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
     const auto kind = static_cast<core::LimitKind>(k);
+    const core::RuleRecord& rec = r.kind[k];
     if (n < max) {
-      keys[n] = core::counter_key(scope, kind);
-      rules[n] = limit_rule_of(r.kind[k]);
-      kinds[n++] = kind;
+      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros);
+      rules[n] = limit_rule_of(rec);
+      kinds[n] = kind;
+      default_class[n++] = reported == core::ScopeKind::Default;
     }
-    if (has_burst_cap(r.kind[k]) && n < max) {
-      keys[n] = core::counter_key(scope, kind, core::CounterRole::BurstCap);
-      rules[n] = burst_cap_of(r.kind[k]);
-      kinds[n++] = kind;
+    if (has_burst_cap(rec) && n < max) {
+      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros, core::CounterRole::BurstCap);
+      rules[n] = burst_cap_of(rec);
+      kinds[n] = kind;
+      default_class[n++] = reported == core::ScopeKind::Default;
     }
   });
   return n;

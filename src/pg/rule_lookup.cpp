@@ -146,6 +146,30 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
   }
 }
 
+int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
+                      std::string_view endpoint, RuleView view, core::Hash128* keys) {
+  if (!installation_has_rules(ext)) return 0;
+  const core::Hash128 hash = scope_of(ext, scope, user, endpoint);
+  ScopeRules own, fallback;
+  lookup_scope_rules(ext, scope, user, endpoint, hash, &own, view);
+  bool fallback_read = false;
+  int n = 0;
+  for (int k = 0; k < core::kLimitKinds; ++k) {
+    const auto kind = static_cast<core::LimitKind>(k);
+    const core::RuleRecord* r = own.has[k] ? &own.kind[k] : nullptr;
+    if (r == nullptr && scope == core::ScopeKind::User) {
+      if (!fallback_read) {
+        lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, scope_of(ext, core::ScopeKind::Default, {}, {}),
+                           &fallback, view);
+        fallback_read = true;
+      }
+      if (fallback.has[k]) r = &fallback.kind[k];
+    }
+    if (r != nullptr) keys[n++] = core::limit_key(hash, kind, r->algorithm, r->window_micros);
+  }
+  return n;
+}
+
 void register_rule_lookup_reset() { on_extension_catalog_reset(forget_plans); }
 
 }  // namespace rate_limiter::pg

@@ -162,7 +162,9 @@ void fail_open_grant(Call* call) {
   core::Hash128 keys[2 * core::kMaxAppliedLimits];
   core::LimitRule rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
-  const int n = applicable_counter_rules(call->rules, keys, rules, kinds, 2 * core::kMaxAppliedLimits);
+  bool default_class[2 * core::kMaxAppliedLimits];
+  const int n =
+      applicable_counter_rules(call->rules, keys, rules, kinds, default_class, 2 * core::kMaxAppliedLimits);
   const core::CallRequest& req = call->input.request;
   core::Hash128 token_keys[2 * core::kMaxAppliedLimits];
   int64 capacities[2 * core::kMaxAppliedLimits];
@@ -192,14 +194,8 @@ void fail_open_grant(Call* call) {
   for (int i = 0; i < n; ++i) {
     const int64 units = kinds[i] == core::LimitKind::Tokens ? granted : 1;
     if (units <= 0) continue;
-    // The user's counters under the default rule belong to the default class.
-    const int k = static_cast<int>(kinds[i]);
-    const bool default_class =
-        !call->rules.user.has[k] && call->rules.fallback.has[k] &&
-        (keys[i] == core::counter_key(call->rules.user_scope, kinds[i]) ||
-         keys[i] == core::counter_key(call->rules.user_scope, kinds[i], core::CounterRole::BurstCap));
     schedule_deferred_charge(keys[i], rules[i], units, kinds[i] == core::LimitKind::Tokens,
-                             default_class ? call->input.default_class : core::Admission{});
+                             default_class[i] ? call->input.default_class : core::Admission{});
   }
 }
 

@@ -140,3 +140,21 @@ TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
       }
   }
 }
+
+TEST(LimitKey, ShapesGetTheirOwnCounterInTheSamePartitionAndTag) {
+  const SipKey sip{1, 2};
+  const Hash128 scope = with_tag(scope_hash(sip, 7, ScopeKind::User, "u", {}), 42);
+  const Hash128 day = limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond);
+  const Hash128 hour = limit_key(scope, LimitKind::Tokens, 0, 3'600 * kMicrosPerSecond);
+  const Hash128 sliding = limit_key(scope, LimitKind::Tokens, 1, 86'400 * kMicrosPerSecond);
+  EXPECT_NE(day, hour);
+  EXPECT_NE(day, sliding);
+  EXPECT_NE(day, limit_key(scope, LimitKind::Requests, 0, 86'400 * kMicrosPerSecond));
+  EXPECT_NE(day, limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond, CounterRole::BurstCap));
+  EXPECT_EQ(day, limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond));  // deterministic
+  for (const Hash128& k : {day, hour, sliding}) {
+    EXPECT_EQ(k.hi, scope.hi);  // same partition (top of hi) and same tag (bottom of hi)
+    EXPECT_EQ(tag_of(k), 42);
+    EXPECT_FALSE(k.is_zero());
+  }
+}

@@ -79,6 +79,18 @@ constexpr Hash128 with_tag(const Hash128& h, uint16_t tag) noexcept {
 }
 constexpr uint16_t tag_of(const Hash128& h) noexcept { return static_cast<uint16_t>(h.hi & kTagMask); }
 
+// The key of one counter of a limit: counter_key() with the limit's shape
+// (algorithm and window length) folded into the low half too.  A rule whose
+// shape changes starts a new counter instead of rewriting the old one: the
+// committed counter of a window change that a transaction makes and rolls
+// back is untouched, and after a committed change the counter the changing
+// transaction already charged carries on.  (A state built for another
+// shape would restart from nothing anyway; a new limit keeps the counter.)
+// Every role of one limit (main, burst cap, strategy budgets) takes the
+// shape of the limit's own rule.  Only lo changes: same partition, same tag.
+Hash128 limit_key(const Hash128& scope, LimitKind kind, uint8_t algorithm, int64_t window_micros,
+                  CounterRole role = CounterRole::Main) noexcept;
+
 // The scope as SQL names it: "user_endpoint", "user", "endpoint", "default".
 const char* scope_kind_name(ScopeKind scope) noexcept;
 

@@ -109,9 +109,10 @@ int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
                         core::LimitRule* rules);
 
 // Every main counter and burst cap of the applicable rules, both kinds,
-// with their rules and kinds (the counter rebuild's view of one call).
-// Returns how many were written (at most max).
+// with their rules, kinds and whether they are the default rule's (the
+// counter rebuild's and a lockless grant's view of one call).  Returns how
+// many were written (at most max).
 int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
-                             core::LimitKind* kinds, int max);
+                             core::LimitKind* kinds, bool* default_class, int max);
 
 }  // namespace rate_limiter::pg

@@ -48,6 +48,12 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
                               std::string_view endpoint, ApplicableRules* out,
                               RuleView view = RuleView::Transaction);
 
+// The main counter keys (tokens, requests) of one scope under the rules
+// that apply to it now: its own rule of each kind, or for the user scope the
+// default rule counted in the user's counter.  Returns how many (0 to 2).
+int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
+                      std::string_view endpoint, RuleView view, core::Hash128* keys);
+
 void register_rule_lookup_reset();  // once, from _PG_init
 
 }  // namespace rate_limiter::pg
