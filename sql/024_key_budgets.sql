@@ -51,6 +51,15 @@ RESET rate_limiter.failure_mode;
 SET ROLE kb_app;
 SELECT kb_invent('kb_app_', 150);
 RESET ROLE;
+-- A third role finds the default class nearly full (180 + 150 of 360): it
+-- gets the rest, then RL507, and failure_mode = open does not change that
+-- (only a table full of live counters fails open).
+CREATE ROLE kb_third;
+SET rate_limiter.failure_mode = open;
+SET ROLE kb_third;
+SELECT kb_invent('kb_third_', 50);
+RESET ROLE;
+RESET rate_limiter.failure_mode;
 -- ... and users with a rule of their own find the reserve.
 SELECT count(*) FILTER (WHERE success) AS vip_granted
   FROM generate_series(1, 40) g, LATERAL allocate_tokens('kb_vip_' || g, 1, 'high');
@@ -79,3 +88,4 @@ SELECT sum(n) AS removed FROM (SELECT remove_rate_limit('kb_vip_' || g) AS n FRO
 DROP FUNCTION kb_invent(text, int);
 DROP ROLE kb_attacker;
 DROP ROLE kb_app;
+DROP ROLE kb_third;

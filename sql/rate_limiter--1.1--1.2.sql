@@ -37,11 +37,12 @@ COMMENT ON FUNCTION reload_rate_limits() IS
 
 -- The shared rule table as this database sees it.
 CREATE FUNCTION rule_table_status(
-  OUT state text, OUT rules bigint, OUT overflowed boolean, OUT rules_total bigint, OUT capacity bigint)
+  OUT state text, OUT rules bigint, OUT overflowed boolean, OUT rules_total bigint, OUT capacity bigint,
+  OUT tombstones bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'rule_table_status' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION rule_table_status() FROM PUBLIC;
 COMMENT ON FUNCTION rule_table_status() IS
-  'The shared rule table: state of this database''s rules (not_loaded, loading, loaded, resetting), rules held for it, whether some are read from their table (rate_limiter.max_rules too small), rules held for all databases, capacity';
+  'The shared rule table: state of this database''s rules (not_loaded, loading, loaded, resetting), rules held for it, whether some are read from their table (rate_limiter.max_rules too small), rules held for all databases, capacity, tombstones of loads under way (all databases)';
 
 -- get_rate_limit_status read every rule of both tables (a CTE referenced
 -- three times is materialized): one scan per call, 320,000 rows at 320,000

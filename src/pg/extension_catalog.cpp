@@ -40,6 +40,11 @@ Oid table_in_schema(const char* name, Oid schema) {
 }  // namespace
 
 const ExtensionCatalog* extension_catalog() {
+  // The slot may have been reclaimed and reused without an invalidation
+  // reaching this backend (a rolled-back CREATE EXTENSION that took the
+  // slot of this installation's database): look everything up again.
+  if (cached_valid && (cached.slot->installation != cached.installation || cached.slot->dropping))
+    forget_catalog();
   if (cached_valid) return &cached;
 
   Oid ext_oid = get_extension_oid("rate_limiter", true);

@@ -245,9 +245,11 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
       continue;
     }
     if (out->refusal == core::AcquireStatus::Ok || status == core::AcquireStatus::OwnerFull) out->refusal = status;
-    // A role over its share is refused whatever failure_mode says: failing
-    // open would give the misbehaving role an unlimited grant.
-    if (settings.failure_mode == kFailOpen && status != core::AcquireStatus::OwnerFull) {
+    // Only a table full of live counters fails open.  A role over its share,
+    // or a default class filled by such roles, is refused whatever
+    // failure_mode says: failing open would hand the misbehaving roles (or
+    // every new default-rule user) an unlimited grant.
+    if (settings.failure_mode == kFailOpen && status == core::AcquireStatus::TableFull) {
       out->fail_open = true;  // this counter goes unenforced for this call
     } else {
       table_full = true;

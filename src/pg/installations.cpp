@@ -38,6 +38,7 @@ void init_slot(InstallationSlot* s, int index, uint16 generation) {
   s->tag = tag_for(index, generation);
   s->dropping = 0;
   s->last_used = 0;
+  s->registered_at = 0;
   s->rules_state = RulesState::NotLoaded;
   s->rules_loader = 0;
   pg_atomic_init_u32(&s->rules_load_invalid, 0);
@@ -66,6 +67,7 @@ InstallationSlot* claim_free_slot(uint64 installation) {
     init_slot(&s, static_cast<int>(i), generation);
     s.installation = installation;
     s.last_used = ++registry->clock;
+    s.registered_at = GetCurrentTimestamp();
     registry->tag_live[s.tag] = 1;
     return &s;
   }
@@ -108,7 +110,8 @@ InstallationSlot* find_installation(uint64 installation) noexcept {
   return nullptr;
 }
 
-InstallationSlot* try_register_installation(uint64 installation, InstallationSlot** stale) noexcept {
+InstallationSlot* try_register_installation(uint64 installation, bool share_database,
+                                            InstallationSlot** stale) noexcept {
   const Oid database = static_cast<Oid>(installation >> 32);
   InstallationSlot* found = nullptr;
   *stale = nullptr;
@@ -118,7 +121,7 @@ InstallationSlot* try_register_installation(uint64 installation, InstallationSlo
     if (s.installation == installation && !s.dropping) found = &s;
     // One database has one installation at a time: another extension OID
     // of this database belongs to a dropped extension.
-    if (s.installation != 0 && s.installation != installation && !s.dropping &&
+    if (!share_database && s.installation != 0 && s.installation != installation && !s.dropping &&
         static_cast<Oid>(s.installation >> 32) == database)
       *stale = &s;
   }
@@ -177,6 +180,7 @@ bool restore_installation(uint64 installation, uint16 tag, bool counters_complet
   init_slot(&s, index, static_cast<uint16>(tag >> kTagIndexBits));
   s.installation = installation;
   s.counters_state = counters_complete ? CountersState::Complete : CountersState::Unknown;
+  s.registered_at = GetCurrentTimestamp();
   registry->tag_live[s.tag] = 1;
   return true;
 }

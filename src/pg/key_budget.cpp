@@ -20,8 +20,18 @@ OwnerMap* owners = nullptr;
 Oid cached_role = InvalidOid;  // this backend's last lookup
 uint8 cached_owner = 0;
 
+// Counters a tally holds over every partition, read without the partition
+// locks (a moment's staleness only delays a reuse).
+uint64 tally_total(uint8 owner) {
+  uint64 total = 0;
+  for (uint32 p = 0; p < shared->geometry.partitions; ++p) total += counter_partition(p).owner_count(owner);
+  return total;
+}
+
 uint8 owner_for(Oid role) {
-  if (role == cached_role && cached_owner != 0) return cached_owner;
+  // The cached answer is rechecked: the tally may have been given to
+  // another role since (below).
+  if (role == cached_role && cached_owner != 0 && owners->roles[cached_owner] == role) return cached_owner;
   uint8 owner = 0;
   for (uint8 o = 1; o < core::kMaxOwners && owner == 0; ++o)
     if (owners->roles[o] == role) owner = o;
@@ -34,8 +44,15 @@ uint8 owner_for(Oid role) {
         owner = o;
       }
     }
+    // Every tally named: take one that holds no counter any more.
+    for (uint8 o = 1; o < core::kMaxOwners && owner == 0; ++o) {
+      if (tally_total(o) == 0) {
+        owners->roles[o] = role;
+        owner = o;
+      }
+    }
     LWLockRelease(installations_lock());
-    if (owner == 0) owner = core::kMaxOwners;  // every tally taken: the shared one
+    if (owner == 0) owner = core::kMaxOwners;  // every tally in use: the shared one
   }
   cached_role = role;
   cached_owner = owner;
@@ -76,7 +93,11 @@ core::Admission key_admission(bool default_class) noexcept {
   return a;
 }
 
-void save_key_owners(Oid* roles) noexcept { memcpy(roles, owners->roles, sizeof owners->roles); }
+void save_key_owners(Oid* roles) noexcept {
+  // Only tallies that still hold counters keep their role.
+  for (int o = 0; o <= core::kMaxOwners; ++o)
+    roles[o] = o >= 1 && o < core::kMaxOwners && tally_total(static_cast<uint8>(o)) > 0 ? owners->roles[o] : InvalidOid;
+}
 
 void restore_key_owners(const Oid* roles) noexcept { memcpy(owners->roles, roles, sizeof owners->roles); }
 

@@ -71,11 +71,20 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
 }  // namespace
 
 InstallationSlot* register_installation(uint64 installation) {
+  bool share_database = false;
   for (int attempt = 0; attempt < kMaxInstallationSlots; ++attempt) {
     InstallationSlot* stale = nullptr;
-    if (InstallationSlot* slot = try_register_installation(installation, &stale)) return slot;
+    if (InstallationSlot* slot = try_register_installation(installation, share_database, &stale)) return slot;
     if (stale == nullptr) break;
-    reclaim_installation(stale);
+    // Another installation of this database.  Reclaim it only if its
+    // extension is gone for good: a drop by this very transaction (BEGIN;
+    // DROP EXTENSION; CREATE EXTENSION; ...) is not, until it commits (the
+    // drop hook reclaims it then), nor is one that another session is
+    // still creating.  Otherwise both keep a slot for now.
+    if (extension_committed_gone(static_cast<Oid>(stale->installation & 0xffffffffu)))
+      reclaim_installation(stale);
+    else
+      share_database = true;
   }
   ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
                   errmsg("rate_limiter serves at most %u databases at a time", installation_capacity()),
@@ -83,6 +92,38 @@ InstallationSlot* register_installation(uint64 installation) {
                   errhint("Raise rate_limiter.max_databases (takes a restart), or drop the extension "
                           "where it is not used.")));
   pg_unreachable();
+}
+
+bool extension_committed_gone(Oid extension) {
+  // A fresh snapshot with curcid 0: what has committed, without this
+  // transaction's own changes (as the rule loader reads).
+  Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+  snapshot->curcid = FirstCommandId;
+  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(extension));
+  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, snapshot, 1, &key);
+  const bool gone = !HeapTupleIsValid(systable_getnext(scan));
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+  UnregisterSnapshot(snapshot);
+  return gone;
+}
+
+void reclaim_abandoned_installations(Oid database, uint64 keep) {
+  InstallationSlot* slots = installation_slots();
+  const TimestampTz now = GetCurrentTimestamp();
+  for (int i = 0; i < installation_slot_count(); ++i) {
+    InstallationSlot& s = slots[i];
+    const uint64 installation = s.installation;
+    if (installation == 0 || installation == keep || s.dropping ||
+        static_cast<Oid>(installation >> 32) != database)
+      continue;
+    // A grace period for a CREATE EXTENSION still under way elsewhere.
+    if (!TimestampDifferenceExceeds(s.registered_at, now, kAbandonedGraceMs)) continue;
+    if (extension_committed_gone(static_cast<Oid>(installation & 0xffffffffu)) && s.installation == installation)
+      reclaim_installation(&s);
+  }
 }
 
 uint64 reclaim_installation(InstallationSlot* slot) noexcept {

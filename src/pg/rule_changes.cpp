@@ -121,7 +121,11 @@ void apply_changes() noexcept {
       for (int64 i = start; i < end; ++i) {
         const RuleChange& c = change_at(i);
         if (c.op == Op::Upsert) {
-          note_rule_write(slot, rule_table_upsert(c.key, c.record), c.record);
+          const core::RuleWrite w = rule_table_upsert(c.key, c.record);
+          note_rule_write(slot, w, c.record);
+          // During a load, a change that found no room leaves the loader's
+          // older version to be inserted once room appears: load again.
+          if (w == core::RuleWrite::Full && tombstones) pg_atomic_write_u32(&slot->rules_load_invalid, 1);
         } else {
           bool no_room = false;
           if (rule_table_erase(c.key, tombstones, &no_room)) note_rule_removed(slot);

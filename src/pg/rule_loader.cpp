@@ -220,7 +220,7 @@ void ensure_rules_loaded(const ExtensionCatalog* ext) {
       if (finished) {
         // No commit writes tombstones once Loaded is visible (they read the
         // state under the lock).
-        rule_table_sweep_tombstones(ext->tag);
+        rule_table_sweep_tombstones(ext->tag, &slot->rules_epoch, epoch);
         ConditionVariableBroadcast(installations_changed());
         long secs;
         int usecs;
@@ -254,7 +254,8 @@ void ensure_rules_loaded(const ExtensionCatalog* ext) {
 using namespace rate_limiter;
 using namespace rate_limiter::pg;
 
-// rule_table_status() -> (state, rules, overflowed, rules_total, capacity)
+// rule_table_status() -> (state, rules, overflowed, rules_total, capacity,
+//                         tombstones)
 // This database's rules in the shared rule table: not_loaded, loading,
 // loaded or resetting; the records it holds; whether some rules are read
 // from their table (rate_limiter.max_rules too small); and the records of
@@ -269,10 +270,11 @@ RL_SQL_FUNCTION(rule_table_status) {
   InstallationSlot* slot = ext->slot;
   const auto state = static_cast<uint32>(slot->rules_state);
   const RuleTableStats stats = rule_table_stats();
-  Datum values[5] = {CStringGetTextDatum(state < 4 ? kStates[state] : "unknown"),
+  Datum values[6] = {CStringGetTextDatum(state < 4 ? kStates[state] : "unknown"),
                      Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&slot->rule_count))),
                      BoolGetDatum(pg_atomic_read_u32(&slot->rules_overflowed) != 0),
-                     Int64GetDatum(static_cast<int64>(stats.live)), Int64GetDatum(static_cast<int64>(stats.capacity))};
-  bool nulls[5] = {false, false, false, false, false};
+                     Int64GetDatum(static_cast<int64>(stats.live)), Int64GetDatum(static_cast<int64>(stats.capacity)),
+                     Int64GetDatum(static_cast<int64>(stats.tombstones))};
+  bool nulls[6] = {false, false, false, false, false, false};
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
 }

@@ -152,24 +152,36 @@ uint64 rule_table_sweep_tag(uint16 tag) noexcept {
   return removed;
 }
 
-uint64 rule_table_sweep_tombstones(uint16 tag) noexcept {
+uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch, uint64 expected) noexcept {
   uint64 removed = 0;
   for (uint32 p = 0; p < table->geometry.partitions; ++p) {
     // Most partitions hold no tombstone at all after a load: a read of the
     // count (written under the lock; a stale zero only leaves a tombstone,
     // which lookups read as "no rule") spares them the scan and the lock.
     if (metas[p].header.tombstones == 0) continue;
-    removed += write_partition(p, [&](core::RulePartition part) { return part.sweep_tombstones(tag); });
+    bool stale = false;
+    removed += write_partition(p, [&](core::RulePartition part) -> uint32 {
+      // A reset since the load (and a new load under way) owns the
+      // tombstones now: they keep the next load from resurrecting a delete.
+      stale = pg_atomic_read_u64(const_cast<pg_atomic_uint64*>(epoch)) != expected;
+      return stale ? 0 : part.sweep_tombstones(tag);
+    });
+    if (stale) break;
   }
   return removed;
 }
 
 RuleTableStats rule_table_stats() noexcept {
-  RuleTableStats s{0, table->geometry.total_capacity()};
+  // Gauges read without the locks (a metrics call must not queue behind
+  // writers on every partition): each count is a word written under its
+  // partition's lock, so the sum is at worst a moment old.
+  RuleTableStats s{0, table->geometry.total_capacity(), 0};
   for (uint32 p = 0; p < table->geometry.partitions; ++p) {
-    LWLockAcquire(&locks[p].lock, LW_SHARED);
-    s.live += partition(p).live();
-    LWLockRelease(&locks[p].lock);
+    const core::RulePartitionHeader& h = metas[p].header;
+    const uint32 count = *reinterpret_cast<const volatile uint32*>(&h.count);
+    const uint32 tombstones = *reinterpret_cast<const volatile uint32*>(&h.tombstones);
+    s.live += count >= tombstones ? count - tombstones : 0;
+    s.tombstones += tombstones;
   }
   return s;
 }

@@ -1,5 +1,7 @@
 #include "rate_limiter/pg/upkeep.hpp"
 
+#include "rate_limiter/pg/reclaim.hpp"
+
 #include "rate_limiter/pg/rule_loader.hpp"
 #include "rate_limiter/pg/settings.hpp"
 
@@ -202,6 +204,11 @@ void note_flushed_scope(const UsageEvent& e) {
 bool flushed_scopes_full() { return scopes != nullptr && hash_get_num_entries(scopes) >= kMaxTrackedScopes; }
 
 bool run_upkeep(const WorkerTarget& target, bool (*stop)(), bool* gone) {
+  // Slots of this database that no installation will use again (a CREATE
+  // EXTENSION rolled back, a prepared DROP EXTENSION committed elsewhere).
+  begin_worker_transaction("rate_limiter: reclaim");
+  reclaim_abandoned_installations(target.database, target.installation);
+  commit_worker_transaction();
   while (!stop() && !*gone && snapshot_batch(target, gone)) CHECK_FOR_INTERRUPTS();
   if (stop() || *gone) return false;
   return retention_batch(target, gone);

@@ -19,9 +19,10 @@
 //
 // Locking
 //  - One LWLock (tranche "rate_limiter_installations") guards the array:
-//    LW_EXCLUSIVE to register, free or change a slot's state fields.  It is
-//    never held while another rate_limiter lock is taken, and nothing under
-//    it can ereport or allocate.
+//    LW_EXCLUSIVE to register, free or change a slot's state fields.
+//    Nothing under it can ereport or allocate.  The only lock ever taken
+//    while it is held is a rule-table partition lock (the commit of rule
+//    changes holds it shared across a batch, rule_changes.cpp).
 //  - The atomics of a slot (rule_count, rules_overflowed, rule_changes,
 //    longest_horizon) are read and written without the lock.
 //  - `changed` is broadcast whenever a rules or counters state moves on, so
@@ -60,6 +61,7 @@ struct InstallationSlot {
   uint16 generation;    // bumped when the slot is reused
   uint32 dropping;      // being reclaimed: no new users
   uint64 last_used;     // registry clock at the last registration lookup
+  TimestampTz registered_at;  // when the slot was taken (a grace period for abandoned slots)
 
   // Rules (rule_table.hpp, rule_loader.cpp).
   RulesState rules_state;
@@ -102,11 +104,13 @@ void attach_installations_memory();   // from attach_shared_memory()
 
 // The slot of an installation of the current database, registering it
 // when it is new.  nullptr when that cannot be done now: *stale is then a
-// slot of the same database with another extension OID (a dropped
-// extension), to reclaim before trying again, or nullptr when every slot
-// is held by a live installation.  reclaim.hpp wraps this with both
-// remedies (register_installation()).
-InstallationSlot* try_register_installation(uint64 installation, InstallationSlot** stale) noexcept;
+// slot of the same database with another extension OID (perhaps a dropped
+// extension), for the caller to check before trying again with
+// share_database (which takes a slot of its own next to it), or nullptr
+// when every slot is held by a live installation.  reclaim.hpp wraps this
+// (register_installation()).
+InstallationSlot* try_register_installation(uint64 installation, bool share_database,
+                                            InstallationSlot** stale) noexcept;
 uint32 installation_capacity() noexcept;
 
 // The slot holding `installation`, or nullptr; no registration.

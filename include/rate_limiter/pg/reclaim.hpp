@@ -18,10 +18,24 @@
 
 namespace rate_limiter::pg {
 
-// The slot of the current database's installation, registered when new;
-// reclaims a stale slot of the same database first.  Raises 53400 when
-// every slot is held by a live installation (rate_limiter.max_databases).
+// The slot of the current database's installation, registered when new.
+// A slot of the same database with another extension OID is reclaimed
+// first if that extension no longer exists for good (committed); if it
+// may still (its drop is this transaction's, uncommitted), both keep a
+// slot.  Raises 53400 when every slot is held by a live installation
+// (rate_limiter.max_databases).
 InstallationSlot* register_installation(uint64 installation);
+
+// Whether no committed pg_extension row has this OID (this transaction's
+// own uncommitted changes ignored).  Catalog access: a transaction is open.
+bool extension_committed_gone(Oid extension);
+
+// A database's worker, in a transaction: reclaims the slots of its
+// database other than `keep` whose extension is gone for good and that
+// were registered more than kAbandonedGraceMs ago (a CREATE EXTENSION that
+// rolled back, a prepared DROP EXTENSION that committed elsewhere).
+constexpr long kAbandonedGraceMs = 60000;
+void reclaim_abandoned_installations(Oid database, uint64 keep);
 
 // Sweeps the slot's counters, rules and revocations and frees the slot.
 // Runs no SQL and cannot fail; returns the counters removed.

@@ -46,11 +46,14 @@ bool rule_table_erase(const core::Hash128& key, bool tombstone, bool* no_room) n
 // Every partition in turn: removes the tag's records (live ones counted in
 // the result) or only its tombstones.
 uint64 rule_table_sweep_tag(uint16 tag) noexcept;
-uint64 rule_table_sweep_tombstones(uint16 tag) noexcept;
+// Only while *epoch still equals `expected` (checked under each partition
+// lock): after a reset, the tombstones belong to the next load.
+uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch, uint64 expected) noexcept;
 
 struct RuleTableStats {
-  uint64 live;      // records of every installation (tombstones excluded)
-  uint64 capacity;  // what the table admits
+  uint64 live;        // records of every installation (tombstones excluded)
+  uint64 capacity;    // what the table admits
+  uint64 tombstones;  // of every installation
 };
 RuleTableStats rule_table_stats() noexcept;
 
