@@ -30,3 +30,21 @@ SELECT used FROM get_rate_limit_status('shape_user') WHERE limit_kind = 'request
 SELECT set_user_rate_limit('shape_user', 20, '1 day', algorithm => 'sliding_window');
 SELECT used FROM get_rate_limit_status('shape_user') WHERE limit_kind = 'requests' AND scope = 'user';
 SELECT remove_rate_limit('shape_user');
+
+-- The session's own uncommitted rules through savepoints: after ROLLBACK
+-- TO SAVEPOINT it sees the version from before the savepoint again.
+BEGIN;
+SELECT set_rate_limit('sp_user', 100, '3650 days');
+SELECT "limit" FROM allocate_tokens('sp_user', 1, 'high');
+SAVEPOINT a;
+SELECT set_rate_limit('sp_user', 200, '3650 days');
+SELECT "limit" FROM allocate_tokens('sp_user', 1, 'high');
+ROLLBACK TO SAVEPOINT a;
+SELECT "limit" FROM allocate_tokens('sp_user', 1, 'high');
+SAVEPOINT b;
+SELECT remove_rate_limit('sp_user');
+SELECT reason FROM allocate_tokens('sp_user', 1, 'high');
+ROLLBACK TO SAVEPOINT b;
+SELECT "limit" FROM allocate_tokens('sp_user', 1, 'high');
+ROLLBACK;
+SELECT reason FROM allocate_tokens('sp_user', 1, 'high');

@@ -16,6 +16,7 @@ enum class Op : uint8 { Upsert, Delete };
 struct RuleChange {
   core::Hash128 key;
   core::RuleRecord record;  // Upsert
+  int64 previous;           // the key's change before this one (-1: none); set while indexed
   SubTransactionId subxact;
   Op op;
 };
@@ -63,8 +64,27 @@ void ensure_context() {
 
 void index_change(int64 position) {
   bool found = false;
-  auto* e = static_cast<IndexEntry*>(hash_search(pending.index, &change_at(position).key, HASH_ENTER, &found));
+  RuleChange& c = change_at(position);
+  auto* e = static_cast<IndexEntry*>(hash_search(pending.index, &c.key, HASH_ENTER, &found));
+  c.previous = found ? e->position : -1;
   e->position = position;
+}
+
+// The changes from `keep` on are gone (a rolled-back subtransaction): each
+// key the index points at one of them points back at its change before,
+// newest first, so the index stays right in time proportional to what the
+// rollback removed.
+void unindex_from(int64 keep) {
+  for (int64 i = pending.count - 1; i >= keep; --i) {
+    const RuleChange& c = change_at(i);
+    bool found = false;
+    auto* e = static_cast<IndexEntry*>(hash_search(pending.index, &c.key, HASH_FIND, &found));
+    if (!found || e->position != i) continue;
+    if (c.previous >= 0)
+      e->position = c.previous;
+    else
+      hash_search(pending.index, &c.key, HASH_REMOVE, &found);
+  }
 }
 
 void build_index() {
@@ -98,6 +118,7 @@ void record_change(const ExtensionCatalog* ext, const core::Hash128& key, Op op,
   RuleChange& c = change_at(pending.count);
   c.key = key;
   c.op = op;
+  c.previous = -1;
   c.subxact = GetCurrentSubTransactionId();
   c.record = record != nullptr ? *record : core::RuleRecord{};
   if (pending.index != nullptr) index_change(pending.count);
@@ -178,8 +199,8 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
   int64 keep = pending.count;
   while (keep > 0 && change_at(keep - 1).subxact >= subxact) --keep;
   if (keep == pending.count) return;
+  if (pending.index != nullptr) unindex_from(keep);
   pending.count = keep;
-  pending.index = nullptr;  // rebuilt on the next lookup (its memory stays until the end)
 }
 
 core::LimitKind kind_of_relation(const ExtensionCatalog* ext, Oid relid) {
