@@ -37,8 +37,9 @@ SELECT author, count(*) FROM comments GROUP BY author ORDER BY author;
 
 \set VERBOSITY terse
 -- A multi-row INSERT that crosses the limit fails as a whole.  The rows
--- before the failing one were counted, and stay counted (a rollback never
--- returns quota).
+-- before the failing one were counted; here (sync mode) their usage rows
+-- roll back with the statement, and their charges with them.  (In async
+-- mode rows and charges would both stay.)
 SELECT set_user_rate_limit('carol', 5, '3650 days', 'comments');
 INSERT INTO comments (author, body) SELECT 'carol', 'bulk ' || g FROM generate_series(1, 7) g;
 SELECT count(*) AS carol_rows FROM comments WHERE author = 'carol';

@@ -59,6 +59,7 @@ void _PG_init(void) {
   rate_limiter::pg::register_rule_lookup_reset();
   rate_limiter::pg::register_reclaim_hooks();
   rate_limiter::pg::register_usage_log_reset();
+  rate_limiter::pg::register_usage_log_callbacks();
   rate_limiter::pg::register_pending_usage_callbacks();
   rate_limiter::pg::register_launcher();
   rate_limiter::pg::register_database_command_hook();

@@ -136,19 +136,34 @@ struct Call {
   ApplicableRules rules;
   CallResult result;
   bool refund_on_abort = false;
+  int effects_mark = 0;  // transaction_effects_mark() when the call began
   int64 now = 0;
   int64 started_ns = 0;
 };
+
+void schedule_charged_refunds(const Call& call) {
+  if (call.result.status != CallStatus::Decided) return;
+  for (int i = 0; i < call.result.charged_count; ++i) {
+    const ChargedCounter& c = call.result.charged[i];
+    schedule_refund_on_abort(c.key, c.rule, c.units, c.window);
+  }
+}
 
 // refund_on_abort: what this call charged goes back if the transaction (or
 // the savepoint it ran in) rolls back.  Scheduling allocates, so it happens
 // after the locks are gone; should it fail, the charge simply stays.
 void schedule_abort_refunds(const Call& call) {
-  if (!call.refund_on_abort || call.result.status != CallStatus::Decided) return;
-  for (int i = 0; i < call.result.charged_count; ++i) {
-    const ChargedCounter& c = call.result.charged[i];
-    schedule_refund_on_abort(c.key, c.rule, c.units, c.window);
-  }
+  if (call.refund_on_abort) schedule_charged_refunds(call);
+}
+
+// UsageRow::follow_transaction: the call's usage row is about to be written
+// in the caller's transaction, so its charge follows the transaction from
+// now on, as with refund_on_abort (usage_log.hpp: a charge and its row
+// live or die together).
+void charge_follows_transaction(void* context) {
+  const Call& call = *static_cast<const Call*>(context);
+  schedule_charged_refunds(call);
+  deferred_charges_follow_transaction(call.effects_mark);
 }
 
 // failure_mode = open after a lock wait ran out: the call is allowed
@@ -195,13 +210,15 @@ void fail_open_grant(Call* call) {
     const int64 units = kinds[i] == core::LimitKind::Tokens ? granted : 1;
     if (units <= 0) continue;
     schedule_deferred_charge(keys[i], rules[i], units, kinds[i] == core::LimitKind::Tokens,
-                             default_class[i] ? call->input.default_class : core::Admission{});
+                             default_class[i] ? call->input.default_class : core::Admission{},
+                             call->refund_on_abort);
   }
 }
 
 // Phases 1 and 2 for every hot-path function, and the error half of phase 3.
 void run_call(Call* call) {
   const ExtensionCatalog* ext = extension_catalog();
+  call->effects_mark = transaction_effects_mark();
   prepare_rule_lookups(ext);
   ensure_counters_recovered(ext);
   call->input.user = call->user.value;
@@ -327,7 +344,8 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
 
   const core::Decision& d = call.result.decision;
   if (d.allowed()) {
-    UsageRow row{&call.user, &call.endpoint, &call.session, 0, kNoPriority, unix_to_timestamptz(call.now)};
+    UsageRow row{&call.user, &call.endpoint, &call.session, 0, kNoPriority, unix_to_timestamptz(call.now),
+                 charge_follows_transaction, &call};
     log_usage(row, call.refund_on_abort);
   }
   record_decision(d.allowed(), call.started_ns);
@@ -390,8 +408,14 @@ RL_SQL_FUNCTION(allocate_tokens) {
   const BindingLimit& b = call.result.binding;
   int64 allocation_id = -1;
   if (d.allowed()) {
-    UsageRow row{&call.user, &call.endpoint, &call.session, d.granted,
-                 static_cast<int>(call.input.request.priority), unix_to_timestamptz(call.now)};
+    UsageRow row{&call.user,
+                 &call.endpoint,
+                 &call.session,
+                 d.granted,
+                 static_cast<int>(call.input.request.priority),
+                 unix_to_timestamptz(call.now),
+                 charge_follows_transaction,
+                 &call};
     allocation_id = log_usage(row, call.refund_on_abort);
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);

@@ -11,8 +11,11 @@ namespace {
 
 enum class Action : uint8 { Reset, Refund, Charge };
 // End: at commit and at abort alike, and at PREPARE (a charge the
-// transaction's outcome does not undo).
-enum class When : uint8 { Commit, Abort, End };
+// transaction's outcome does not undo).  Survives: at commit and at
+// PREPARE; dropped when the transaction, or the subtransaction that
+// recorded it, rolls back (a charge that follows the transaction, as its
+// usage row does).
+enum class When : uint8 { Commit, Abort, End, Survives };
 
 struct Adjustment {
   core::Hash128 key;
@@ -71,11 +74,21 @@ void apply(const Adjustment& a, int64 now) {
   if (after < before) pg_atomic_fetch_sub_u64(&shared->metrics.keys_in_use, before - after);
 }
 
+// A dropped charge owes nothing to the fail-open ledger any more.
+void drop(const Adjustment& a) noexcept {
+  if (a.action == Action::Charge && a.ledger) settle_fail_open(a.key, a.units);
+}
+
 void apply_all(When when) {
   if (pending_count == 0) return;
   const int64 now = limiter_now_unix();
-  for (int i = 0; i < pending_count; ++i)
-    if (pending[i].when == when || pending[i].when == When::End) apply(pending[i], now);
+  for (int i = 0; i < pending_count; ++i) {
+    const When w = pending[i].when;
+    if (w == when || w == When::End || (w == When::Survives && when == When::Commit))
+      apply(pending[i], now);
+    else if (w == When::Survives)
+      drop(pending[i]);
+  }
 }
 
 void on_xact_event(XactEvent event, void*) {
@@ -101,7 +114,7 @@ void on_xact_event(XactEvent event, void*) {
       if (pending_count > 0) {
         const int64 now = limiter_now_unix();
         for (int i = 0; i < pending_count; ++i)
-          if (pending[i].when == When::End) apply(pending[i], now);
+          if (pending[i].when == When::End || pending[i].when == When::Survives) apply(pending[i], now);
       }
       forget_transaction_state();
       break;
@@ -123,6 +136,8 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
       pending[kept++] = a;  // a deferred charge survives the rollback, as the grant does
     } else if (a.when == When::Abort) {
       apply(a, now);
+    } else if (a.when == When::Survives) {
+      drop(a);
     } else {
       --commit_effects;
     }
@@ -166,8 +181,16 @@ void schedule_refund_on_abort(const core::Hash128& counter_key, const core::Limi
 }
 
 void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
-                              bool in_ledger, const core::Admission& admission) {
-  record(Adjustment{counter_key, rule, units, 0, Action::Charge, When::End, 0, admission, in_ledger});
+                              bool in_ledger, const core::Admission& admission, bool follows_transaction) {
+  record(Adjustment{counter_key, rule, units, 0, Action::Charge, follows_transaction ? When::Survives : When::End, 0,
+                    admission, in_ledger});
+}
+
+int transaction_effects_mark() { return pending_count; }
+
+void deferred_charges_follow_transaction(int mark) {
+  for (int i = Max(mark, 0); i < pending_count; ++i)
+    if (pending[i].action == Action::Charge && pending[i].when == When::End) pending[i].when = When::Survives;
 }
 
 }  // namespace rate_limiter::pg

@@ -17,6 +17,9 @@ bool insert_plans_stale = false;
 Oid id_sequence = InvalidOid;  // token_usage_id_seq, found once per backend
 enum class Served { Unknown, Yes, No };
 Served served = Served::Unknown;
+// Usage rows this backend inserted in its current transaction (kept even
+// when a savepoint rolled them back: PREPARE is refused either way).
+uint64 rows_in_transaction = 0;
 
 void forget_plans() {
   // Called from an invalidation callback: only mark; free at next use.
@@ -93,10 +96,18 @@ UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
   return e;
 }
 
+// Before a row is written in the caller's transaction: its charge must
+// follow that transaction as well (usage_log.hpp).
+int64 insert_following(const UsageRow& row, const UsageEvent& event, bool refund_on_abort) {
+  if (!refund_on_abort && row.follow_transaction != nullptr) row.follow_transaction(row.follow_context);
+  return insert_usage_row(event);
+}
+
 // Async: to the installation's queue stream (or, for refund_on_abort, to
 // this transaction's pending events); when there is no room within
 // queue_full_wait, written synchronously instead.
-void enqueue_or_insert(const ExtensionCatalog* ext, const UsageEvent& event, bool refund_on_abort) {
+void enqueue_or_insert(const ExtensionCatalog* ext, const UsageRow& row, const UsageEvent& event,
+                       bool refund_on_abort) {
   char record[kMaxEncodedEventBytes];
   const uint32 length = encode_usage_event(event, record);
   const int stream = usage_stream_of(ext->slot);
@@ -105,7 +116,31 @@ void enqueue_or_insert(const ExtensionCatalog* ext, const UsageEvent& event, boo
                           : usage_queue_append(stream, record, length, settings.queue_full_wait_ms);
   if (queued) return;
   metric_add(&shared->metrics.usage_sync_fallbacks);
-  insert_usage_row(event);
+  insert_following(row, event, refund_on_abort);
+}
+
+void on_xact_event(XactEvent event, void*) {
+  switch (event) {
+    case XACT_EVENT_PRE_PREPARE:
+      if (rows_in_transaction > 0)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("cannot PREPARE a transaction that wrote rate limiter usage rows"),
+                        errdetail("Until COMMIT PREPARED its usage rows would be invisible, also to the "
+                                  "rebuild of the counters after a crash, which would hand out their quota "
+                                  "again."),
+                        errhint("Call allocate_tokens, check_rate_limit and enforce_rate_limit outside the "
+                                "prepared transaction, or with rate_limiter.usage_log = async, and do not "
+                                "call settle_tokens or rate_limiter_flush() in it after refund_on_abort "
+                                "calls.")));
+      break;
+    case XACT_EVENT_COMMIT:
+    case XACT_EVENT_ABORT:
+    case XACT_EVENT_PREPARE:
+      rows_in_transaction = 0;
+      break;
+    default:
+      break;
+  }
 }
 
 }  // namespace
@@ -167,6 +202,7 @@ int64 insert_usage_row(const UsageEvent& e) {
   const int64 id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   SPI_finish();
   owner.restore();
+  ++rows_in_transaction;
   return id;
 }
 
@@ -174,14 +210,18 @@ int64 log_usage(const UsageRow& row, bool refund_on_abort) {
   if (settings.usage_log == kUsageLogOff) return -1;
   const ExtensionCatalog* ext = extension_catalog();
   UsageEvent event = event_of(row, ext);
-  if (!usage_log_async()) return insert_usage_row(event);
+  if (!usage_log_async()) {
+    return insert_following(row, event, refund_on_abort);
+  }
   // A grant needs its id now (allocation_id); a counted check does not, and
   // leaves it to the column default when flushed.
   if (row.priority != kNoPriority) event.id = next_usage_id(ext);
-  enqueue_or_insert(ext, event, refund_on_abort);
+  enqueue_or_insert(ext, row, event, refund_on_abort);
   return row.priority != kNoPriority ? event.id : -1;
 }
 
 void register_usage_log_reset() { on_extension_catalog_reset(forget_plans); }
+
+void register_usage_log_callbacks() { RegisterXactCallback(on_xact_event, nullptr); }
 
 }  // namespace rate_limiter::pg

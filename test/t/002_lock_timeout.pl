@@ -91,6 +91,18 @@ $node->safe_psql('postgres', 'CREATE ROLE lt_plain LOGIN');
 like($err, qr/permission denied to set parameter "rate_limiter.lock_timeout"/,
 	'lock_timeout is superuser-only');
 
+# A fail-open grant whose usage row follows the transaction (a
+# refund_on_abort call, or any call with usage_log = sync) takes its charge
+# along: a rollback drops both.
+$holder = hold_lock(3000);
+$node->safe_psql('postgres',
+	"SET rate_limiter.lock_timeout = '200ms'; SET rate_limiter.failure_mode = 'open'; BEGIN;
+	 SELECT reason FROM allocate_tokens('lt_user', 5, 'high', NULL, NULL, '{\"refund_on_abort\": true}');
+	 SET LOCAL rate_limiter.usage_log = sync;
+	 SELECT reason FROM allocate_tokens('lt_user', 5, 'high'); ROLLBACK;");
+$holder->quit;
+is(used(), '500009', 'rolled-back fail-open grants whose rows follow the transaction charge nothing');
+
 # lock_timeout = 0: the call waits for the holder and then succeeds.
 $holder = hold_lock(1500);
 $t0 = time();
@@ -100,7 +112,7 @@ $elapsed = time() - $t0;
 is($out, 't|5', 'lock_timeout = 0 waits and succeeds');
 cmp_ok($elapsed, '>=', 0.5, 'after the holder released the lock');
 $holder->quit;
-is(used(), '500014', 'holders and the waiting call were all counted');
+is(used(), '500015', 'holders and the waiting call were all counted');
 
 $node->stop;
 done_testing();

@@ -41,9 +41,20 @@ void schedule_refund_on_abort(const core::Hash128& counter_key, const core::Limi
 // `admission` if absent.  A grant made without the partition lock
 // (failure_mode = open after a lock timeout) is charged this way once the
 // lock is free; a rollback does not undo it, as it does not undo the grant.
+// follows_transaction: the grant's usage row follows the transaction
+// (refund_on_abort), so the charge does too: made at commit or PREPARE,
+// dropped at abort and at a rollback of its subtransaction.
 // in_ledger: the units are outstanding in the fail-open ledger
-// (fail_open.hpp) until the charge is made.
+// (fail_open.hpp) until the charge is made or dropped.
 void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
-                              bool in_ledger, const core::Admission& admission);
+                              bool in_ledger, const core::Admission& admission, bool follows_transaction);
+
+// A mark of the adjustments recorded so far, valid until the current call
+// returns (a subtransaction abort compacts them).
+int transaction_effects_mark();
+// The deferred charges recorded since `mark` follow the transaction from
+// now on (as with follows_transaction above): their call's usage row is
+// about to be written in the transaction.
+void deferred_charges_follow_transaction(int mark);
 
 }  // namespace rate_limiter::pg

@@ -4,8 +4,7 @@
 // rate_limiter.usage_log chooses how:
 //   sync   INSERT ... RETURNING id in the caller's transaction, through a
 //          saved SPI plan that runs as the extension owner.  The row follows
-//          the caller's transaction; the charge to the shared counters stays
-//          (unless refund_on_abort): the counters never under-count.
+//          the caller's transaction, and so does the charge (below).
 //   async  the event goes to the installation's stream of the shared usage
 //          queue (usage_queue.hpp) and the database's worker
 //          (database_worker.hpp) inserts it shortly after.  A grant's id
@@ -21,6 +20,16 @@
 //   off    no row; allocation_id is NULL.
 // Each row carries the decision's timestamp, so the window it belongs to is
 // exact.
+//
+// A charge and its row share one fate.  A row written in the caller's
+// transaction (sync mode, or a row that could not be queued) rolls back
+// with it, so before such a write the call's charge is made to follow the
+// transaction too (UsageRow::follow_transaction: refunded at abort and at
+// ROLLBACK TO SAVEPOINT, as refund_on_abort does).  A row queued at once
+// outlives any rollback, and so does its charge.  For the same reason a
+// transaction that wrote usage rows itself cannot be prepared: until
+// COMMIT PREPARED they would be invisible to everyone, the counter rebuild
+// after a crash included (XACT_EVENT_PRE_PREPARE raises 0A000).
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
@@ -36,6 +45,11 @@ struct UsageRow {
   int64 tokens;               // 0 for a check_rate_limit request
   int priority;               // core::Priority, or kNoPriority for a check_rate_limit request
   TimestampTz at;
+  // Called once, just before the row is written in the caller's
+  // transaction, when the call's charge does not follow the transaction
+  // yet (no refund_on_abort): makes it follow.  May allocate or ereport.
+  void (*follow_transaction)(void* context) = nullptr;
+  void* follow_context = nullptr;
 };
 
 // Logs one counted call.  `refund_on_abort`: the call's charge is refunded
@@ -45,7 +59,8 @@ struct UsageRow {
 int64 log_usage(const UsageRow& row, bool refund_on_abort);
 
 // Inserts one event in the caller's transaction (as the extension owner);
-// event.id 0 takes the column default.  Returns the row id.
+// event.id 0 takes the column default.  Returns the row id.  The
+// transaction then cannot be prepared.
 int64 insert_usage_row(const UsageEvent& event);
 
 // True when this database can have a worker (launcher.hpp): every
@@ -63,5 +78,6 @@ bool usage_log_async();
 void require_writable_transaction();
 
 void register_usage_log_reset();
+void register_usage_log_callbacks();  // once, from _PG_init
 
 }  // namespace rate_limiter::pg

@@ -11,6 +11,14 @@
 // (usage_queue_reserve_chunk(), as many as next-fit packing of the pending
 // events needs); abort gives them all back, and ROLLBACK TO SAVEPOINT gives
 // back those the remaining events no longer need.
+//
+// Written early.  settle_tokens and rate_limiter_flush_usage() insert the
+// pending rows in the current subtransaction (materialize_pending_usage()),
+// which may be a savepoint taken after the calls.  The events are kept,
+// marked with that subtransaction, and their chunks stay reserved: if that
+// subtransaction rolls back while the calls' own survive (the rows go, the
+// charges stay), the events are pending again and are queued at commit.
+// A charge and its row therefore live or die together on every path.
 #pragma once
 
 #include "rate_limiter/pg/postgres.hpp"
@@ -20,18 +28,14 @@ namespace rate_limiter::pg {
 void register_pending_usage_callbacks();  // once, from _PG_init
 
 // Reserves room in `stream` (waiting up to wait_ms) and keeps the event
-// until commit.  False: no room (or the transaction already holds events of
-// another stream); the caller writes the row synchronously instead (it
+// until commit.  False: no room (or the transaction already holds events
+// of another stream); the caller writes the row synchronously instead (it
 // then follows the transaction as well).
 bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms);
 
 // Inserts this transaction's pending events now, in the current
-// (sub)transaction, and forgets them: used before looking a row up
-// (settle_tokens, rate_limiter_flush()).  The rows then follow the current
-// subtransaction, which is the event's own or a descendant of it in the
-// usual case (settle right after allocate); if a savepoint taken AFTER the
-// allocation and BEFORE this call is rolled back, the row goes while the
-// charge stays (a known gap: a sync-mode row would stay).
+// (sub)transaction: used before looking a row up (settle_tokens,
+// rate_limiter_flush()).  See "Written early" above.
 void materialize_pending_usage();
 
 }  // namespace rate_limiter::pg
