@@ -50,6 +50,7 @@ Settings settings = {
     /* database_queue_share */ 0.5,
     /* usage_queue_size_kb */ 8192,
     /* queue_full_wait_ms */ 100,
+    /* transaction_queue_share */ 0.05,
     /* usage_retention_s */ kDefaultUsageRetentionS,
     /* shadow_mode */ false,
     /* alert_channel */ nullptr,
@@ -297,6 +298,15 @@ void define_settings() {
       "Longest wait for room in a full usage queue before writing the row synchronously.", nullptr,
       &settings.queue_full_wait_ms, 100, 0, 60000, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
       nullptr);
+  // SUSET: raised by the caller, it would let one open transaction hold
+  // the queue the other sessions need.
+  DefineCustomRealVariable(
+      "rate_limiter.transaction_queue_share",
+      "Largest fraction of its database's share of the usage queue that one transaction may hold "
+      "reserved for its refund_on_abort rows.",
+      "Past it, the transaction writes those rows itself, in the transaction, without waiting. All "
+      "transactions together hold at most half of a database's share.",
+      &settings.transaction_queue_share, 0.05, 0.001, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.usage_retention", "Age after which the flusher deletes token_usage rows.",
       "Rows inside twice the longest window of any limit are kept regardless. 0 keeps every row.",

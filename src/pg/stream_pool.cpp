@@ -24,6 +24,7 @@ struct StreamPool::Stream {
   int32 head_chunk;
   int32 tail_chunk;
   uint32 chunks;   // linked to the chain, or reserved by pending transactions
+  uint32 reserved; // of those, reserved (reserve_chunk() .. commit_reserved() / release_reserved())
   int32 consumer_pid;
   Latch* consumer_latch;
   ConditionVariable progress;
@@ -73,6 +74,7 @@ void StreamPool::attach(const char* segment, const char* tranche, uint32 streams
       s->head = s->tail = s->records = 0;
       s->head_chunk = s->tail_chunk = kNoChunk;
       s->chunks = 0;
+      s->reserved = 0;
       s->consumer_pid = 0;
       s->consumer_latch = nullptr;
       ConditionVariableInit(&s->progress);
@@ -188,14 +190,22 @@ bool StreamPool::append(int stream, const char* record, uint32 length, Latch** w
   return target != kNoChunk;
 }
 
-int32 StreamPool::reserve_chunk(int stream) noexcept {
+int32 StreamPool::reserve_chunk(int stream, uint32 caller_held, uint32 caller_cap, bool* capped) noexcept {
   const uint32 cap = stream_cap();
+  const uint32 reservations_cap = Max(1u, cap / 2);
   Stream* s = stream_state(stream);
   int32 index = kNoChunk;
+  *capped = caller_held >= Max(1u, caller_cap);
+  if (*capped) return kNoChunk;
   LWLockAcquire(lock(stream), LW_EXCLUSIVE);
-  if (s->chunks < cap) {
+  if (s->reserved >= reservations_cap) {
+    *capped = true;
+  } else if (s->chunks < cap) {
     index = pop_free();
-    if (index != kNoChunk) s->chunks += 1;
+    if (index != kNoChunk) {
+      s->chunks += 1;
+      s->reserved += 1;
+    }
   }
   LWLockRelease(lock(stream));
   return index;
@@ -245,6 +255,7 @@ Latch* StreamPool::commit_reserved(int stream, const int32* chunks, int nchunks,
     push_free(chunks[k]);
     s->chunks -= 1;
   }
+  s->reserved -= Min(s->reserved, static_cast<uint32>(Max(nchunks, 0)));
   Latch* latch = s->consumer_latch;
   LWLockRelease(lock(stream));
   if (used < nchunks) ConditionVariableBroadcast(&header_->space);
@@ -259,6 +270,7 @@ void StreamPool::release_reserved(int stream, const int32* chunks, int nchunks) 
     push_free(chunks[k]);
     s->chunks -= 1;
   }
+  s->reserved -= Min(s->reserved, static_cast<uint32>(nchunks));
   LWLockRelease(lock(stream));
   ConditionVariableBroadcast(&header_->space);
 }

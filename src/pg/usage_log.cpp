@@ -105,17 +105,20 @@ int64 insert_following(const UsageRow& row, const UsageEvent& event, bool refund
 
 // Async: to the installation's queue stream (or, for refund_on_abort, to
 // this transaction's pending events); when there is no room within
-// queue_full_wait, written synchronously instead.
+// queue_full_wait, or the transaction reached its reservation cap, written
+// synchronously instead.
 void enqueue_or_insert(const ExtensionCatalog* ext, const UsageRow& row, const UsageEvent& event,
                        bool refund_on_abort) {
   char record[kMaxEncodedEventBytes];
   const uint32 length = encode_usage_event(event, record);
   const int stream = usage_stream_of(ext->slot);
+  bool capped = false;
   const bool queued = refund_on_abort
-                          ? defer_usage_event(stream, record, length, settings.queue_full_wait_ms)
+                          ? defer_usage_event(stream, record, length, settings.queue_full_wait_ms, &capped)
                           : usage_queue_append(stream, record, length, settings.queue_full_wait_ms);
   if (queued) return;
   metric_add(&shared->metrics.usage_sync_fallbacks);
+  if (capped) metric_add(&shared->metrics.usage_cap_fallbacks);
   insert_following(row, event, refund_on_abort);
 }
 

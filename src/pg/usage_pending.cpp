@@ -132,7 +132,8 @@ void register_pending_usage_callbacks() {
   RegisterSubXactCallback(on_subxact_event, nullptr);
 }
 
-bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms) {
+bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms, bool* capped) {
+  *capped = false;
   // One stream per transaction (its database's installation); an event of
   // another one (the extension re-created in this transaction) is written
   // synchronously.
@@ -148,7 +149,7 @@ bool defer_usage_event(int stream, const char* record, uint32 length, int wait_m
   if (static_cast<int>(packing.chunks) > chunk_count) {
     chunks = grown(chunks, &chunk_capacity, chunk_count + 1);
     if (chunk_count == 0) pending_stream = stream;
-    const int32 chunk = usage_queue_reserve_chunk(stream, wait_ms);
+    const int32 chunk = usage_queue_reserve_chunk(stream, static_cast<uint32>(chunk_count), wait_ms, capped);
     if (chunk == kNoChunk) return false;
     chunks[chunk_count++] = chunk;
   }

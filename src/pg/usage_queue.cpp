@@ -25,9 +25,12 @@ uint32 chunk_count() {
 // Tries `claim` (true: done) and, when it fails, counts the wait, wakes the
 // stream's worker and sleeps on the pool's `space` until it succeeds or
 // wait_ms have passed.  Interruptible; no lock is held while sleeping.
-template <typename Claim>
-bool claim_waiting(int stream, int wait_ms, Claim claim) {
+// `refused()` true after a failed claim: no room will come by waiting (a
+// reservation cap), give up at once.
+template <typename Claim, typename Refused>
+bool claim_waiting(int stream, int wait_ms, Claim claim, Refused refused) {
   if (claim()) return true;
+  if (refused()) return false;
   metric_add(&shared->metrics.usage_queue_full_waits);
   usage_queue_wake_consumer(stream);
   if (wait_ms <= 0) return false;
@@ -39,6 +42,7 @@ bool claim_waiting(int stream, int wait_ms, Claim claim) {
       done = true;
       break;
     }
+    if (refused()) break;
     const long remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
     if (remaining <= 0) break;
     ConditionVariableTimedSleep(pool.space(), remaining, PG_WAIT_EXTENSION);
@@ -117,20 +121,32 @@ void attach_usage_queue_memory() {
 int usage_stream_of(const InstallationSlot* slot) noexcept { return installation_index(slot); }
 
 bool usage_queue_append(int stream, const char* record, uint32 length, int wait_ms) {
-  return claim_waiting(stream, wait_ms, [&] {
-    Latch* wake = nullptr;
-    const bool done = pool.append(stream, record, length, &wake);
-    if (wake != nullptr) SetLatch(wake);
-    return done;
-  });
+  return claim_waiting(
+      stream, wait_ms,
+      [&] {
+        Latch* wake = nullptr;
+        const bool done = pool.append(stream, record, length, &wake);
+        if (wake != nullptr) SetLatch(wake);
+        return done;
+      },
+      [] { return false; });
 }
 
-int32 usage_queue_reserve_chunk(int stream, int wait_ms) {
+uint32 transaction_reservation_cap() noexcept {
+  return Max(1u, static_cast<uint32>(settings.transaction_queue_share * pool.stream_cap()));
+}
+
+int32 usage_queue_reserve_chunk(int stream, uint32 held, int wait_ms, bool* capped) {
   int32 chunk = kNoChunk;
-  claim_waiting(stream, wait_ms, [&] {
-    chunk = pool.reserve_chunk(stream);
-    return chunk != kNoChunk;
-  });
+  const uint32 cap = transaction_reservation_cap();
+  *capped = false;
+  claim_waiting(
+      stream, wait_ms,
+      [&] {
+        chunk = pool.reserve_chunk(stream, held, cap, capped);
+        return chunk != kNoChunk;
+      },
+      [&] { return *capped; });
   return chunk;
 }
 

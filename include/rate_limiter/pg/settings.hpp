@@ -46,6 +46,7 @@ struct Settings {
   double database_queue_share;      // rate_limiter.database_queue_share (sighup): of each queue, per database
   int usage_queue_size_kb;          // rate_limiter.usage_queue_size (postmaster)
   int queue_full_wait_ms;           // rate_limiter.queue_full_wait
+  double transaction_queue_share;   // rate_limiter.transaction_queue_share (superuser): of a database's share
   int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows
   // Shadow mode and alerts (alert_queue.hpp, README "Alerts").
   bool shadow_mode;                 // rate_limiter.shadow_mode: every limit is a shadow limit

@@ -65,6 +65,7 @@ struct SharedMetrics {
   pg_atomic_uint64 usage_rows_flushed;    // rows the flusher inserted
   pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
   pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
+  pg_atomic_uint64 usage_cap_fallbacks;   // rows written synchronously past a transaction's reservation cap
   LatencyStats latency;              // decision time: histogram and moving average
   // Shadow mode and alerts (alert_queue.hpp).
   pg_atomic_uint64 shadow_denials;   // calls allowed only because shadow limits do not enforce

@@ -109,8 +109,13 @@ class StreamPool {
   // Reservations for records appended at commit (usage_pending.hpp): a
   // whole chunk taken now, counted against the stream's cap, filled and
   // linked by commit_reserved() (which therefore cannot fail) or given back
-  // by release_reserved().  kNoChunk when none is available.
-  int32 reserve_chunk(int stream) noexcept;
+  // by release_reserved().  kNoChunk when none is available: the stream is
+  // at its cap or the pool is empty (*capped false), or the caller already
+  // holds `caller_cap` reserved chunks of it, or the stream's reservations
+  // together hold half its cap (*capped true: plain appends always keep
+  // the other half, so transactions that hold reservations until they end
+  // cannot starve the callers that append at once).
+  int32 reserve_chunk(int stream, uint32 caller_held, uint32 caller_cap, bool* capped) noexcept;
   // Packs the records in order into `chunks` (NextFitPacking; the caller
   // reserved as many chunks as that packing needs), links the used ones at
   // the stream's head and frees the rest.  Returns the consumer's latch.

@@ -15,7 +15,8 @@
 //          database that can have a worker (database_served()); elsewhere
 //          sync.  A served database whose worker is not running yet still
 //          queues: the worker drains the stream when it comes.  When the
-//          stream stays full for queue_full_wait, the event is written as
+//          stream stays full for queue_full_wait, or a refund_on_abort
+//          transaction passed its reservation cap, the event is written as
 //          in sync mode: never dropped.
 //   off    no row; allocation_id is NULL.
 // Each row carries the decision's timestamp, so the window it belongs to is

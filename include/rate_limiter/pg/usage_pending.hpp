@@ -12,6 +12,11 @@
 // events needs); abort gives them all back, and ROLLBACK TO SAVEPOINT gives
 // back those the remaining events no longer need.
 //
+// One transaction may reserve at most rate_limiter.transaction_queue_share
+// of its database's share of the queue (StreamPool::reserve_chunk()): past
+// that its events are written synchronously, in the transaction, without
+// waiting, so that one open transaction cannot starve the other sessions.
+//
 // Written early.  settle_tokens and rate_limiter_flush_usage() insert the
 // pending rows in the current subtransaction (materialize_pending_usage()),
 // which may be a savepoint taken after the calls.  The events are kept,
@@ -27,11 +32,12 @@ namespace rate_limiter::pg {
 
 void register_pending_usage_callbacks();  // once, from _PG_init
 
-// Reserves room in `stream` (waiting up to wait_ms) and keeps the event
-// until commit.  False: no room (or the transaction already holds events
-// of another stream); the caller writes the row synchronously instead (it
-// then follows the transaction as well).
-bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms);
+// Reserves room in `stream` (waiting up to wait_ms when the stream is
+// full) and keeps the event until commit.  False: no room, the
+// transaction's reservation cap is reached (*capped), or the transaction
+// already holds events of another stream; the caller writes the row
+// synchronously instead (it then follows the transaction as well).
+bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms, bool* capped);
 
 // Inserts this transaction's pending events now, in the current
 // (sub)transaction: used before looking a row up (settle_tokens,

@@ -17,7 +17,11 @@
 //
 // Room for events appended later, at commit (refund_on_abort calls,
 // usage_pending.hpp), is reserved as whole chunks: the commit callback must
-// not fail, so it must never find the queue full.
+// not fail, so it must never find the queue full.  Reservations are held
+// until their transaction ends, so they are capped: one transaction at
+// rate_limiter.transaction_queue_share of its database's share, all of a
+// stream's together at half of it (StreamPool::reserve_chunk()).  A
+// transaction past its cap writes its rows itself.
 //
 // Locking: see stream_pool.hpp (one LWLock per stream, tranche
 // "rate_limiter_usage_queue").  Producers waiting for room sleep on the
@@ -87,9 +91,15 @@ int usage_stream_of(const InstallationSlot* slot) noexcept;
 // stream is at its share (or the pool is empty) at first try, wakes its
 // worker, and waits up to wait_ms (interruptible).  False: still no room.
 bool usage_queue_append(int stream, const char* record, uint32 length, int wait_ms);
-// One reserved chunk (usage_pending.hpp), waiting like usage_queue_append;
-// kNoChunk when there is none.
-int32 usage_queue_reserve_chunk(int stream, int wait_ms);
+// One more reserved chunk (usage_pending.hpp) for a transaction that
+// holds `held` of them, waiting like usage_queue_append when the stream is
+// full; kNoChunk when there is none.  *capped: refused at once, without a
+// wait, because the transaction holds transaction_reservation_cap() chunks
+// or the stream's reservations hold half its share.
+int32 usage_queue_reserve_chunk(int stream, uint32 held, int wait_ms, bool* capped);
+// The most chunks one transaction may hold reserved:
+// rate_limiter.transaction_queue_share of a database's share, at least one.
+uint32 transaction_reservation_cap() noexcept;
 
 // Waits until every event appended to `stream` before the call is in
 // token_usage (committed by the worker).  Raises 55000 when the worker
