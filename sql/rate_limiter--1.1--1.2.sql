@@ -288,3 +288,44 @@ COMMENT ON FUNCTION rate_limiter_snapshot_counters(boolean) IS
 SELECT @extschema@.rate_limiter_serve_database();
 
 -- ==== end every database ====
+
+-- ==== exact: usage rows and the queue ====
+
+-- Usage rows that token_usage refused.  A database's worker inserts queued
+-- rows in batches; when a batch fails because of its rows (a CHECK
+-- constraint or a trigger added to token_usage, a data error; not a lock
+-- timeout, a cancel or another transient error, which are retried), it
+-- retries smaller batches down to the failing row and sets that row aside
+-- here, with the error, so that every other row keeps flowing
+-- (usage_dead_letters in get_performance_metrics(), a usage_dead_letter
+-- alert).  Their grants were charged, so the counter rebuild after a crash
+-- counts these rows as it counts token_usage.  Once the cause is fixed,
+-- move them back:
+--   WITH moved AS (DELETE FROM token_usage_dead_letters RETURNING *)
+--   INSERT INTO token_usage (id, user_id, session_id, tokens_used, api_endpoint, priority_level, "timestamp")
+--   SELECT coalesce(id, nextval('token_usage_id_seq')), user_id, session_id, tokens_used, api_endpoint,
+--          priority_level, "timestamp" FROM moved;
+CREATE TABLE token_usage_dead_letters (
+  letter_id      bigserial PRIMARY KEY,
+  id             bigint,
+  user_id        text NOT NULL,
+  session_id     text,
+  tokens_used    bigint NOT NULL,
+  api_endpoint   text,
+  priority_level text,
+  "timestamp"    timestamptz NOT NULL,
+  error_sqlstate text NOT NULL,
+  error_message  text NOT NULL,
+  error_detail   text,
+  failed_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX token_usage_dead_letters_timestamp_idx ON token_usage_dead_letters ("timestamp");
+SELECT pg_catalog.pg_extension_config_dump('token_usage_dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('token_usage_dead_letters_letter_id_seq', '');
+REVOKE ALL ON token_usage_dead_letters FROM PUBLIC;
+COMMENT ON TABLE token_usage_dead_letters IS
+  'Usage rows token_usage refused (a constraint or trigger), set aside by the worker with the error; the counter rebuild after a crash counts them';
+COMMENT ON COLUMN token_usage_dead_letters.id IS
+  'The allocation_id the call returned (NULL for a counted check_rate_limit request)';
+
+-- ==== end exact: usage rows and the queue ====

@@ -262,6 +262,13 @@ void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms
   alert_queue_push(stream, a);
 }
 
+void raise_dead_letter_alert(int stream, Oid database, Oid extension, uint64 rows, int64 now) {
+  AlertRecord a = blank_for(AlertKind::DeadLetter, now, database, extension);
+  a.used = static_cast<int64>(Min(rows, static_cast<uint64>(PG_INT64_MAX)));
+  a.window_start = alert_interval_start(now);
+  alert_queue_push(stream, a);
+}
+
 const char* alert_kind_text(const AlertRecord& r) {
   switch (r.kind) {
     case AlertKind::QuotaThreshold:
@@ -278,6 +285,8 @@ const char* alert_kind_text(const AlertRecord& r) {
       return "flush_lag";
     case AlertKind::TableFilling:
       return "table_filling";
+    case AlertKind::DeadLetter:
+      return "usage_dead_letter";
   }
   return "unknown";
 }

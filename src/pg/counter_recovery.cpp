@@ -129,9 +129,20 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
   if (horizon == 0) return states;  // no rule: nothing counts
   const int64 since = now - static_cast<int64>(Min(horizon, static_cast<uint64>(now)));
   HTAB* resets = load_resets(ext, since);
-  const char* sql = psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
-                             "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
-                             ext->quoted_schema);
+  // The rows a worker set aside (usage_batch_insert.hpp) were charged as
+  // well: they count as if token_usage held them.
+  const bool letters = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
+  const char* sql =
+      letters ? psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint FROM ("
+                         "SELECT t.\"timestamp\", t.tokens_used, t.user_id, t.api_endpoint "
+                         "FROM %s.token_usage t WHERE t.\"timestamp\" >= $1 UNION ALL "
+                         "SELECT l.\"timestamp\", l.tokens_used, l.user_id, l.api_endpoint "
+                         "FROM %s.token_usage_dead_letters l WHERE l.\"timestamp\" >= $1"
+                         ") u ORDER BY u.\"timestamp\"",
+                         ext->quoted_schema, ext->quoted_schema)
+              : psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
+                         "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
+                         ext->quoted_schema);
   Oid types[1] = {TIMESTAMPTZOID};
   SPIPlanPtr plan = SPI_prepare(sql, 1, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage replay");

@@ -33,7 +33,7 @@ void reset_metrics() noexcept {
                               &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
                               &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
                               &m.emergency_refused, &m.usage_rows_flushed,
-                              &m.usage_queue_full_waits, &m.usage_sync_fallbacks, &m.usage_cap_fallbacks,
+                              &m.usage_queue_full_waits, &m.usage_sync_fallbacks, &m.usage_cap_fallbacks, &m.usage_dead_letters,
                               &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
                               &m.alerts_sent, &m.rule_sql_lookups, &m.key_refusals})
     pg_atomic_write_u64(c, 0);
@@ -112,6 +112,7 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "usage_queue_full_waits", pg_atomic_read_u64(&m.usage_queue_full_waits));
   append_metric(&buf, "usage_sync_fallbacks", pg_atomic_read_u64(&m.usage_sync_fallbacks));
   append_metric(&buf, "usage_transaction_cap_fallbacks", pg_atomic_read_u64(&m.usage_cap_fallbacks));
+  append_metric(&buf, "usage_dead_letters", pg_atomic_read_u64(&m.usage_dead_letters));
   append_metric(&buf, "shadow_denials", pg_atomic_read_u64(&m.shadow_denials));
   append_metric(&buf, "alerts_queued", pg_atomic_read_u64(&m.alerts_queued));
   append_metric(&buf, "alerts_dropped", pg_atomic_read_u64(&m.alerts_dropped));

@@ -6,61 +6,11 @@
 #include "rate_limiter/pg/metrics.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/upkeep.hpp"
+#include "rate_limiter/pg/usage_batch_insert.hpp"
 #include "rate_limiter/pg/usage_queue.hpp"
 
 namespace rate_limiter::pg {
 namespace {
-
-constexpr int kInsertArgs = 7;
-
-// The columns of one batch, one array each, for a single INSERT ... SELECT
-// FROM unnest(...).
-struct Columns {
-  Datum* values[kInsertArgs];
-  bool* nulls[kInsertArgs];
-};
-
-void add_row(Columns* c, int i, const UsageEvent& e) {
-  for (int a = 0; a < kInsertArgs; ++a) c->nulls[a][i] = false;
-  c->values[0][i] = Int64GetDatum(e.id);
-  c->values[1][i] = PointerGetDatum(cstring_to_text_with_len(e.user, e.user_len));
-  c->values[2][i] = text_or_null(e.session, e.session_len, &c->nulls[2][i]);
-  c->values[3][i] = Int64GetDatum(e.tokens);
-  c->values[4][i] = text_or_null(e.endpoint, e.endpoint_len, &c->nulls[4][i]);
-  c->nulls[5][i] = e.priority == kNoPriority;
-  if (e.priority != kNoPriority)
-    c->values[5][i] = CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
-  c->values[6][i] = TimestampTzGetDatum(e.at);
-}
-
-// Inserts the rows; returns how many were inserted.  Explicit ids (grants,
-// whose allocation_id is already known) are kept; 0 takes nextval.  ON
-// CONFLICT makes a repeated flush of the same event harmless.
-uint64 insert_rows(const ExtensionCatalog* ext, Columns* c, int n) {
-  const Oid sequence = get_relname_relid("token_usage_id_seq", ext->schema);
-  if (!OidIsValid(sequence)) elog(ERROR, "rate_limiter worker: token_usage_id_seq is missing");
-  const char* sql = psprintf(
-      "INSERT INTO %s.token_usage "
-      "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
-      "SELECT CASE WHEN e.id = 0 THEN pg_catalog.nextval(%u::pg_catalog.regclass) ELSE e.id END, "
-      "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at "
-      "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
-      "AS e(id, user_id, session_id, tokens, endpoint, priority, at) "
-      "ON CONFLICT (id) DO NOTHING",
-      ext->quoted_schema, sequence);
-  const Oid element_types[kInsertArgs] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  const Oid array_types[kInsertArgs] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
-                                        TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-  Datum args[kInsertArgs];
-  for (int a = 0; a < kInsertArgs; ++a) args[a] = array_of(c->values[a], c->nulls[a], n, element_types[a]);
-  AsExtensionOwner owner(ext);
-  const int rc = SPI_execute_with_args(sql, kInsertArgs, const_cast<Oid*>(array_types), args, nullptr,
-                                       false, 0);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter worker: insert failed: %s", SPI_result_code_string(rc));
-  owner.restore();
-  return SPI_processed;
-}
 
 constexpr int kAlertArgs = 6;
 
@@ -117,11 +67,9 @@ bool flush_usage_batch(const WorkerTarget& target, uint64 end, bool* gone) {
     commit_worker_transaction();
     return false;
   }
-  Columns columns;
-  for (int a = 0; a < kInsertArgs; ++a) {
-    columns.values[a] = static_cast<Datum*>(palloc(kFlushBatchEvents * sizeof(Datum)));
-    columns.nulls[a] = static_cast<bool*>(palloc(kFlushBatchEvents * sizeof(bool)));
-  }
+  // Decoded in place: the events point into the stream's chunks, which
+  // stay until consume().
+  auto* events = static_cast<UsageEvent*>(palloc(kFlushBatchEvents * sizeof(UsageEvent)));
   StreamCursor cursor{w.tail, w.tail_chunk, 0};
   uint64 foreign = 0;
   int rows = 0;
@@ -138,15 +86,28 @@ bool flush_usage_batch(const WorkerTarget& target, uint64 end, bool* gone) {
       ++foreign;
       continue;
     }
-    add_row(&columns, rows++, e);
+    events[rows++] = e;
     note_flushed_scope(e);
   }
-  const uint64 inserted = rows > 0 ? insert_rows(ext, &columns, rows) : 0;
+  // Rows token_usage refuses are set aside (usage_batch_insert.hpp); a
+  // transient error leaves the whole batch queued.
+  const BatchInsertResult result = insert_usage_batch(ext, events, rows);
+  const uint64 inserted = result.inserted;
   commit_worker_transaction();
   // Count before the tail moves: a session waiting in rate_limiter_flush()
   // returns as soon as the tail passes its events, and must then see them
   // counted.
   metric_add(&shared->metrics.usage_rows_flushed, inserted);
+  if (result.dead_letters > 0) {
+    metric_add(&shared->metrics.usage_dead_letters, result.dead_letters);
+    raise_dead_letter_alert(target.stream, target.database, target.extension, result.dead_letters,
+                            limiter_now_unix());
+    ereport(WARNING, (errmsg("rate_limiter worker set aside " UINT64_FORMAT
+                             " usage rows that token_usage refused, in token_usage_dead_letters",
+                             result.dead_letters),
+                      errdetail("First error: %s", result.first_error),
+                      errhint("Fix the constraint or trigger, then move the rows back into token_usage.")));
+  }
   if (broken) {
     drop_unreadable(pool, target, "usage queue");
     return false;
@@ -156,10 +117,10 @@ bool flush_usage_batch(const WorkerTarget& target, uint64 end, bool* gone) {
     ereport(LOG, (errmsg("rate_limiter worker discarded " UINT64_FORMAT
                          " usage events of a former installation of the extension",
                          foreign)));
-  if (inserted < static_cast<uint64>(rows))
+  if (inserted + result.dead_letters < static_cast<uint64>(rows))
     ereport(LOG, (errmsg("rate_limiter worker skipped " UINT64_FORMAT
                          " usage events whose id was already in token_usage",
-                         static_cast<uint64>(rows) - inserted)));
+                         static_cast<uint64>(rows) - inserted - result.dead_letters)));
   return true;
 }
 

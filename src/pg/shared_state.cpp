@@ -83,7 +83,7 @@ void attach_shared_memory() {
                                 &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
                                 &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
                                 &m.keys_in_use, &m.emergency_refused, &m.usage_rows_flushed,
-                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks, &m.usage_cap_fallbacks,
+                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks, &m.usage_cap_fallbacks, &m.usage_dead_letters,
                                 &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
                                 &m.alerts_sent, &m.rule_sql_lookups, &m.key_refusals,
                                 &m.latency.ewma_fixed})

@@ -39,6 +39,7 @@ enum class AlertKind : uint8 {
   FailOpen,           // a call was allowed without (full) enforcement (failure_mode = open)
   FlushLag,           // the usage flush is behind by more than alert_flush_lag
   TableFilling,       // the counter table passed rate_limiter.alert_table_fill percent
+  DeadLetter,         // the worker set usage rows aside that token_usage refused
 };
 
 constexpr int16 kNullId = -1;  // user_len / endpoint_len of a NULL id

@@ -20,8 +20,9 @@
 //  - emergency_override: likewise, for the binding limit;
 //  - abuse: the fixed abuse window (rate_limiter.abuse_window) the denial
 //    counter is in;
-//  - table_full, table_filling, fail_open, flush_lag: server-wide (user_id NULL), the
-//    aligned rate_limiter.alert_interval window.
+//  - table_full, table_filling, fail_open, flush_lag, usage_dead_letter:
+//    server-wide (user_id NULL), the aligned rate_limiter.alert_interval
+//    window.
 #pragma once
 
 #include <string_view>
@@ -43,6 +44,8 @@ void raise_degradation_alert(AlertKind kind, int64 now);
 // installation given explicitly).
 void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms, int64 threshold_ms,
                            int64 now);
+// A database's worker set `rows` usage rows aside (token_usage_dead_letters).
+void raise_dead_letter_alert(int stream, Oid database, Oid extension, uint64 rows, int64 now);
 
 // The row's kind ("quota_tokens_80", "abuse", ...), scope and JSON payload;
 // palloc'd.  scope is nullptr for alerts without one.

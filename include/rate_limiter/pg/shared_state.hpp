@@ -66,6 +66,7 @@ struct SharedMetrics {
   pg_atomic_uint64 usage_queue_full_waits;  // events that found the queue full
   pg_atomic_uint64 usage_sync_fallbacks;  // ... and were then written synchronously
   pg_atomic_uint64 usage_cap_fallbacks;   // rows written synchronously past a transaction's reservation cap
+  pg_atomic_uint64 usage_dead_letters;    // rows token_usage refused, set aside by a worker
   LatencyStats latency;              // decision time: histogram and moving average
   // Shadow mode and alerts (alert_queue.hpp).
   pg_atomic_uint64 shadow_denials;   // calls allowed only because shadow limits do not enforce
