@@ -41,13 +41,13 @@ struct SavedInstallation {
   uint32 reserved;
 };
 
-// Whether the server is going down after a shutdown checkpoint: the
-// control file says DB_SHUTDOWNED.  An immediate shutdown (pg_ctl stop -m
-// immediate) also ends the postmaster with exit code 0, but without that
-// checkpoint, after killing backends that may have been half way through a
-// counter update: then no file is written and the next start rebuilds.
-// Plain reads, no ereport: this runs in the postmaster's exit callbacks.
-bool shut_down_cleanly() {
+}  // namespace
+
+// An immediate shutdown (pg_ctl stop -m immediate) also ends the
+// postmaster with exit code 0, but without the shutdown checkpoint, after
+// killing backends that may have been half way through a counter update:
+// then no file is written and the next start rebuilds.
+bool server_shut_down_cleanly() {
   char path[MAXPGPATH];
   snprintf(path, sizeof path, "%s/%s", DataDir, XLOG_CONTROL_FILE);
   const int fd = ::open(path, O_RDONLY | PG_BINARY, 0);
@@ -57,6 +57,8 @@ bool shut_down_cleanly() {
   ::close(fd);
   return n == static_cast<ssize_t>(sizeof control) && control.state == DB_SHUTDOWNED;
 }
+
+namespace {
 
 bool starting_in_recovery() {
   struct stat st;
@@ -176,7 +178,7 @@ void load_counter_file() {
 void save_counter_file_at_exit(int code, Datum) {
   // Only at a clean shutdown: after a crash or an immediate shutdown shared
   // memory is not trusted.
-  if (code != 0 || shared == nullptr || !shut_down_cleanly()) return;
+  if (code != 0 || shared == nullptr || !server_shut_down_cleanly()) return;
   FILE* f = AllocateFile(kTempFile, PG_BINARY_W);
   if (f == nullptr) {
     ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));

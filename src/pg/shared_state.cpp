@@ -10,6 +10,7 @@
 #include "rate_limiter/pg/revocation_cache.hpp"
 #include "rate_limiter/pg/settings.hpp"
 #include "rate_limiter/pg/usage_queue.hpp"
+#include "rate_limiter/pg/usage_queue_file.hpp"
 
 namespace rate_limiter::pg {
 
@@ -105,11 +106,14 @@ void attach_shared_memory() {
   attach_launcher_memory();
   attach_fail_open_memory();
   shared = state;
-  // The postmaster, creating the segment: load the counters saved at the
-  // last clean shutdown, and save them at this server's clean shutdown.
+  // The postmaster, creating the segment: load the counters and the queued
+  // usage events saved at the last clean shutdown, and save them at this
+  // server's clean shutdown.
   if (!found && !IsUnderPostmaster) {
     load_counter_file();
+    load_usage_queue_file();
     on_shmem_exit(save_counter_file_at_exit, 0);
+    on_shmem_exit(save_usage_queue_file_at_exit, 0);
   }
 }
 

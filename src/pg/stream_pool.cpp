@@ -160,12 +160,21 @@ void StreamPool::link_chunk(Stream* s, int32 index) noexcept {
 }
 
 bool StreamPool::append(int stream, const char* record, uint32 length, Latch** wake) noexcept {
-  const uint64 need = kRecordLengthBytes + static_cast<uint64>(length);
   const uint32 cap = stream_cap();
   Stream* s = stream_state(stream);
+  LWLockAcquire(lock(stream), LW_EXCLUSIVE);
+  const bool done = append_locked(s, record, length, cap);
+  // Past half its share (or full) the consumer should not wait for its
+  // next interval.
+  *wake = (!done || s->chunks * 2 > cap) ? s->consumer_latch : nullptr;
+  LWLockRelease(lock(stream));
+  return done;
+}
+
+bool StreamPool::append_locked(Stream* s, const char* record, uint32 length, uint32 cap) noexcept {
+  const uint64 need = kRecordLengthBytes + static_cast<uint64>(length);
   int32 target = kNoChunk;
   uint64 offset = 0;
-  LWLockAcquire(lock(stream), LW_EXCLUSIVE);
   if (s->head_chunk != kNoChunk && s->head - chunk(s->head_chunk)->start + need <= header_->chunk_bytes) {
     target = s->head_chunk;
     offset = s->head - chunk(target)->start;
@@ -183,11 +192,16 @@ bool StreamPool::append(int stream, const char* record, uint32 length, Latch** w
     s->head += need;
     s->records += 1;
   }
-  // Past half its share (or full) the consumer should not wait for its
-  // next interval.
-  *wake = (target == kNoChunk || s->chunks * 2 > cap) ? s->consumer_latch : nullptr;
-  LWLockRelease(lock(stream));
   return target != kNoChunk;
+}
+
+StreamWindow StreamPool::quiescent_window(int stream) const noexcept {
+  const Stream* s = stream_state(stream);
+  return StreamWindow{s->tail, s->head, s->tail_chunk};
+}
+
+bool StreamPool::quiescent_append(int stream, const char* record, uint32 length) noexcept {
+  return append_locked(stream_state(stream), record, length, header_->nchunks);
 }
 
 int32 StreamPool::reserve_chunk(int stream, uint32 caller_held, uint32 caller_cap, bool* capped) noexcept {

@@ -27,4 +27,9 @@ namespace rate_limiter::pg {
 void load_counter_file();                          // postmaster, at segment creation
 void save_counter_file_at_exit(int code, Datum);  // on_shmem_exit callback
 
+// Whether the server is going down after a shutdown checkpoint (the control
+// file says DB_SHUTDOWNED): a clean shutdown, not a crash or an immediate
+// one.  Plain reads, no ereport: for the postmaster's exit callbacks.
+bool server_shut_down_cleanly();
+
 }  // namespace rate_limiter::pg

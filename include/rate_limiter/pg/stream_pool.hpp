@@ -137,6 +137,14 @@ class StreamPool {
   // otherwise (the consumer drops them itself, they are foreign to it).
   bool discard(int stream) noexcept;
 
+  // Only while no other process can touch the pool: the postmaster before
+  // the first child starts or after the last one exited (usage_queue_file.hpp).
+  // No locks.  The window of a stream, and an append that ignores the
+  // stream's cap (the records were queued under the cap of the server that
+  // saved them); false when the pool has no room.
+  StreamWindow quiescent_window(int stream) const noexcept;
+  bool quiescent_append(int stream, const char* record, uint32 length) noexcept;
+
   // Anyone.
   Latch* consumer_latch(int stream) const noexcept;
   // Copies up to `max` bytes of the oldest queued record; false when empty.
@@ -159,6 +167,9 @@ class StreamPool {
   int32 pop_free() noexcept;
   void push_free(int32 index) noexcept;
   void link_chunk(Stream* s, int32 index) noexcept;
+  // Stream lock held (or no other process): copies the record in; false
+  // when it needs a new chunk and the stream holds `cap` or none is free.
+  bool append_locked(Stream* s, const char* record, uint32 length, uint32 cap) noexcept;
   bool resolve(StreamCursor* cursor) const noexcept;
 
   Header* header_ = nullptr;
