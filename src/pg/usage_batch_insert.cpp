@@ -220,6 +220,11 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
   b.has_letters_table = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
   b.keep = CurrentMemoryContext;
   b.attempt = AllocSetContextCreate(CurrentMemoryContext, "rate_limiter usage insert", ALLOCSET_DEFAULT_SIZES);
+  // A deferred constraint or constraint trigger would fail at the commit,
+  // outside every subtransaction, and the batch would be retried forever:
+  // check them at the end of each attempt instead.
+  if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) != SPI_OK_UTILITY)
+    elog(ERROR, "rate_limiter worker: SET CONSTRAINTS failed");
   for (int a = 0; a < kInsertArgs; ++a) {
     b.columns.values[a] = static_cast<Datum*>(palloc(Max(n, 1) * sizeof(Datum)));
     b.columns.nulls[a] = static_cast<bool*>(palloc(Max(n, 1) * sizeof(bool)));

@@ -1,7 +1,7 @@
-# One usage row that token_usage refuses (a CHECK constraint or a trigger
-# a superuser added) does not hold up the others.  The worker retries
-# smaller batches down to the failing row, sets it aside in
-# token_usage_dead_letters with the error, counts it
+# One usage row that token_usage refuses (a CHECK constraint, a trigger or
+# a deferred constraint trigger a superuser added) does not hold up the
+# others.  The worker retries smaller batches down to the failing row,
+# sets it aside in token_usage_dead_letters with the error, counts it
 # (usage_dead_letters) and raises a usage_dead_letter alert; every other
 # row is written, and settle_tokens / rate_limiter_flush() return at once.
 # The counter rebuild after a crash still counts the rows set aside: their
@@ -34,6 +34,15 @@ $node->safe_psql('postgres', q{
 	  RETURN NEW;
 	END $$;
 	CREATE TRIGGER dl_refuse BEFORE INSERT ON token_usage FOR EACH ROW EXECUTE FUNCTION dl_refuse();
+	CREATE FUNCTION dl_refuse_late() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+	  IF NEW.api_endpoint = 'dl_late' THEN
+	    RAISE EXCEPTION 'endpoint % is refused at commit', NEW.api_endpoint USING ERRCODE = 'P0002';
+	  END IF;
+	  RETURN NULL;
+	END $$;
+	CREATE CONSTRAINT TRIGGER dl_refuse_late AFTER INSERT ON token_usage DEFERRABLE INITIALLY DEFERRED
+	  FOR EACH ROW EXECUTE FUNCTION dl_refuse_late();
 });
 
 sub metric
@@ -43,30 +52,31 @@ sub metric
 }
 
 # 1000 grants queued together: two refused by the constraint, one by the
-# trigger.
+# trigger, one by a deferred constraint trigger (which would fail the
+# commit).
 $node->safe_psql('postgres', q{
 	SELECT count(*) FROM generate_series(1, 1000) g,
 	  LATERAL allocate_tokens(CASE WHEN g IN (10, 500) THEN 'dl_bad' ELSE 'dl_user' END, 1, 'high',
-	                          CASE WHEN g = 700 THEN 'dl_refused' END)});
+	                          CASE WHEN g = 700 THEN 'dl_refused' WHEN g = 800 THEN 'dl_late' END)});
 my $started = time;
 my ($rc, $out, $err) = $node->psql('postgres', 'SELECT rate_limiter_flush() >= 0');
 is($rc, 0, 'rate_limiter_flush() succeeds') or diag($err);
 cmp_ok(time - $started, '<', 15, 'and returns without waiting for the stall timeout');
-is($node->safe_psql('postgres', "SELECT count(*) FROM token_usage WHERE user_id LIKE 'dl_%'"), '997',
+is($node->safe_psql('postgres', "SELECT count(*) FROM token_usage WHERE user_id LIKE 'dl_%'"), '996',
 	'every other row is written');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(user_id || ':' || coalesce(api_endpoint, '-') || ':' || error_sqlstate, ' '
 	                  ORDER BY user_id, api_endpoint)
 	  FROM token_usage_dead_letters}),
-	'dl_bad:-:23514 dl_bad:-:23514 dl_user:dl_refused:P0001',
-	'the three refused rows are set aside with their SQLSTATE');
+	'dl_bad:-:23514 dl_bad:-:23514 dl_user:dl_late:P0002 dl_user:dl_refused:P0001',
+	'the four refused rows are set aside with their SQLSTATE');
 like($node->safe_psql('postgres',
 	"SELECT error_message FROM token_usage_dead_letters WHERE api_endpoint = 'dl_refused'"),
 	qr/endpoint dl_refused is refused/, 'and the error message');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM token_usage_dead_letters WHERE id IS NOT NULL AND tokens_used = 1 AND priority_level = 'high'"),
-	'3', 'with the row as it was queued (its allocation_id, tokens and priority)');
-is(metric('usage_dead_letters'), '3', 'counted in get_performance_metrics()');
+	'4', 'with the row as it was queued (its allocation_id, tokens and priority)');
+is(metric('usage_dead_letters'), '4', 'counted in get_performance_metrics()');
 ok($node->poll_query_until('postgres',
 	"SELECT rate_limiter_flush() >= 0 AND count(*) > 0 FROM rate_limit_alerts WHERE kind = 'usage_dead_letter'"),
 	'a usage_dead_letter alert is raised');
@@ -94,9 +104,9 @@ ok($node->wait_for_log(qr/canceling statement due to lock timeout/, $log_offset)
 $locker->query_safe('COMMIT');
 $locker->quit;
 $node->safe_psql('postgres', 'SELECT rate_limiter_flush()');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM token_usage_dead_letters'), '3',
+is($node->safe_psql('postgres', 'SELECT count(*) FROM token_usage_dead_letters'), '4',
 	'rows that met a lock timeout are not set aside');
-is($node->safe_psql('postgres', "SELECT count(*) FROM token_usage WHERE user_id = 'dl_user'"), '1003',
+is($node->safe_psql('postgres', "SELECT count(*) FROM token_usage WHERE user_id = 'dl_user'"), '1002',
 	'they are written once the lock is gone');
 $node->append_conf('postgresql.conf', "lock_timeout = 0");
 $node->reload;

@@ -3,7 +3,8 @@
 // cannot hold up the others.
 //
 // The batch is inserted with one INSERT ... SELECT FROM unnest(...) in a
-// subtransaction of the worker's transaction.  When it fails because of
+// subtransaction of the worker's transaction (with SET CONSTRAINTS ALL
+// IMMEDIATE, so that deferred constraints fail there, not at the commit).  When it fails because of
 // its rows (a CHECK constraint or a trigger on token_usage, a data error),
 // each half is tried again, down to single rows; a single row that still
 // fails is set aside in token_usage_dead_letters with its error, in a
