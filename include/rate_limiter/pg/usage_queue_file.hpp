@@ -15,6 +15,9 @@
 // from the queue file) before any process exists, and deletes the file; the
 // database's worker then writes them as it writes any queued event.  Their
 // counters come back with the counter file, so counters and rows agree.
+// (If the counter file could not be used, the installation is rebuilt from
+// token_usage at its first call, and a rebuild that runs before the worker
+// has written these events does not count them.)
 //
 // Nothing is written after a crash or an immediate shutdown (shared memory
 // is not trusted then: the events are lost, the documented async loss
