@@ -3,82 +3,11 @@
 #include <random>
 #include <vector>
 
+#include "decision_fixture.hpp"
 #include "rate_limiter/core/decision.hpp"
 
 using namespace rate_limiter::core;
-
-namespace {
-
-constexpr int64_t kHour = 3600 * kMicrosPerSecond;
-constexpr int64_t kNow = 1'795'787'130'250'000;  // 2026-11-27 13:45:30.25 UTC
-
-struct Fixture {
-  std::vector<CounterState> states;
-  std::vector<AppliedLimit> limits;
-
-  AppliedLimit& add(LimitKind kind, int64_t limit, int64_t window = kHour, int64_t used = 0,
-                    ScopeKind scope = ScopeKind::User) {
-    states.reserve(kMaxAppliedLimits);
-    // A fixed-window counter built for this rule, `used` units into its window.
-    CounterState s = advance(LimitRule{limit, window}, CounterState{}, kNow);
-    s.used = used;
-    states.push_back(s);
-    AppliedLimit l;
-    l.kind = kind;
-    l.scope = scope;
-    l.rule = LimitRule{limit, window};
-    limits.push_back(l);
-    relink();
-    return limits.back();
-  }
-  // A limit of any algorithm, its counter fresh at kNow.
-  AppliedLimit& add_rule(LimitKind kind, const LimitRule& rule, ScopeKind scope = ScopeKind::User) {
-    states.reserve(kMaxAppliedLimits);
-    states.push_back(advance(rule, CounterState{}, kNow));
-    AppliedLimit l;
-    l.kind = kind;
-    l.scope = scope;
-    l.rule = rule;
-    limits.push_back(l);
-    relink();
-    return limits.back();
-  }
-  // The limit's emergency counter / burst budget (fresh), as the PostgreSQL
-  // layer passes them when the call asks for the strategy.
-  AppliedLimit& with_emergency(std::size_t i) {
-    limits[i].emergency_state = &emergency[i];
-    return limits[i];
-  }
-  AppliedLimit& with_burst(std::size_t i) {
-    limits[i].burst_state = &burst[i];
-    return limits[i];
-  }
-  void relink() {
-    for (std::size_t i = 0; i < limits.size(); ++i) limits[i].state = &states[i];
-  }
-  CounterState emergency[kMaxAppliedLimits];
-  CounterState burst[kMaxAppliedLimits];
-  Decision run(const CallRequest& r, int64_t now = kNow, PriorityShares shares = {}) {
-    return decide(r, limits.data(), limits.size(), shares, now);
-  }
-};
-
-CallRequest alloc(int64_t tokens, Priority p, bool all_or_nothing = false) {
-  CallRequest r;
-  r.kind = CallKind::Allocate;
-  r.tokens = tokens;
-  r.priority = p;
-  r.all_or_nothing = all_or_nothing;
-  return r;
-}
-
-CallRequest check() {
-  CallRequest r;
-  r.kind = CallKind::Check;
-  return r;
-}
-
-}  // namespace
+using namespace rate_limiter::core::test;
 
 TEST(PriorityShare, SeedSharesOfRemaining) {
   // 1000 remaining: high takes at most 500, medium 300, low 200.
