@@ -75,6 +75,8 @@ const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind
       return "priority_share_exhausted";
     case core::Outcome::DeniedAllOrNothing:
       return "insufficient_quota";
+    case core::Outcome::DeniedExceedsCapacity:
+      return "exceeds_capacity";
     case core::Outcome::DeniedRevoked:
       return "revoked";
   }

@@ -123,6 +123,8 @@ enum class Outcome : uint8_t {
                        // priority share of what remains is a whole token
   DeniedPriorityShare, // a larger share would get tokens, this priority's gets 0
   DeniedAllOrNothing,  // all_or_nothing and the grant would have been partial
+  DeniedExceedsCapacity,  // no retry can ever succeed: the request needs more than
+                          // some limit can ever give it (retry_after is 0: never)
   DeniedRevoked,       // the session id is revoked; set by the caller, never by decide()
 };
 
