@@ -71,13 +71,13 @@ TEST(PriorityShare, ConfiguredSharesAreUsed) {
 
 TEST(Allocation, AllOrNothingDeniesPartialAndChargesNothing) {
   Fixture f;
-  f.add(LimitKind::Tokens, 1000);
-  Decision d = f.run(alloc(600, Priority::High, true));
+  f.add(LimitKind::Tokens, 1000, kHour, 200);
+  Decision d = f.run(alloc(450, Priority::High, true));  // high may take 400 of 800
   EXPECT_EQ(d.outcome, Outcome::DeniedAllOrNothing);
   EXPECT_EQ(d.granted, 0);
-  EXPECT_EQ(f.states[0].used, 0);
-  EXPECT_EQ(d.tokens_remaining, 1000);
-  EXPECT_EQ(f.run(alloc(500, Priority::High, true)).granted, 500);
+  EXPECT_EQ(f.states[0].used, 200);
+  EXPECT_EQ(d.tokens_remaining, 800);
+  EXPECT_EQ(f.run(alloc(400, Priority::High, true)).granted, 400);
 }
 
 TEST(Allocation, ExhaustedQuotaIsDenied) {
@@ -251,8 +251,14 @@ TEST(Property, NeverGrantsMoreThanTheLimitInAnyWindow) {
         EXPECT_EQ(d.granted, 0);
         EXPECT_EQ(tokens.used, advance(limits[0].rule, before_t, now).used);
         EXPECT_EQ(requests.used, advance(limits[1].rule, before_r, now).used);
-        EXPECT_GT(d.retry_after, 0);
-        EXPECT_LE(d.retry_after, window);
+        if (d.outcome == Outcome::DeniedExceedsCapacity) {
+          // More than the share of a whole window, all or nothing: never.
+          EXPECT_TRUE(r.all_or_nothing);
+          EXPECT_EQ(d.retry_after, 0);
+        } else {
+          EXPECT_GT(d.retry_after, 0);
+          EXPECT_LE(d.retry_after, window);
+        }
       }
       ASSERT_LE(granted_tokens, token_limit);
       ASSERT_LE(granted_requests, request_limit);
@@ -778,12 +784,12 @@ TEST(RetryAfter, AllOrNothingWaitsUntilTheShareCoversTheRequest) {
   EXPECT_FALSE(f.run(alloc(20, Priority::Medium, true), kNow + d.retry_after - 1).allowed());
   f.states = saved;
   EXPECT_EQ(f.run(alloc(20, Priority::Medium, true), kNow + d.retry_after).granted, 20);
-  // More than the share of a full bucket: wait until full, which it is.
+  // More than the share of a full bucket: no wait helps.
   Fixture g;
   g.add_rule(LimitKind::Tokens, bucket);
   Decision never = g.run(alloc(50, Priority::Medium, true));
-  EXPECT_EQ(never.outcome, Outcome::DeniedAllOrNothing);
-  EXPECT_EQ(never.retry_after, 1);
+  EXPECT_EQ(never.outcome, Outcome::DeniedExceedsCapacity);
+  EXPECT_EQ(never.retry_after, 0);
 }
 
 TEST(RetryAfter, TheLongestWaitBinds) {
@@ -908,7 +914,10 @@ TEST(Property, StrategiesStayWithinTheirBudgets) {
       Decision d = f.run(r, now);
       if (!d.allowed()) {
         ASSERT_EQ(d.granted, 0);
-        ASSERT_GE(d.retry_after, 1);
+        if (d.outcome == Outcome::DeniedExceedsCapacity)
+          ASSERT_EQ(d.retry_after, 0);
+        else
+          ASSERT_GE(d.retry_after, 1);
         for (std::size_t i = 0; i < nlimits; ++i) {
           const Charge& c = d.charges[i];
           ASSERT_EQ(c.units + c.emergency_units + c.burst_units, 0);
