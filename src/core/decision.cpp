@@ -203,6 +203,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
       d.outcome = Outcome::DeniedExceedsCapacity;
     } else {
       d.retry_after = retry.at - now;
+      d.retry_found = retry.found;
       // A fixed window reports at most its length: only a clock stepped
       // back leaves a counter in a window that ends later than that.
       const AppliedLimit& b = limits[binding];

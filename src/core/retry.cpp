@@ -23,9 +23,10 @@
 //                        r >= K, or the first r + e >= K before r > R_thr
 //   dynamic share        the token quota's formula with the share at t,
 //                        capped at the end of the window (T falls to 0 and
-//                        H changes there); never only when even the best
-//                        factor (T = S = 0, and H = 0 for windows, which
-//                        halve it each window) cannot pass.
+//                        H changes there), and no earlier than the formula
+//                        with the best factor the limit can ever have
+//                        (T = S = 0, and H = 0 for windows, which halve it
+//                        each window); never when even that cannot pass.
 //
 // Each formula but the dynamic one is the exact first instant >= t (the
 // conditions are monotone in r and in the step counters), so jumping to the
@@ -142,17 +143,24 @@ int64_t dynamic_chance(const CallShape& c, const AppliedLimit* limits, std::size
   // windows (a bucket's history never changes).
   const uint32_t best = dynamic_factor_ppm(l.params, window ? 0 : st.history_ppm, 0, 0);
   const auto best_share = static_cast<uint32_t>(static_cast<uint64_t>(c.base_share) * best / kPpm);
-  if (share_chance(c, l, e, best_share, t) == kNever) return kNever;
+  // No share is larger, so no instant before this one can pass.
+  const int64_t earliest = share_chance(c, l, e, best_share, t);
+  if (earliest == kNever) return kNever;
   const int64_t now_share = share_chance(c, l, e, e.share, t);
   if (window) {
     const i128 end = static_cast<i128>(st.window_start) + l.rule.window_micros;
     const int64_t window_end = end >= kNever ? kNever : static_cast<int64_t>(end);
+    // Within the window the share only falls (T grows).
     if (now_share < window_end) return now_share;
-    // At a window's start with no history left, only a lower load helps.
-    if (now_share == kNever && st.history_ppm == 0 && window_position_ppm(l.rule, st, t) == 0 &&
-        load > 0)
-      return std::max(window_end, load_gone(limits, n, t));
-    return window_end;
+    // At the start of an empty window with no history (T = 0, and H stays
+    // 0 while nothing is counted) the share is the largest the limit will
+    // have at this load: nothing before now_share passes, and only a lower
+    // load can help when nothing ever does.
+    if (st.history_ppm == 0 && st.used <= 0 && window_position_ppm(l.rule, st, t) == 0) {
+      if (now_share != kNever) return std::max(now_share, earliest);
+      return load > 0 ? std::max({window_end, earliest, load_gone(limits, n, t)}) : kNever;
+    }
+    return std::max(window_end, earliest);
   }
   if (now_share != kNever) return now_share;
   return load > 0 ? std::max(t + 1, load_gone(limits, n, t)) : kNever;
@@ -197,7 +205,10 @@ RetryPlan earliest_retry(const CallShape& call, const AppliedLimit* limits, std:
         latest = static_cast<int>(i);
       }
     }
-    if (latest < 0) break;  // every limit passes at t
+    if (latest < 0) {  // every limit passes at t
+      plan.found = true;
+      break;
+    }
     plan.binding = latest;
     t = std::max(next, t + 1);
   }

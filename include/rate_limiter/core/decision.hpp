@@ -143,6 +143,8 @@ struct Decision {
   int64_t reset_at = 0;            // reset_at() of the binding limit (us since epoch); 0: none
   int64_t retry_after = 0;         // us until this call's retry succeeds (see decide());
                                    // 0 when allowed and when never (DeniedExceedsCapacity)
+  bool retry_found = false;        // denied: the retry search found the instant (always
+                                   // without dynamic allocation; see retry.hpp)
   Strategy strategy = Strategy::None;
   int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
   int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)
@@ -205,8 +207,9 @@ struct Decision {
 // the load S falls during the wait (an endpoint-wide limit refilling) the
 // share grows, and the call may already pass before t (it still passes at
 // t).  Two more: a fixed window whose counter lies in the future (the clock
-// stepped back) reports at most its length; and the search gives up after
-// kMaxRetrySteps steps (with the instant reached).
+// stepped back) reports at most its length; and with dynamic allocation the
+// search may give up after kMaxRetrySteps steps and report the instant
+// reached, a lower bound (retry_found false).
 // When no wait can ever allow the call (it needs more than some limit can
 // ever give: all_or_nothing above the capacity or above the share of a
 // full limit, including the best dynamic factor and a full burst budget; a

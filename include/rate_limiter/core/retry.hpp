@@ -33,14 +33,21 @@
 
 namespace rate_limiter::core {
 
-// Steps of the search before it gives up and reports the instant reached
-// (a lower bound; only dynamic allocation under a falling load, or emergency
-// limits whose intervals never meet, come near it).
+// Steps of the search before it gives up and reports the instant reached.
+// Without dynamic allocation it needs at most 2 per limit (an emergency
+// limit passes on at most two intervals, any other from one instant on).
+// With it, each step may only reach the next window of a quota: several
+// dynamic quotas with different windows, each passing only early in its
+// window, can outlast it.
 constexpr int kMaxRetrySteps = 64;
 
 struct RetryPlan {
   bool never = false;  // no wait lets the call through
   int64_t at = 0;      // the first instant the call passes (when !never)
+  // The search reached an instant at which every limit passes.  Always,
+  // unless dynamic allocation is involved; false: it gave up, and `at` is
+  // the (lower-bound) instant reached.
+  bool found = false;
   // The limit the retry waits for: the one that is the last to pass (ties:
   // the first in the caller's order), or the one that can never pass.
   int binding = -1;
