@@ -110,7 +110,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   for (std::size_t i = 0; i < n; ++i) {
     const AppliedLimit& l = limits[i];
     if (l.state == nullptr) continue;
-    const Evaluation& e = ev[i] = evaluate(call, l, load, now);
+    const Evaluation& e = ev[i] = evaluate(call, l, *l.state, load, now);
     if (e.emergency) any_emergency_path = true;
     if (e.ignored) continue;
     if (!e.admits) (l.kind == LimitKind::Requests ? requests_exhausted : tokens_exhausted) = true;
@@ -147,7 +147,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
     // The would-be outcome of a dry run names an impossible request too.
     if (allowed)
       d.granted = grant;
-    else if (never_passing_limit(call, limits, n, now) >= 0)
+    else if (never_passing_limit(call, limits, n, ev, load, now) >= 0)
       d.outcome = Outcome::DeniedExceedsCapacity;
     return d;
   }
@@ -197,7 +197,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   // The binding limit and, when denied, the retry.
   int binding = -1;
   if (!allowed) {
-    const RetryPlan retry = earliest_retry(call, limits, n, now);
+    const RetryPlan retry = earliest_retry(call, limits, n, ev, load, now);
     binding = retry.binding;
     if (retry.never) {
       d.outcome = Outcome::DeniedExceedsCapacity;

@@ -43,14 +43,14 @@ uint32_t system_load(const AppliedLimit* limits, std::size_t n, int64_t t) noexc
   return load;
 }
 
-Evaluation evaluate(const CallShape& call, const AppliedLimit& l, uint32_t load,
-                    int64_t t) noexcept {
+Evaluation evaluate(const CallShape& call, const AppliedLimit& l, const CounterState& st,
+                    uint32_t load, int64_t t) noexcept {
   const CallRequest& request = *call.request;
   Evaluation e;
-  const CounterState st = advance(l.rule, *l.state, t);
   e.capacity = capacity(l.rule);
   e.remaining = available(l.rule, st, t);
-  e.usage = usage_ppm(l.rule, st, t);
+  // usage_ppm(), from what is already known.
+  e.usage = static_cast<uint32_t>(static_cast<i128>(e.capacity - e.remaining) * kPpm / e.capacity);
   e.ignored = l.shadow && !call.enforce_shadow;
   const bool strategies = !l.burst_cap;  // burst caps take no strategy
   if (request.emergency && strategies && l.params.emergency && l.emergency_state != nullptr) {

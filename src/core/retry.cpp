@@ -182,17 +182,18 @@ int64_t next_chance(const CallShape& c, const AppliedLimit* limits, std::size_t 
 }  // namespace
 
 RetryPlan earliest_retry(const CallShape& call, const AppliedLimit* limits, std::size_t n,
-                         int64_t now) noexcept {
+                         const Evaluation* ev, uint32_t load, int64_t now) noexcept {
   RetryPlan plan;
   int64_t t = now;
   for (int step = 0; step < kMaxRetrySteps; ++step) {
-    const uint32_t load = system_load(limits, n, t);
+    if (step > 0) load = system_load(limits, n, t);
     int64_t next = t;
     int latest = -1;
     for (std::size_t i = 0; i < n; ++i) {
       const AppliedLimit& l = limits[i];
       if (l.state == nullptr) continue;
-      const Evaluation e = evaluate(call, l, load, t);
+      const Evaluation e =
+          step == 0 ? ev[i] : evaluate(call, l, advance(l.rule, *l.state, t), load, t);
       if (passes(call, l, e)) continue;
       const int64_t when = next_chance(call, limits, n, i, e, load, t);
       if (when == kNever) {
@@ -217,13 +218,11 @@ RetryPlan earliest_retry(const CallShape& call, const AppliedLimit* limits, std:
 }
 
 int never_passing_limit(const CallShape& call, const AppliedLimit* limits, std::size_t n,
-                        int64_t now) noexcept {
-  const uint32_t load = system_load(limits, n, now);
+                        const Evaluation* ev, uint32_t load, int64_t now) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
     const AppliedLimit& l = limits[i];
     if (l.state == nullptr) continue;
-    const Evaluation e = evaluate(call, l, load, now);
-    if (!passes(call, l, e) && next_chance(call, limits, n, i, e, load, now) == kNever)
+    if (!passes(call, l, ev[i]) && next_chance(call, limits, n, i, ev[i], load, now) == kNever)
       return static_cast<int>(i);
   }
   return -1;

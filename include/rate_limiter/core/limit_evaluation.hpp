@@ -55,10 +55,12 @@ struct Evaluation {
 // Endpoint-scope limits with a counter (both kinds, shadow ones included).
 uint32_t system_load(const AppliedLimit* limits, std::size_t n, int64_t t) noexcept;
 
-// The limit at t, from its counters as they are (each query advances a copy
-// to t: nothing else is taken meanwhile).  l.state must not be null.
-Evaluation evaluate(const CallShape& call, const AppliedLimit& l, uint32_t load,
-                    int64_t t) noexcept;
+// The limit at t, from its counters as they are: `main` is the limit's
+// counter advanced to t (*l.state when decide() has just advanced it, else
+// advance(l.rule, *l.state, t): nothing else is taken meanwhile); the
+// strategy counters are read at t.
+Evaluation evaluate(const CallShape& call, const AppliedLimit& l, const CounterState& main,
+                    uint32_t load, int64_t t) noexcept;
 
 // Whether the limit lets the call through: a request limit admits it; a
 // token quota is not exhausted and (allocations) caps the grant at or above

@@ -54,13 +54,16 @@ struct RetryPlan {
 };
 
 // The retry of a call denied at `now`, from counters advanced to `now` (as
-// decide() leaves them).  Reads the counters, never writes them.
+// decide() leaves them) and their evaluations at `now` (ev[i] for every
+// limit with a counter, with system_load() at now as `load`).  Reads the
+// counters, never writes them.
 RetryPlan earliest_retry(const CallShape& call, const AppliedLimit* limits, std::size_t n,
-                         int64_t now) noexcept;
+                         const Evaluation* ev, uint32_t load, int64_t now) noexcept;
 
 // The first limit that can never pass from `now` on, checked at `now`
 // only (what a dry run needs to name the would-be outcome); -1: none.
+// Same arguments as earliest_retry().
 int never_passing_limit(const CallShape& call, const AppliedLimit* limits, std::size_t n,
-                        int64_t now) noexcept;
+                        const Evaluation* ev, uint32_t load, int64_t now) noexcept;
 
 }  // namespace rate_limiter::core
