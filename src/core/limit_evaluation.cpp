@@ -43,12 +43,12 @@ uint32_t system_load(const AppliedLimit* limits, std::size_t n, int64_t t) noexc
   return load;
 }
 
-Evaluation evaluate(const CallShape& call, const AppliedLimit& l, const CounterState& st,
+Evaluation evaluate(const CallShape& call, const AppliedLimit& l, const CounterState& main,
                     uint32_t load, int64_t t) noexcept {
   const CallRequest& request = *call.request;
   Evaluation e;
   e.capacity = capacity(l.rule);
-  e.remaining = available(l.rule, st, t);
+  e.remaining = available(l.rule, main, t);
   // usage_ppm(), from what is already known.
   e.usage = static_cast<uint32_t>(static_cast<i128>(e.capacity - e.remaining) * kPpm / e.capacity);
   e.ignored = l.shadow && !call.enforce_shadow;
@@ -76,8 +76,8 @@ Evaluation evaluate(const CallShape& call, const AppliedLimit& l, const CounterS
   } else {
     e.share = call.base_share;
     if (l.params.dynamic) {
-      e.factor = dynamic_factor_ppm(l.params, st.history_ppm, load,
-                                    window_position_ppm(l.rule, st, t));
+      e.factor = dynamic_factor_ppm(l.params, main.history_ppm, load,
+                                    window_position_ppm(l.rule, main, t));
       e.share = static_cast<uint32_t>(static_cast<uint64_t>(call.base_share) * e.factor / kPpm);
     }
     e.cap = priority_cap(e.share, e.remaining);
