@@ -59,7 +59,7 @@ include $(PGXS)
 $(OBJS): $(wildcard include/rate_limiter/*/*.hpp)
 
 UNIT_SRCS = $(sort $(wildcard test/unit/*.cpp))
-test/unit/run_unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(wildcard include/rate_limiter/core/*.hpp)
+test/unit/run_unit_tests: $(UNIT_SRCS) $(wildcard test/unit/*.hpp) $(CORE_SRCS) $(wildcard include/rate_limiter/core/*.hpp)
 	$(CXX) -std=c++17 -O1 -g -Wall -Wextra -Werror -Iinclude -o $@ $(UNIT_SRCS) $(CORE_SRCS) \
 	  -lgtest -lgtest_main -pthread
 

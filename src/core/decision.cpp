@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "rate_limiter/core/limit_evaluation.hpp"
+#include "rate_limiter/core/retry.hpp"
+
 namespace rate_limiter::core {
 namespace {
 
@@ -17,35 +20,6 @@ bool tighter_fraction(int64_t rem_a, int64_t lim_a, int64_t rem_b, int64_t lim_b
   if (lhs != rhs) return lhs < rhs;
   return rem_a < rem_b;
 }
-
-uint32_t max_share(const PriorityShares& shares) noexcept {
-  return std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
-}
-
-// The smallest remaining r with floor(share * r / 1e6) >= want (want >= 1);
-// kNever when the share is 0.
-int64_t units_for_share(uint32_t share_ppm, int64_t want) noexcept {
-  if (share_ppm == 0) return kNever;
-  const i128 r = (static_cast<i128>(want) * kPpm + share_ppm - 1) / share_ppm;
-  return r > kNever ? kNever : static_cast<int64_t>(r);
-}
-
-// What decide() works out for one enforced limit before charging anything.
-struct Evaluation {
-  int64_t capacity = 0;
-  int64_t remaining = 0;   // available() before the call
-  uint32_t usage = 0;      // usage_ppm() before the call
-  bool emergency = false;  // the emergency path applies to this limit
-  LimitRule emergency_rule;
-  int64_t extra = 0;              // emergency units available to this call
-  uint32_t share = 0;             // effective share (normal token path)
-  uint32_t factor = kShareScale;  // dynamic factor; kShareScale: none
-  bool burst = false;             // the burst budget applies to this limit
-  LimitRule burst_rule;
-  int64_t cap = 0;        // tokens: normal cap (emergency: remaining + extra)
-  int64_t cap_total = 0;  // tokens: cap plus what burst mode adds
-  bool admits = false;    // requests: one request fits; tokens: not exhausted
-};
 
 }  // namespace
 
@@ -88,110 +62,59 @@ LimitRule burst_budget_rule(const StrategyParams& params) noexcept {
 namespace {
 
 // decide() for one mode.  charge: whether an allowed call charges (false:
-// a dry run that only advances counters, which changes no quota).
-// enforce_shadow: whether shadow limits can deny and cap the grant.
+// a dry run that only advances counters, which changes no quota, and works
+// out the outcome only).  enforce_shadow: whether shadow limits can deny
+// and cap the grant.
 Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size_t n,
                      const PriorityShares& shares, int64_t now, bool charge,
                      bool enforce_shadow) noexcept {
   Decision d;
   if (limits == nullptr) n = 0;
   n = std::min(n, kMaxAppliedLimits);
-  const bool allocate = request.kind == CallKind::Allocate;
-  const int64_t wanted = allocate ? std::clamp<int64_t>(request.tokens, 0, kMaxQuantity) : 0;
-  const uint32_t top_share = max_share(shares);
-  const auto priority = static_cast<std::size_t>(request.priority);
-  const uint32_t base_share = shares.ppm[priority < kPriorities ? priority : 1];
+  const CallShape call = call_shape(request, shares, enforce_shadow);
+  const bool allocate = call.allocate;
+  const int64_t wanted = call.wanted;
 
-  // Pass 1: every enforced counter at `now`; the system load S.
-  Evaluation ev[kMaxAppliedLimits];
+  // Pass 1: every counter the call uses, advanced to `now` (this changes
+  // no quota, and is what makes the reads below and the retry search agree
+  // with later calls).
   bool any_enforced = false;
   bool any_tokens = false;
-  uint32_t load = 0;
   for (std::size_t i = 0; i < n; ++i) {
     AppliedLimit& l = limits[i];
     if (l.state == nullptr) continue;
     *l.state = advance(l.rule, *l.state, now);
     any_enforced = true;
     if (l.kind == LimitKind::Tokens) any_tokens = true;
-    ev[i].capacity = capacity(l.rule);
-    ev[i].remaining = available(l.rule, *l.state, now);
-    ev[i].usage = usage_ppm(l.rule, *l.state, now);
-    if (l.scope == ScopeKind::Endpoint) load = std::max(load, ev[i].usage);
+    const bool strategies = !l.burst_cap;
+    const bool emergency_path =
+        request.emergency && strategies && l.params.emergency && l.emergency_state != nullptr;
+    if (emergency_path) {
+      const LimitRule er = emergency_rule(l.rule, l.params);
+      if (er.limit > 0) *l.emergency_state = advance(er, *l.emergency_state, now);
+    }
+    if (allocate && !emergency_path && strategies && l.kind == LimitKind::Tokens &&
+        request.burst_mode && l.params.burst_mode && l.burst_state != nullptr) {
+      const LimitRule br = burst_budget_rule(l.params);
+      if (br.limit > 0) *l.burst_state = advance(br, *l.burst_state, now);
+    }
   }
 
   // Pass 2: what each limit admits under the call's strategies.
+  const uint32_t load = system_load(limits, n, now);
+  Evaluation ev[kMaxAppliedLimits];
   bool any_emergency_path = false;
   bool requests_exhausted = false;
   bool tokens_exhausted = false;
   int64_t min_cap = kNever;
   for (std::size_t i = 0; i < n; ++i) {
-    AppliedLimit& l = limits[i];
+    const AppliedLimit& l = limits[i];
     if (l.state == nullptr) continue;
-    Evaluation& e = ev[i];
-    const bool strategies = !l.burst_cap;  // burst caps take no strategy
-    if (request.emergency && strategies && l.params.emergency && l.emergency_state != nullptr) {
-      e.emergency = true;
-      any_emergency_path = true;
-      e.emergency_rule = emergency_rule(l.rule, l.params);
-      if (e.emergency_rule.limit > 0) {
-        *l.emergency_state = advance(e.emergency_rule, *l.emergency_state, now);
-        if (e.usage >= l.params.emergency_threshold_ppm)
-          e.extra = available(e.emergency_rule, *l.emergency_state, now);
-      }
-    }
-    // A shadow limit in the enforcing pass: evaluated for the report, but
-    // it admits the call and caps nothing.
-    const bool ignored = l.shadow && !enforce_shadow;
-    if (l.kind == LimitKind::Requests) {
-      e.admits = e.remaining + e.extra >= 1;
-      if (!e.admits && !ignored) requests_exhausted = true;
-      continue;
-    }
-    if (e.emergency) {
-      // Everything that remains plus the emergency allowance, no share.
-      e.share = kShareScale;
-      e.cap = e.remaining + e.extra;
-      e.admits = e.cap >= 1;
-    } else if (!strategies) {
-      // A burst cap is a hard cap: all of its remaining, no share.
-      e.share = kShareScale;
-      e.cap = e.remaining;
-      e.admits = e.cap >= 1;
-    } else {
-      e.share = base_share;
-      if (l.params.dynamic) {
-        e.factor = dynamic_factor_ppm(l.params, l.state->history_ppm, load,
-                                      window_position_ppm(l.rule, *l.state, now));
-        e.share = static_cast<uint32_t>(static_cast<uint64_t>(base_share) * e.factor / kPpm);
-      }
-      e.cap = priority_cap(e.share, e.remaining);
-      // Exhausted: not even the largest base share of what remains is a
-      // whole token, for any priority.
-      e.admits = priority_cap(top_share, e.remaining) >= 1;
-    }
-    e.cap_total = e.cap;
-    if (allocate && !e.emergency && strategies && request.burst_mode && l.params.burst_mode &&
-        l.burst_state != nullptr) {
-      e.burst_rule = burst_budget_rule(l.params);
-      if (e.burst_rule.limit > 0) {
-        e.burst = true;
-        *l.burst_state = advance(e.burst_rule, *l.burst_state, now);
-        const int64_t budget = available(e.burst_rule, *l.burst_state, now);
-        const i128 raised = static_cast<i128>(e.share) * l.params.burst_multiplier_ppm / kPpm;
-        const auto burst_share = static_cast<uint32_t>(std::min<i128>(kPpm, raised));
-        const int64_t cap_hi = std::min(e.remaining, priority_cap(burst_share, e.remaining));
-        e.cap_total = e.cap + std::min(std::max<int64_t>(0, cap_hi - e.cap), budget);
-      }
-    }
-    if (ignored) {
-      // No burst budget is spent on a limit that does not cap the grant.
-      e.burst = false;
-      e.admits = true;
-      e.cap_total = std::max(e.cap_total, wanted);
-      continue;
-    }
-    if (!e.admits) tokens_exhausted = true;
-    min_cap = std::min(min_cap, e.cap_total);
+    const Evaluation& e = ev[i] = evaluate(call, l, *l.state, load, now);
+    if (e.emergency) any_emergency_path = true;
+    if (e.ignored) continue;
+    if (!e.admits) (l.kind == LimitKind::Requests ? requests_exhausted : tokens_exhausted) = true;
+    if (l.kind == LimitKind::Tokens) min_cap = std::min(min_cap, e.cap_total);
   }
 
   int64_t grant = 0;
@@ -220,8 +143,12 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   }
 
   const bool allowed = d.allowed();
-  if (allowed && !charge) {
-    d.granted = grant;
+  if (!charge) {
+    // The would-be outcome of a dry run names an impossible request too.
+    if (allowed)
+      d.granted = grant;
+    else if (never_passing_limit(call, limits, n, ev, load, now) >= 0)
+      d.outcome = Outcome::DeniedExceedsCapacity;
     return d;
   }
   if (allowed) {
@@ -256,85 +183,62 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
     d.granted = grant;
   }
 
-  // Remaining after the call, and the binding limit.
+  // Remaining after the call.
   int64_t after[kMaxAppliedLimits] = {};
-  int binding = -1;
-  int64_t binding_wait = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const AppliedLimit& l = limits[i];
     if (l.state == nullptr) continue;
-    const Evaluation& e = ev[i];
     const int64_t rem = available(l.rule, *l.state, now);
     after[i] = rem;
     int64_t& kind_min = l.kind == LimitKind::Tokens ? d.tokens_remaining : d.requests_remaining;
     if (kind_min < 0 || rem < kind_min) kind_min = rem;
+  }
 
-    bool better = false;
-    if (!allowed) {
-      // The units this limit lacks before a retry can pass it (0: it does
-      // not deny).  Shares use the units a share needs in remaining.
-      const bool no_share = e.emergency || l.burst_cap;
-      int64_t lacking = 0;
-      switch (d.outcome) {
-        case Outcome::DeniedRequestLimit:
-        case Outcome::DeniedTokenQuota:
-          // Every limit that refuses on its own: a retry succeeds only once
-          // all of them have refilled.
-          if (!e.admits)
-            lacking = l.kind == LimitKind::Requests || no_share ? 1 : units_for_share(top_share, 1);
-          break;
-        case Outcome::DeniedPriorityShare:
-          if (l.kind == LimitKind::Tokens && e.cap_total == 0)
-            lacking = no_share ? 1 : units_for_share(e.share, 1);
-          break;
-        case Outcome::DeniedAllOrNothing:
-          if (l.kind == LimitKind::Tokens && e.cap_total < wanted) {
-            if (e.emergency)
-              lacking = std::max<int64_t>(1, wanted - e.extra);
-            else if (l.burst_cap)
-              lacking = wanted;
-            else
-              lacking = units_for_share(e.share, wanted);
-          }
-          break;
-        default:
-          break;
-      }
-      if (lacking > 0) {
-        int64_t wait = wait_for(l.rule, *l.state, std::min(lacking, e.capacity), now);
-        if (wait <= 0) wait = reset_at(l.rule, *l.state, now) - now;
-        // A fixed window reports at most its length: only a clock stepped
-        // back leaves a counter in a window that ends later than that.
-        if (l.rule.algorithm == Algorithm::FixedWindow) wait = std::min(wait, l.rule.window_micros);
-        wait = std::max<int64_t>(1, wait);
-        if (binding < 0 || wait > binding_wait) {
-          better = true;
-          binding_wait = wait;
+  // The binding limit and, when denied, the retry.
+  int binding = -1;
+  if (!allowed) {
+    const RetryPlan retry = earliest_retry(call, limits, n, ev, load, now);
+    binding = retry.binding;
+    if (retry.never) {
+      d.outcome = Outcome::DeniedExceedsCapacity;
+    } else {
+      d.retry_after = retry.at - now;
+      d.retry_found = retry.found;
+      // A fixed window reports at most its length: only a clock stepped
+      // back leaves a counter in a window that ends later than that.
+      const AppliedLimit& b = limits[binding];
+      if (b.rule.algorithm == Algorithm::FixedWindow && b.state->window_start > now)
+        d.retry_after = std::min(d.retry_after, b.rule.window_micros);
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const AppliedLimit& l = limits[i];
+      if (l.state == nullptr) continue;
+      bool better = false;
+      if (binding < 0) {
+        better = !allocate || !any_tokens || l.kind == LimitKind::Tokens;
+      } else {
+        const AppliedLimit& b = limits[binding];
+        if (!allocate) {
+          better = tighter_fraction(after[i], ev[i].capacity, after[binding], ev[binding].capacity);
+        } else if (l.kind == b.kind) {
+          better = after[i] < after[binding];
         }
       }
-    } else if (binding < 0) {
-      better = !allocate || !any_tokens || l.kind == LimitKind::Tokens;
-    } else {
-      const AppliedLimit& b = limits[binding];
-      if (!allocate) {
-        better = tighter_fraction(rem, e.capacity, after[binding], ev[binding].capacity);
-      } else if (l.kind == b.kind) {
-        better = rem < after[binding];
-      }
+      if (better) binding = static_cast<int>(i);
     }
-    if (better) binding = static_cast<int>(i);
   }
 
   d.binding = binding;
   if (binding >= 0) {
     const AppliedLimit& b = limits[binding];
     // With both kinds refusing, the reason names the one that binds.
-    if (d.outcome == Outcome::DeniedRequestLimit || d.outcome == Outcome::DeniedTokenQuota)
+    if ((d.outcome == Outcome::DeniedRequestLimit || d.outcome == Outcome::DeniedTokenQuota) &&
+        !ev[binding].admits && !ev[binding].ignored)
       d.outcome =
           b.kind == LimitKind::Requests ? Outcome::DeniedRequestLimit : Outcome::DeniedTokenQuota;
     d.binding_remaining = after[binding];
     d.reset_at = reset_at(b.rule, *b.state, now);
-    if (!allowed) d.retry_after = binding_wait;
   }
 
   if (!allocate || !any_tokens) {
@@ -366,8 +270,9 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
   const Decision full = decide_mode(request, limits, n, shares, now, false, true);
   Decision d = decide_mode(request, limits, n, shares, now, true, false);
   // The enforcing run is never stricter than the full one: when it denies,
-  // the full one denies too, and neither charged anything.
-  if (!d.allowed()) return full;
+  // the full one denies too, and neither charged anything.  The enforcing
+  // run's denial is the result: only enforcing limits make a retry wait.
+  if (!d.allowed()) return d;
   if (!full.allowed() || full.granted < d.granted) {
     d.shadowed = true;
     d.shadow_outcome = full.outcome;

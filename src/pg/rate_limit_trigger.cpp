@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/rules.hpp"
@@ -256,8 +257,17 @@ Allocation read_allocation(Datum record) {
   return a;
 }
 
+// The trigger's priority argument as the settings spell it ("high"); it
+// was accepted by allocate_tokens, so it parses.
+const char* priority_word(const char* priority) {
+  const std::optional<core::Priority> p = core::parse_priority(priority);
+  return p.has_value() ? core::priority_name(*p) : priority;
+}
+
 [[noreturn]] void raise_not_granted(const Allocation& a, const char* user, const TriggerArgs& args,
                                     int64 cost) {
+  // No wait helps (retry_after is NULL): say so rather than "retry after".
+  const bool never = a.reason != nullptr && strcmp(a.reason, "exceeds_capacity") == 0;
   StringInfoData detail;
   initStringInfo(&detail);
   appendStringInfo(&detail, "Requested " INT64_FORMAT " tokens, all or nothing: %s.", cost,
@@ -275,6 +285,10 @@ Allocation read_allocation(Datum record) {
            errdetail_internal("%s", detail.data),
            a.has_retry ? errhint("Retry after %.3f seconds.",
                                  static_cast<double>(a.retry_after_micros) / USECS_PER_SEC)
+           : never     ? errhint("Retrying cannot succeed: the limit never grants " INT64_FORMAT
+                                 " tokens at once at %s priority. Lower the cost, raise the limit, or "
+                                 "raise rate_limiter.priority_share_%s.",
+                                 cost, priority_word(args.priority), priority_word(args.priority))
                        : 0));
   pg_unreachable();
 }

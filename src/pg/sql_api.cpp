@@ -75,6 +75,8 @@ const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind
       return "priority_share_exhausted";
     case core::Outcome::DeniedAllOrNothing:
       return "insufficient_quota";
+    case core::Outcome::DeniedExceedsCapacity:
+      return "exceeds_capacity";
     case core::Outcome::DeniedRevoked:
       return "revoked";
   }
@@ -367,7 +369,10 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
                                             : kind_name(b.kind),
                        window_words(b.window_micros),
                        scope_name(b.scope), d.binding_remaining),
-             errhint("Retry after %.3f seconds.", static_cast<double>(d.retry_after) / USECS_PER_SEC)));
+             d.outcome == core::Outcome::DeniedExceedsCapacity
+                 ? errhint("Retrying cannot succeed: the largest priority share of this limit is less than "
+                           "one token. Raise the limit or rate_limiter.priority_share_high.")
+                 : errhint("Retry after %.3f seconds.", static_cast<double>(d.retry_after) / USECS_PER_SEC)));
   }
   return check_record(fcinfo, call);
 }

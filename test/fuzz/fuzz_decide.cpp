@@ -8,9 +8,15 @@
 //    -1 exactly when n > capacity;
 //  - an allowed allocation grants 1 .. requested tokens (Granted: all), a
 //    check grants 0; allowed calls have retry_after 0;
-//  - a denied call grants 0, charges nothing, retry_after >= 1, and leaves
-//    every main counter exactly at advance(rule, state, now) (strategy
-//    counters there or untouched);
+//  - a denied call grants 0, charges nothing, and leaves every main counter
+//    exactly at advance(rule, state, now) (strategy counters there or
+//    untouched);
+//  - its retry: DeniedExceedsCapacity has retry_after 0 and the same call
+//    is still refused later (1 us, a window, far on); any other denial has
+//    retry_after >= 1; the search finds it whenever no dynamic share is
+//    involved, and when it finds it the same call is allowed at now +
+//    retry_after; without dynamic allocation (whose retry may pass earlier
+//    while the endpoint load falls) it is refused at now + retry_after - 1;
 //  - per limit: units charged to the counter <= its available() before the
 //    call, emergency units <= the emergency counter's available(), burst
 //    units <= the burst budget's available(); units + emergency units ==
@@ -18,6 +24,7 @@
 //    units (no counter ever exceeds its capacity);
 //  - an enforcing (non-shadow) token quota without emergency counter never
 //    lets the grant exceed its available() before the call.
+#include <algorithm>
 #include <cstring>
 
 #include "fuzz_common.hpp"
@@ -30,6 +37,51 @@ using fuzz::quantity;
 
 bool same(const CounterState& a, const CounterState& b) {
   return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+// decide() at t on copies of every counter: whether the call passes then.
+bool allowed_at(const CallRequest& req, const AppliedLimit* limits, std::size_t n,
+                const PriorityShares& shares, int64_t t) {
+  AppliedLimit copy[kMaxAppliedLimits];
+  CounterState main[kMaxAppliedLimits], emerg[kMaxAppliedLimits], burst[kMaxAppliedLimits];
+  for (std::size_t i = 0; i < n; ++i) {
+    copy[i] = limits[i];
+    if (limits[i].state) main[i] = *limits[i].state, copy[i].state = &main[i];
+    if (limits[i].emergency_state)
+      emerg[i] = *limits[i].emergency_state, copy[i].emergency_state = &emerg[i];
+    if (limits[i].burst_state) burst[i] = *limits[i].burst_state, copy[i].burst_state = &burst[i];
+  }
+  return decide(req, copy, n, shares, t).allowed();
+}
+
+// Whether any token quota's share moves with the clock for this call.
+bool dynamic_share(const CallRequest& req, const AppliedLimit* limits, std::size_t n) {
+  if (req.kind != CallKind::Allocate) return false;
+  for (std::size_t i = 0; i < n; ++i)
+    if (limits[i].state && limits[i].kind == LimitKind::Tokens && limits[i].params.dynamic &&
+        !limits[i].burst_cap)
+      return true;
+  return false;
+}
+
+void check_retry(const CallRequest& req, const AppliedLimit* limits, std::size_t n,
+                 const PriorityShares& shares, const Decision& d, int64_t now) {
+  constexpr int64_t kFar = int64_t{1} << 61;  // probe only where time arithmetic is roomy
+  if (d.outcome == Outcome::DeniedExceedsCapacity) {
+    FUZZ_CHECK(d.retry_after == 0);
+    int64_t longest = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      longest = std::max({longest, limits[i].rule.window_micros, limits[i].params.burst_window_micros});
+    for (const int64_t later : {int64_t{1}, longest, 3 * longest + 1})
+      if (later < kFar - now) FUZZ_CHECK(!allowed_at(req, limits, n, shares, now + later));
+    return;
+  }
+  FUZZ_CHECK(d.retry_after >= 1);
+  const bool dynamic = dynamic_share(req, limits, n);
+  FUZZ_CHECK(d.retry_found || dynamic);
+  if (!d.retry_found || d.retry_after >= kFar - now) return;
+  FUZZ_CHECK(allowed_at(req, limits, n, shares, now + d.retry_after));
+  if (!dynamic) FUZZ_CHECK(!allowed_at(req, limits, n, shares, now + d.retry_after - 1));
 }
 
 void check_wait_for(const LimitRule& r, const CounterState& s, int64_t n, int64_t now) {
@@ -120,7 +172,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool alloc = req.kind == CallKind::Allocate;
   if (!d.allowed()) {
     FUZZ_CHECK(d.granted == 0);
-    FUZZ_CHECK(d.retry_after >= 1);
+    check_retry(req, limits, n, shares, d, now);
     for (std::size_t i = 0; i < n; ++i) {
       const Charge& c = d.charges[i];
       FUZZ_CHECK(c.units == 0 && c.emergency_units == 0 && c.burst_units == 0);

@@ -73,8 +73,10 @@ SELECT is((SELECT reason FROM allocate_tokens(:'run' || 'x', 1, 'high')), 'token
           'nothing remains after a full share');
 SET rate_limiter.priority_share_low = 0.0;
 SELECT set_rate_limit(:'run' || 'z', 100, '3650 days');
-SELECT is((SELECT reason FROM allocate_tokens(:'run' || 'z', 1, 'low')), 'priority_share_exhausted',
-          'a zero share grants nothing to its priority');
+SELECT is((SELECT reason || ', retry_after ' || coalesce(retry_after::text, 'NULL')
+             FROM allocate_tokens(:'run' || 'z', 1, 'low')),
+          'exceeds_capacity, retry_after NULL',
+          'a zero share never grants its priority anything: no retry can succeed');
 
 SELECT * FROM finish();
 ROLLBACK;

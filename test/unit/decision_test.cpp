@@ -3,82 +3,11 @@
 #include <random>
 #include <vector>
 
+#include "decision_fixture.hpp"
 #include "rate_limiter/core/decision.hpp"
 
 using namespace rate_limiter::core;
-
-namespace {
-
-constexpr int64_t kHour = 3600 * kMicrosPerSecond;
-constexpr int64_t kNow = 1'795'787'130'250'000;  // 2026-11-27 13:45:30.25 UTC
-
-struct Fixture {
-  std::vector<CounterState> states;
-  std::vector<AppliedLimit> limits;
-
-  AppliedLimit& add(LimitKind kind, int64_t limit, int64_t window = kHour, int64_t used = 0,
-                    ScopeKind scope = ScopeKind::User) {
-    states.reserve(kMaxAppliedLimits);
-    // A fixed-window counter built for this rule, `used` units into its window.
-    CounterState s = advance(LimitRule{limit, window}, CounterState{}, kNow);
-    s.used = used;
-    states.push_back(s);
-    AppliedLimit l;
-    l.kind = kind;
-    l.scope = scope;
-    l.rule = LimitRule{limit, window};
-    limits.push_back(l);
-    relink();
-    return limits.back();
-  }
-  // A limit of any algorithm, its counter fresh at kNow.
-  AppliedLimit& add_rule(LimitKind kind, const LimitRule& rule, ScopeKind scope = ScopeKind::User) {
-    states.reserve(kMaxAppliedLimits);
-    states.push_back(advance(rule, CounterState{}, kNow));
-    AppliedLimit l;
-    l.kind = kind;
-    l.scope = scope;
-    l.rule = rule;
-    limits.push_back(l);
-    relink();
-    return limits.back();
-  }
-  // The limit's emergency counter / burst budget (fresh), as the PostgreSQL
-  // layer passes them when the call asks for the strategy.
-  AppliedLimit& with_emergency(std::size_t i) {
-    limits[i].emergency_state = &emergency[i];
-    return limits[i];
-  }
-  AppliedLimit& with_burst(std::size_t i) {
-    limits[i].burst_state = &burst[i];
-    return limits[i];
-  }
-  void relink() {
-    for (std::size_t i = 0; i < limits.size(); ++i) limits[i].state = &states[i];
-  }
-  CounterState emergency[kMaxAppliedLimits];
-  CounterState burst[kMaxAppliedLimits];
-  Decision run(const CallRequest& r, int64_t now = kNow, PriorityShares shares = {}) {
-    return decide(r, limits.data(), limits.size(), shares, now);
-  }
-};
-
-CallRequest alloc(int64_t tokens, Priority p, bool all_or_nothing = false) {
-  CallRequest r;
-  r.kind = CallKind::Allocate;
-  r.tokens = tokens;
-  r.priority = p;
-  r.all_or_nothing = all_or_nothing;
-  return r;
-}
-
-CallRequest check() {
-  CallRequest r;
-  r.kind = CallKind::Check;
-  return r;
-}
-
-}  // namespace
+using namespace rate_limiter::core::test;
 
 TEST(PriorityShare, SeedSharesOfRemaining) {
   // 1000 remaining: high takes at most 500, medium 300, low 200.
@@ -142,13 +71,13 @@ TEST(PriorityShare, ConfiguredSharesAreUsed) {
 
 TEST(Allocation, AllOrNothingDeniesPartialAndChargesNothing) {
   Fixture f;
-  f.add(LimitKind::Tokens, 1000);
-  Decision d = f.run(alloc(600, Priority::High, true));
+  f.add(LimitKind::Tokens, 1000, kHour, 200);
+  Decision d = f.run(alloc(450, Priority::High, true));  // high may take 400 of 800
   EXPECT_EQ(d.outcome, Outcome::DeniedAllOrNothing);
   EXPECT_EQ(d.granted, 0);
-  EXPECT_EQ(f.states[0].used, 0);
-  EXPECT_EQ(d.tokens_remaining, 1000);
-  EXPECT_EQ(f.run(alloc(500, Priority::High, true)).granted, 500);
+  EXPECT_EQ(f.states[0].used, 200);
+  EXPECT_EQ(d.tokens_remaining, 800);
+  EXPECT_EQ(f.run(alloc(400, Priority::High, true)).granted, 400);
 }
 
 TEST(Allocation, ExhaustedQuotaIsDenied) {
@@ -322,8 +251,14 @@ TEST(Property, NeverGrantsMoreThanTheLimitInAnyWindow) {
         EXPECT_EQ(d.granted, 0);
         EXPECT_EQ(tokens.used, advance(limits[0].rule, before_t, now).used);
         EXPECT_EQ(requests.used, advance(limits[1].rule, before_r, now).used);
-        EXPECT_GT(d.retry_after, 0);
-        EXPECT_LE(d.retry_after, window);
+        if (d.outcome == Outcome::DeniedExceedsCapacity) {
+          // More than the share of a whole window, all or nothing: never.
+          EXPECT_TRUE(r.all_or_nothing);
+          EXPECT_EQ(d.retry_after, 0);
+        } else {
+          EXPECT_GT(d.retry_after, 0);
+          EXPECT_LE(d.retry_after, window);
+        }
       }
       ASSERT_LE(granted_tokens, token_limit);
       ASSERT_LE(granted_requests, request_limit);
@@ -849,12 +784,12 @@ TEST(RetryAfter, AllOrNothingWaitsUntilTheShareCoversTheRequest) {
   EXPECT_FALSE(f.run(alloc(20, Priority::Medium, true), kNow + d.retry_after - 1).allowed());
   f.states = saved;
   EXPECT_EQ(f.run(alloc(20, Priority::Medium, true), kNow + d.retry_after).granted, 20);
-  // More than the share of a full bucket: wait until full, which it is.
+  // More than the share of a full bucket: no wait helps.
   Fixture g;
   g.add_rule(LimitKind::Tokens, bucket);
   Decision never = g.run(alloc(50, Priority::Medium, true));
-  EXPECT_EQ(never.outcome, Outcome::DeniedAllOrNothing);
-  EXPECT_EQ(never.retry_after, 1);
+  EXPECT_EQ(never.outcome, Outcome::DeniedExceedsCapacity);
+  EXPECT_EQ(never.retry_after, 0);
 }
 
 TEST(RetryAfter, TheLongestWaitBinds) {
@@ -979,7 +914,10 @@ TEST(Property, StrategiesStayWithinTheirBudgets) {
       Decision d = f.run(r, now);
       if (!d.allowed()) {
         ASSERT_EQ(d.granted, 0);
-        ASSERT_GE(d.retry_after, 1);
+        if (d.outcome == Outcome::DeniedExceedsCapacity)
+          ASSERT_EQ(d.retry_after, 0);
+        else
+          ASSERT_GE(d.retry_after, 1);
         for (std::size_t i = 0; i < nlimits; ++i) {
           const Charge& c = d.charges[i];
           ASSERT_EQ(c.units + c.emergency_units + c.burst_units, 0);

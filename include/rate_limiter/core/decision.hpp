@@ -3,7 +3,8 @@
 //
 // decide() is the only place where quota is granted.  It runs inside the
 // partition locks, so it is noexcept, allocates nothing and finishes in a
-// bounded number of steps (at most kMaxAppliedLimits limits).
+// bounded number of steps (at most kMaxAppliedLimits limits; a denial adds
+// at most kMaxRetrySteps passes over them to find its retry).
 #pragma once
 
 #include <cstddef>
@@ -123,6 +124,8 @@ enum class Outcome : uint8_t {
                        // priority share of what remains is a whole token
   DeniedPriorityShare, // a larger share would get tokens, this priority's gets 0
   DeniedAllOrNothing,  // all_or_nothing and the grant would have been partial
+  DeniedExceedsCapacity,  // no retry can ever succeed: the request needs more than
+                          // some limit can ever give it (retry_after is 0: never)
   DeniedRevoked,       // the session id is revoked; set by the caller, never by decide()
 };
 
@@ -138,7 +141,10 @@ struct Decision {
   int64_t requests_remaining = -1; // min over request limits after the call; -1: none applies
   int64_t binding_remaining = -1;  // remaining of the binding limit after the call
   int64_t reset_at = 0;            // reset_at() of the binding limit (us since epoch); 0: none
-  int64_t retry_after = 0;         // us until a retry can succeed; 0 when allowed
+  int64_t retry_after = 0;         // us until this call's retry succeeds (see decide());
+                                   // 0 when allowed and when never (DeniedExceedsCapacity)
+  bool retry_found = false;        // denied: the retry search found the instant (always
+                                   // without dynamic allocation; see retry.hpp)
   Strategy strategy = Strategy::None;
   int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
   int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)
@@ -191,16 +197,30 @@ struct Decision {
 // when an allowed call took the emergency path on some limit; Burst when
 // burst_tokens > 0; Dynamic when the binding token quota's dynamic factor is
 // below 1; else Priority.
+// Retry (denied calls): the first instant t > now at which this same call
+// (tokens, priority, all_or_nothing, burst mode, emergency) would be
+// allowed if nothing else were taken meanwhile; retry_after = t - now >= 1
+// (retry.hpp says how it is found).  For an allocation without
+// all_or_nothing that is the first instant it gets at least one token.
+// It is exact (refused at t - 1 us, allowed at t) for every algorithm and
+// strategy, with one documented exception: with dynamic allocation, while
+// the load S falls during the wait (an endpoint-wide limit refilling) the
+// share grows, and the call may already pass before t (it still passes at
+// t).  Two more: a fixed window whose counter lies in the future (the clock
+// stepped back) reports at most its length; and with dynamic allocation the
+// search may give up after kMaxRetrySteps steps and report the instant
+// reached, a lower bound (retry_found false).
+// When no wait can ever allow the call (it needs more than some limit can
+// ever give: all_or_nothing above the capacity or above the share of a
+// full limit, including the best dynamic factor and a full burst budget; a
+// quota whose capacity times the largest share is below one token; a share
+// of 0; an emergency call above the capacity that refilling takes out of
+// the allowance) the outcome is DeniedExceedsCapacity and retry_after 0.
 // Binding limit (the one "limit", reset_at and retry_after describe):
-//  - denied: among the limits that deny, the one a retry has to wait for
-//    longest: wait = wait_for(min(r, capacity)) for the units r it lacks
-//    (request: 1; exhausted quota: smallest r with priority_cap(largest
-//    share, r) >= 1; priority share: smallest r with priority_cap(share, r)
-//    >= 1; all_or_nothing: smallest r with cap(r) >= wanted; burst caps and
-//    the emergency path count r without share), reset_at() - now when that
-//    is 0 or -1; retry_after = max(1, wait).  When a request limit and an
-//    exhausted token quota both deny, the outcome names the kind of the
-//    binding one;
+//  - denied: the limit the retry waits for: the last one to pass on the
+//    way to t (ties: the earlier position), or the one that can never
+//    pass.  When a request limit and an exhausted token quota both deny,
+//    the outcome names the kind of the binding one;
 //  - allowed allocation: the token quota with the least tokens remaining,
 //    else the request limit with the fewest requests remaining;
 //  - allowed check: the limit with the smallest remaining/limit fraction,
@@ -214,7 +234,8 @@ struct Decision {
 // min(units, remaining) and reported).  The second decision is the result,
 // with shadowed and shadow_outcome = the first one's outcome when the first
 // denies or grants fewer tokens.  When the second denies (the enforcing
-// limits deny), the result is the first (a real denial; nothing charged).
+// limits deny), it is the result as it is (a real denial; nothing charged;
+// its retry waits for the enforcing limits only).
 // Without shadow limits the result is exactly the above.
 Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
                 const PriorityShares& shares, int64_t now) noexcept;
