@@ -148,8 +148,9 @@ CounterState relimited(const Shape& s, const CounterState& state, int64_t now) n
   if (is_bucket(s.algorithm)) {
     Shape old = s;
     old.limit = state.limit;
-    const i128 debt = std::clamp<i128>(scaled_tat(old, state) - static_cast<i128>(now) * old.limit, 0,
-                                       static_cast<i128>(s.capacity) * s.window);
+    // The debt is kept whole, even beyond the new capacity: lowering a
+    // limit and raising it again must not hand out the difference.
+    const i128 debt = std::max<i128>(scaled_tat(old, state) - static_cast<i128>(now) * old.limit, 0);
     st.limit = s.limit;
     set_scaled_tat(s, &st, static_cast<i128>(now) * s.limit + debt);
   } else {
@@ -285,13 +286,31 @@ int64_t consume(const LimitRule& rule, CounterState* state, int64_t n, int64_t n
   int64_t window = 0;
   if (is_bucket(s.algorithm)) {
     const i128 base = std::max<i128>(scaled_tat(s, st), static_cast<i128>(now) * s.limit);
-    set_scaled_tat(s, &st, base + static_cast<i128>(n) * s.window);
+    const i128 end = base + static_cast<i128>(n) * s.window;
+    set_scaled_tat(s, &st, end);
+    // The charge's end: the instant (whole us, rounded up) by which the
+    // bucket has refilled this charge and everything before it.
+    window = saturate((end + s.limit - 1) / s.limit);
   } else {
     st.used = std::max<int64_t>(0, st.used) + n;  // n <= available <= limit - used
     window = st.window_start;
   }
   *state = st;
   return window;
+}
+
+void charge_unclamped(const LimitRule& rule, CounterState* state, int64_t n, int64_t now) noexcept {
+  const Shape s = shape_of(rule);
+  CounterState st = advanced(s, *state, now);
+  n = std::max<int64_t>(n, 0);
+  if (is_bucket(s.algorithm)) {
+    const i128 base = std::max<i128>(scaled_tat(s, st), static_cast<i128>(now) * s.limit);
+    set_scaled_tat(s, &st, base + static_cast<i128>(n) * s.window);
+  } else {
+    st.used = static_cast<int64_t>(std::min<i128>(static_cast<i128>(std::max<int64_t>(0, st.used)) + n,
+                                                  kMaxQuantity * static_cast<i128>(2)));
+  }
+  *state = st;
 }
 
 int64_t wait_for(const LimitRule& rule, const CounterState& state, int64_t n,
@@ -350,10 +369,18 @@ void refund(const LimitRule& rule, CounterState* state, int64_t n, int64_t charg
   // A state rebuilt for another rule since the charge no longer holds it.
   if (n <= 0 || !built_for(s, *state)) return;
   if (is_bucket(s.algorithm)) {
+    // Only the part of the charge the bucket has not refilled yet can come
+    // back: the charge occupied [end - n*W/L, end) of the TAT's timeline,
+    // and refill has paid back everything before now.  (0: no end known,
+    // nothing comes back.)
+    if (charge_window <= 0) return;
     const i128 now_s = static_cast<i128>(now) * s.limit;
+    const i128 end_s = static_cast<i128>(charge_window) * s.limit;
     const i128 tat = scaled_tat(s, *state);
-    if (tat <= now_s) return;
-    set_scaled_tat(s, state, std::max(now_s, tat - static_cast<i128>(n) * s.window));
+    if (tat <= now_s || end_s <= now_s) return;
+    const i128 unpaid = (end_s - now_s) / s.window;
+    const i128 back = std::min<i128>(n, unpaid);
+    set_scaled_tat(s, state, std::max(now_s, tat - back * s.window));
     return;
   }
   if (charge_window == state->window_start) {

@@ -116,9 +116,10 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
       r->rule = limit_rules[i];
       r->state = core::CounterState{};
     }
-    // consume() clamps to what was available at that instant, exactly as
-    // the decision did.
-    core::consume(r->rule, &r->state, kinds[i] == core::LimitKind::Tokens ? tokens : 1, at);
+    // Unclamped: a row counts whole even when it exceeds the current rule
+    // (granted under a limit lowered since, or from an emergency
+    // allowance), as the live counter held it.
+    core::charge_unclamped(r->rule, &r->state, kinds[i] == core::LimitKind::Tokens ? tokens : 1, at);
   }
 }
 

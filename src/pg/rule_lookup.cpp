@@ -128,6 +128,10 @@ void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::
 
 void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
                               std::string_view endpoint, ApplicableRules* out, RuleView view) {
+  // Every field: a caller may reuse one ApplicableRules for many calls (the
+  // counter rebuild does), and a scope this call has not must not keep the
+  // rules of the previous one.
+  *out = ApplicableRules{};
   out->any = installation_has_rules(ext);
   if (!out->any) return;
   if (has_endpoint) {

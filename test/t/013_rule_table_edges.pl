@@ -151,5 +151,24 @@ crash();
 is(sql(q{SELECT used FROM get_rate_limit_status('c_user') WHERE scope = 'user'}), '5',
 	'after a crash the reset still holds (the 60 tokens before it are not counted again)');
 
+# The rebuild charges each row to its own call's counters (a row without an
+# endpoint must not reach the endpoint counters of the row before it), and
+# keeps rows granted under a limit lowered since (raising it again must not
+# hand them out twice).
+sql(q{SELECT set_rate_limit('e_user', 100, '3650 days', 'e1');
+      SELECT allocate_tokens('e_user', 10, 'high', 'e1');
+      SELECT allocate_tokens('free_user', 40, 'high');
+      SET rate_limiter.priority_share_high = 1.0;
+      SELECT set_rate_limit('low_user', 400, '3650 days');
+      SELECT allocate_tokens('low_user', 300, 'high');
+      SELECT set_rate_limit('low_user', 100, '3650 days');});
+crash();
+is(sql(q{SELECT used FROM get_rate_limit_status('e_user') WHERE scope = 'user_endpoint'}), '10',
+	'after a crash a user+endpoint counter holds only its own rows');
+sql(q{SELECT set_rate_limit('low_user', 400, '3650 days')});
+is(sql(q{SET rate_limiter.priority_share_high = 1.0;
+         SELECT tokens_allocated FROM allocate_tokens('low_user', 400, 'high')}), '100',
+	'rows granted under a higher limit still count after a crash and a limit raised again');
+
 $node->stop;
 done_testing();

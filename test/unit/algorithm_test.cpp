@@ -361,17 +361,43 @@ TEST(TokenBucket, RefundMovesTheTatBackButNotBeforeNow) {
   const LimitRule rule{10, 10 * kSecond, Algorithm::TokenBucket};  // T = 1 s
   Limiter l(rule, kNow);
   ASSERT_TRUE(l.take(6));
-  EXPECT_EQ(consume(rule, &l.state, 0, kNow), 0);
-  refund(rule, &l.state, 2, 0, kNow);
+  // A charge reports its end on the bucket's timeline: here, 6 s ahead.
+  const int64_t end = consume(rule, &l.state, 0, kNow);
+  EXPECT_EQ(end, kNow + 6 * kSecond);
+  refund(rule, &l.state, 2, end, kNow);
   EXPECT_EQ(l.available(), 6);
   EXPECT_EQ(reset_at(rule, l.state, kNow), kNow + 4 * kSecond);
-  refund(rule, &l.state, 100, 0, kNow);
+  refund(rule, &l.state, 100, end, kNow);
   EXPECT_EQ(l.state.window_start, kNow);
   EXPECT_EQ(l.available(), 10);
-  // A state rebuilt for another rule is left alone.
+  // A state rebuilt for another rule is left alone, and so is an unknown end.
   const CounterState before = l.state;
-  refund(LimitRule{11, 10 * kSecond, Algorithm::TokenBucket}, &l.state, 1, 0, kNow);
+  refund(LimitRule{11, 10 * kSecond, Algorithm::TokenBucket}, &l.state, 1, end, kNow);
   EXPECT_EQ(std::memcmp(&before, &l.state, sizeof before), 0);
+}
+
+// Settling a grant after the bucket refilled: what refill already paid
+// back does not come back twice (100/hour bucket, 50 charged an hour ago,
+// the refilled bucket drained again now: nothing of the old 50 returns).
+TEST(TokenBucket, RefundGivesBackOnlyWhatRefillHasNotPaidBack) {
+  const int64_t hour = 3600 * kSecond;
+  const LimitRule rule{100, hour, Algorithm::TokenBucket};  // T = 36 s
+  CounterState st = advance(rule, CounterState{}, kNow);
+  const int64_t old_end = consume(rule, &st, 50, kNow);
+  const int64_t later = kNow + hour;
+  st = advance(rule, st, later);
+  ASSERT_EQ(available(rule, st, later), 100);
+  consume(rule, &st, 100, later);
+  refund(rule, &st, 50, old_end, later);
+  EXPECT_EQ(available(rule, st, later), 0);
+  // Half-way through its refill, half of a charge is still owed.
+  CounterState half = advance(rule, CounterState{}, kNow);
+  const int64_t end = consume(rule, &half, 50, kNow);  // repaid by kNow + 30 min
+  consume(rule, &half, 50, kNow);                      // the bucket is empty
+  const int64_t t = kNow + 15 * 60 * kSecond;          // 25 tokens refilled
+  ASSERT_EQ(available(rule, half, t), 25);
+  refund(rule, &half, 50, end, t);
+  EXPECT_EQ(available(rule, half, t), 50);  // 25 refilled + the 25 still owed of the first charge
 }
 
 // ---------------------------------------------------------------- GCRA
@@ -757,4 +783,33 @@ TEST(Property, ExtremeInputsStayInRange) {
         << rule.window_micros << " burst " << rule.burst << " now " << now;
     ASSERT_FALSE(state_expired(s, now));
   }
+}
+
+// Lowering a bucket's limit and raising it again hands out nothing extra:
+// the debt is kept beyond the lower capacity (10/10 s bucket drained,
+// lowered to 5, a denied call, raised to 10: still empty).
+TEST(TokenBucket, LoweringAndRaisingTheLimitKeepsTheDebt) {
+  const LimitRule ten{10, 10 * kSecond, Algorithm::TokenBucket};
+  const LimitRule five{5, 10 * kSecond, Algorithm::TokenBucket};
+  CounterState st = advance(ten, CounterState{}, kNow);
+  consume(ten, &st, 10, kNow);
+  st = advance(five, st, kNow);
+  EXPECT_EQ(available(five, st, kNow), 0);
+  st = advance(ten, st, kNow);
+  EXPECT_EQ(available(ten, st, kNow), 0);
+}
+
+TEST(ChargeUnclamped, KeepsEveryUnitARebuildReplays) {
+  const LimitRule fixed_rule{100, 3600 * kSecond, Algorithm::FixedWindow};
+  CounterState st;
+  charge_unclamped(fixed_rule, &st, 300, kNow);  // granted under a limit of 400, lowered since
+  EXPECT_EQ(available(fixed_rule, st, kNow), 0);
+  const LimitRule raised{400, 3600 * kSecond, Algorithm::FixedWindow};
+  EXPECT_EQ(available(raised, advance(raised, st, kNow), kNow), 100);
+  const LimitRule bucket{10, 10 * kSecond, Algorithm::TokenBucket};
+  CounterState b;
+  charge_unclamped(bucket, &b, 15, kNow);
+  EXPECT_EQ(available(bucket, b, kNow), 0);
+  EXPECT_EQ(available(bucket, b, kNow + 5 * kSecond), 0);   // 5 s repay 5 of the 15
+  EXPECT_EQ(available(bucket, b, kNow + 10 * kSecond), 5);
 }

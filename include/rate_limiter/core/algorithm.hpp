@@ -73,9 +73,17 @@ int64_t available(const LimitRule& rule, const CounterState& state, int64_t now)
 
 // Takes n units (1 <= n <= available()) from an advanced state; n outside
 // 0 .. available() is clamped into it.  Returns the charge's window: the
-// window start the units were counted in (window algorithms), or 0 (bucket
-// algorithms).  refund() needs it.
+// window start the units were counted in (window algorithms), or the
+// charge's end on the bucket's timeline (bucket algorithms: the instant by
+// which refill has paid it back).  refund() needs it.
 int64_t consume(const LimitRule& rule, CounterState* state, int64_t n, int64_t now) noexcept;
+
+// Records n units that were handed out at `now` whatever the state says:
+// no clamp to available().  For rebuilding a counter from usage rows, which
+// may hold more than the current limit (granted under a higher limit since
+// lowered, or from an emergency allowance): the rebuilt counter must hold
+// them all, or raising the limit again would hand them out twice.
+void charge_unclamped(const LimitRule& rule, CounterState* state, int64_t n, int64_t now) noexcept;
 
 // Microseconds from `now` until available() >= n, for an advanced state:
 // 0 when already available, -1 when never (n > capacity).  Exact: at
@@ -91,8 +99,10 @@ int64_t reset_at(const LimitRule& rule, const CounterState& state, int64_t now) 
 // Gives back n units charged in `charge_window` (consume()'s result):
 // window algorithms subtract them from the window they were counted in while
 // that window is still counted (current or, for sliding_window, previous),
-// and never below zero; bucket algorithms move the TAT back by n emission
-// intervals, never before `now`.  Nothing happens when the state has been
+// and never below zero; bucket algorithms move the TAT back by the part of
+// the n units refill has not paid back yet (units charged an hour ago on a
+// bucket that has refilled since come back as nothing), never before
+// `now`.  Nothing happens when the state has been
 // rebuilt for another rule since the charge.  The state is not advanced.
 // A bucket refund makes the state expire earlier: in a counter table use
 // CounterPartition::refund(), which keeps the eviction hint right.

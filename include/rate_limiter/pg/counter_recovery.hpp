@@ -16,9 +16,10 @@
 //   token_bucket,   rows since the bucket could last have been full
 //   gcra            (capacity x window / limit before now)
 //   burst caps      rows since the cap's window start
-// Tokens count tokens_used, requests count rows.  Replaying through the
-// algorithm's own consume() reproduces what was charged (a row's tokens
-// beyond the limit came from an emergency allowance and are clamped away).
+// Tokens count tokens_used, requests count rows.  Each row is charged
+// whole (core::charge_unclamped()), even beyond the current limit: it may
+// have been granted under a higher limit lowered since, or from an
+// emergency allowance, and the live counter held it whole too.
 // Not rebuilt: the dynamic-allocation history, burst budgets and emergency
 // allowances, which restart empty.  The work is proportional to the usage
 // rows in the horizon, not to the number of rules; memory to the number of
