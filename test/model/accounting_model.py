@@ -145,7 +145,7 @@ from pgdriver import Server, Session, SessionDead  # noqa: E402
 US = 1000000
 E0 = 345600  # Monday 1970-01-05 00:00 UTC: every window is aligned to it
 INF = float("inf")
-KNOWN_BUGS = ("rebuild_stale_scope", "rebuild_clamps_limit")
+KNOWN_BUGS = ("rebuild_stale_scope", "rebuild_clamps_limit", "bucket_limit_cap")
 OPTIONAL = ("settle_any", "settle_refund_rows", "prepared_crash", "emergency")
 
 USERS_OWN = ["a0", "a1", "a2", "a3"]  # own token quota
@@ -208,7 +208,7 @@ def now_us():
 
 class Txn:
     __slots__ = ("tid", "worker", "status", "calls", "settles", "gid", "autocommit", "end_us", "ops",
-                 "materialized")
+                 "materialized", "resolved_us")
 
     def __init__(self, tid, worker, autocommit=False):
         self.tid = tid
@@ -221,6 +221,7 @@ class Txn:
         self.autocommit = autocommit
         self.end_us = None
         self.ops = []
+        self.resolved_us = None
         self.materialized = None  # sps depth at an async settle_tokens with refund rows pending
 
     def committed(self):
@@ -885,6 +886,7 @@ class ModelTest:
         r = sess.run("%s PREPARED '%s'" % ("COMMIT" if commit else "ROLLBACK", txn.gid))
         if r.ok:
             txn.status = "prepared_committed" if commit else "prepared_rolled_back"
+            txn.resolved_us = now_us()
             self.j.outcome("prepared:%s" % ("commit" if commit else "rollback"))
         else:
             self.j.unexpected_error("resolve prepared", txn.gid, r)
@@ -1150,7 +1152,7 @@ class ModelTest:
             secs = min(args.phase_seconds * self.rng.uniform(0.5, 1.5), max(1.0, args.duration - spent))
             spent += secs
             last = spent >= args.duration
-            end = "none" if last else self.rng.choice(["none", "none", "restart", "crash", "crash"])
+            end = "none" if last else self.rng.choice(args.ends.split(","))
             mode = self.rng.choice(modes)
             self.log("phase %d: clock %d (%s), usage_log %s, %.1f s, then %s"
                      % (n, T, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(T)), mode, secs, end))
@@ -1196,7 +1198,8 @@ class ModelTest:
             self.j.crashes.append((t_kill, n))
             for txn in self.holders:
                 self.finish(txn, "crashed")
-            self.log("kill -9 of backend %d (%d sessions holding open transactions with grants)" % (pid, held))
+            self.log("kill -9 of backend %d (%d sessions holding open transactions with grants, %d prepared "
+                     "transactions open)" % (pid, held, len(self.j.prepared_pool)))
             time.sleep(0.3)
             self.close_sessions()
             if extra:
@@ -1407,6 +1410,23 @@ class ModelTest:
                                 lo_rows += 1
                             elif c.kind == "alloc" and c.alloc_id in snap_by_id:
                                 lo_rows += snap_by_id[c.alloc_id]["used"]
+                # Transactions prepared before the crash keep their charges: their
+                # rows (sync) become visible at COMMIT PREPARED (issue 13 #11: the
+                # rebuild must count them).
+                for c in self.j.calls:
+                    t = c.txn
+                    if not c.allowed or c.t0 is None or c.T < ws or c.T >= we or t.gid is None \
+                            or t.end_us is None or t.end_us >= last_crash or c.mode != "sync" or c.undone:
+                        continue
+                    if t.status not in ("prepared", "prepared_committed", "prepared_rolled_back"):
+                        continue
+                    if counter not in counter_keys(c.user, c.ep, kind) or (t.resolved_us is not None
+                                                                           and t.resolved_us < last_crash):
+                        continue
+                    unit = (c.granted if kind == "tokens" else 1)
+                    hi_rows += unit
+                    if t.status == "prepared_committed" and (blast is None or c.t0 > blast[1]):
+                        lo_rows += unit
                 lo += min(lim, lo_rows)
                 hi += min(lim, hi_rows)
                 # Known bug rebuild_clamps_limit: the replay clamps at the limit in
@@ -1682,6 +1702,9 @@ class ModelTest:
                                                          time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ws)), ep,
                                                          s, maxL + em, start, end, vs))
                 else:
+                    # Known bug bucket_limit_cap: a bucket's debt is capped at a lowered
+                    # capacity, so lowering and raising the limit hands the difference out.
+                    cap_drops = sum(max(0, a.capacity() - b.capacity()) for a, b in zip(present, present[1:]))
                     for name, items, out in (("rows hold", [(T, 0, u) for T, u, _ in durable], viol_rows[kind]),
                                              ("handed out", handed, viol_journal[kind])):
                         by = collections.defaultdict(collections.Counter)
@@ -1695,6 +1718,11 @@ class ModelTest:
                                     s += perT[Ts[jx]]
                                     bound = maxcap + em + (Ts[jx] - Ts[i]) * maxL // W
                                     nchecked[kind] += 1
+                                    if s > bound and "bucket_limit_cap" in self.xfail and s <= bound + cap_drops:
+                                        known_rows.append("%s %s from %s to %s: %s %d, bound %d, within the %d "
+                                                          "of capacity decreases" % (counter, algo, Ts[i], Ts[jx],
+                                                                                     name, s, bound, cap_drops))
+                                        continue
                                     if s > bound:
                                         out.append("%s %s from %s to %s: %s %d, bound %d (span %s..%s, versions %s)"
                                                    % (counter, algo, Ts[i], Ts[jx], name, s, bound, start, end, vs))
@@ -1707,9 +1735,11 @@ class ModelTest:
         self.check("I4j requests admitted (committed or not) never exceed a request limit per crash epoch",
                    viol_journal["requests"])
         if known_rows:
-            self.known_failure("I1/I4 windows over their limit after a clamped rebuild", known_rows,
+            self.known_failure("I1/I4 windows over their limit", known_rows,
                                "rebuild_clamps_limit: a crash rebuild under a lowered limit clamps the usage, a "
-                               "later raise of the limit hands the clamped part out again")
+                               "later raise of the limit hands the clamped part out again; bucket_limit_cap: a "
+                               "denied call under a lowered token_bucket/gcra limit caps the debt at the lower "
+                               "capacity, a later raise hands the difference out again")
 
     def breakdown(self, items, start, end):
         """Per phase: units, mode, what ended it; and the admin commits of the span."""
@@ -1762,6 +1792,8 @@ def main():
     ap.add_argument("--modes", default="sync,async", help="usage_log modes to draw per phase")
     ap.add_argument("--admin-pause", type=float, default=0.25, help="longest pause between admin transactions")
     ap.add_argument("--no-admin", action="store_true")
+    ap.add_argument("--ends", default="none,none,restart,crash,crash",
+                    help="what may follow a phase (drawn per phase): none, restart, crash")
     ap.add_argument("--think", type=float, default=0.01, help="longest pause of a worker between transactions")
     ap.add_argument("--enable", default=os.environ.get("RL_MODEL_ENABLE", ""),
                     help="comma list of optional operations: " + ", ".join(OPTIONAL))
