@@ -124,6 +124,25 @@ its fix is on main.
                     emergency_override calls (allowance accounted per window
                     and crash epoch); their grants are never settled unless
                     settle_any is on too (#5).
+
+KNOWN PRODUCT BUGS (--xfail NAME,... or RL_MODEL_XFAIL; FINDINGS.md has
+minimal reproductions).  Found by this test, not fixed yet.  With the name
+given, a deviation that the bug explains (bounded: no more than it can
+account for) prints an XFAIL line instead of failing; anything beyond still
+fails.  scripts/test.sh passes all three; remove a name there when its fix
+lands.
+  rebuild_stale_scope   the crash rebuild charges a row without an endpoint
+                        to the user+endpoint and endpoint counters of the row
+                        replayed before it (over-count after a crash).
+  rebuild_clamps_limit  the crash rebuild clamps usage at the limit in force
+                        then; a later raise of the limit hands it out again.
+  bucket_limit_cap      a denied call under a lowered token_bucket/gcra limit
+                        caps the debt at the lower capacity; raising the
+                        limit again hands out the difference.
+
+SOAK: python3 test/model/accounting_model.py --pg-bin ... --seed N
+      --duration 1800 [--workers 12] [--enable ...] [--modes sync|async]
+      [--think 0.05] [--ends none,restart,crash]
 """
 import argparse
 import calendar
