@@ -71,13 +71,15 @@ INVARIANTS (what the README promises; each is one PASS/FAIL line)
       never exceeds capacity + floor((T_j - T_i) * L / W).
   I1j journal: the same bound, per crash epoch, over everything the
       limiter handed out (granted, minus settle refunds that committed, minus
-      refunds of refund_on_abort calls that rolled back), committed or not:
-      a rollback without refund_on_abort keeps the charge.
+      refunds of calls that rolled back with refund_on_abort or in sync
+      mode), committed or not: an async rollback without refund_on_abort
+      keeps the charge.
   I2  rows follow the README's usage-log table: every committed grant in
       the ledger has exactly one token_usage row with its allocation_id,
       user, endpoint and tokens_used (tokens_granted after a settle).
       sync: a grant whose transaction (or savepoint) rolled back has no
-      row, also after ROLLBACK PREPARED.  async: a grant without
+      row (and its charge is refunded: "a charge and its usage row share
+      one fate").  async: a grant without
       refund_on_abort keeps its row whatever its transaction did; a
       refund_on_abort grant has a row only if its transaction committed or
       was prepared (PREPARE queues it), never after a rollback or ROLLBACK
@@ -97,15 +99,17 @@ INVARIANTS (what the README promises; each is one PASS/FAIL line)
   R   revocations: a call whose session id was definitely revoked (or
       definitely not) during the call is refused with 'revoked' (or not).
   E   no unexpected error: only RL429 from enforce_rate_limit and 0A000
-      from a PREPARE after settle_tokens / a rule change / a reset are
+      from a PREPARE after settle_tokens / a rule change / a reset / over
+      the transaction's own usage rows (sync, or rows settle wrote early) are
       expected (both are recorded as outcomes).
   Allowances: emergency override, fail-open and shadow mode are off (no
   privilege, failure_mode closed); burst mode never grants more than
   remains in the period, so it needs no allowance.
 
-OPERATIONS OFF BY DEFAULT (--enable NAME,...): parts of the mix that trip
-defects of issue 13 still being fixed on other branches.  Enable each once
-its fix is on main.
+OPTIONAL OPERATIONS (--enable NAME,... / --disable NAME,...): parts of the
+mix that trip defects of issue 13.  Those whose fix is on main are on by
+default (DEFAULT_ON: settle_refund_rows, prepared_crash); the others are off
+until their fix lands (then add them to DEFAULT_ON).
   settle_any        settle any own committed grant, also after a limit
                     change, reset or clock move (#4 settle refunds to rules
                     that apply now, #6 bucket after refill, #7 after reset).
@@ -117,9 +121,11 @@ its fix is on main.
                     transaction (README, usage log); then ROLLBACK TO a
                     savepoint older than the settle (#1) or PREPARE followed by
                     ROLLBACK PREPARED removes the rows while the charges stay.
-                    Default: such transactions do neither.
+                    On by default (fixed on main: rows are queued again, and
+                    PREPARE over own rows is refused, 0A000, an outcome).
   prepared_crash    leave prepared transactions open across crashes (#11).
-                    Default: they are resolved before each crash.
+                    On by default (fixed on main); --disable resolves them
+                    before each crash.
   emergency         GRANT the emergency privilege to the workers and add
                     emergency_override calls (allowance accounted per window
                     and crash epoch); their grants are never settled unless
@@ -165,6 +171,8 @@ US = 1000000
 E0 = 345600  # Monday 1970-01-05 00:00 UTC: every window is aligned to it
 INF = float("inf")
 KNOWN_BUGS = ("rebuild_stale_scope", "rebuild_clamps_limit", "bucket_limit_cap")
+# Parts whose issue 13 defects are fixed on main (#1, #11 by 83c098f).
+DEFAULT_ON = ("settle_refund_rows", "prepared_crash")
 OPTIONAL = ("settle_any", "settle_refund_rows", "prepared_crash", "emergency")
 
 USERS_OWN = ["a0", "a1", "a2", "a3"]  # own token quota
@@ -263,9 +271,11 @@ class Call:
         self.settle = None
 
     def refunded_by_abort(self):
-        """True when the charge went back: refund_on_abort and rolled back
-        (the transaction, or to a savepoint), not prepared."""
-        if not self.refund:
+        """True when the charge went back: rolled back (the transaction, or
+        to a savepoint), not prepared, for a call with refund_on_abort or
+        whose row is written in the transaction (usage_log = sync): README,
+        "A charge and its usage row share one fate"."""
+        if not self.refund and self.mode != "sync":
             return False
         if self.undone:
             return True
@@ -459,7 +469,8 @@ class ModelTest:
         self.args = args
         self.seed = args.seed
         self.rng = random.Random(args.seed)
-        self.enabled = set(x for x in (args.enable or "").split(",") if x)
+        self.enabled = set(x for x in (args.enable or "").split(",") if x) | set(DEFAULT_ON)
+        self.enabled -= set(x for x in (args.disable or "").split(",") if x)
         for e in self.enabled:
             if e not in OPTIONAL:
                 raise SystemExit("unknown --enable %s (known: %s)" % (e, ", ".join(OPTIONAL)))
@@ -834,6 +845,11 @@ class ModelTest:
                 elif r.sqlstate == "0A000" and txn.settles and any(s.undone is False for s in txn.settles):
                     self.finish(txn, "refused_prepare")
                     self.j.outcome("prepare:refused after settle (by design)")
+                elif r.sqlstate == "0A000" and (txn.materialized is not None or any(
+                        c.allowed and c.mode == "sync" for c in txn.calls)):
+                    # README: refused for a transaction that wrote usage rows itself.
+                    self.finish(txn, "refused_prepare")
+                    self.j.outcome("prepare:refused over own usage rows (by design)")
                 else:
                     self.finish(txn, "refused_prepare")
                     self.j.unexpected_error("worker prepare", "PREPARE TRANSACTION", r)
@@ -1555,12 +1571,8 @@ class ModelTest:
         if c.mode == "sync":
             return c.committed()
         if c.refund:
-            if c.txn.materialized is not None:
-                # The settle wrote the pending rows into the transaction only if it
-                # had to flush (its allocation was not in the table yet).
-                if c.txn.status == "prepared_rolled_back":
-                    return None
-                return c.committed()
+            # Rows that settle_tokens wrote early are queued again when their
+            # savepoint rolls back while the call's own does not (README).
             return (not c.undone) and (c.txn.committed() or c.txn.prepared())
         return True
 
@@ -1816,6 +1828,8 @@ def main():
     ap.add_argument("--think", type=float, default=0.01, help="longest pause of a worker between transactions")
     ap.add_argument("--enable", default=os.environ.get("RL_MODEL_ENABLE", ""),
                     help="comma list of optional operations: " + ", ".join(OPTIONAL))
+    ap.add_argument("--disable", default=os.environ.get("RL_MODEL_DISABLE", ""),
+                    help="comma list of parts on by default to leave out: " + ", ".join(DEFAULT_ON))
     ap.add_argument("--xfail", default=os.environ.get("RL_MODEL_XFAIL", ""),
                     help="comma list of known product bugs to report as XFAIL instead of FAIL: "
                     + ", ".join(KNOWN_BUGS))
