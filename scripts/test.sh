@@ -194,7 +194,7 @@ run_sqlfuzz() {
 # from the default here when the fix lands so that CI guards the fix.
 MODEL_SEED=${RL_MODEL_SEED:-20261202}
 MODEL_DURATION=${RL_MODEL_DURATION:-100}
-MODEL_XFAIL=${RL_MODEL_XFAIL-rebuild_stale_scope,rebuild_clamps_limit,bucket_limit_cap}
+MODEL_XFAIL=${RL_MODEL_XFAIL-}
 run_model() {
   rl_log "model: accounting model, seed $MODEL_SEED, $MODEL_DURATION s of phases"
   local port
