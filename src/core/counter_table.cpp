@@ -97,6 +97,7 @@ CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now, c
   slot->state = CounterState{};
   const uint8_t owner = admission.owner <= kMaxOwners ? admission.owner : kConfiguredOwner;
   slot->state.reserved[0] = owner;
+  set_generation(&slot->state, next_generation());
   ++header_->count;
   if (owner != kConfiguredOwner) {
     ++header_->default_count;
@@ -117,8 +118,10 @@ CounterSlot* CounterPartition::acquire(const Hash128& key, const LimitRule& rule
   CounterSlot* slot = find_or_insert(key, now, admission, evicted, status);
   if (slot == nullptr) return nullptr;
   const uint8_t owner = owner_of(*slot);
+  const uint16_t generation = generation_of(*slot);
   slot->state = advance(rule, slot->state, now);
   slot->state.reserved[0] = owner;
+  set_generation(&slot->state, generation);
   note_written(slot);
   return slot;
 }
@@ -134,17 +137,24 @@ bool CounterPartition::store(const Hash128& key, const CounterState& state, int6
   const uint8_t kept = owner_of(*slot);
   slot->state = state;
   slot->state.reserved[0] = kept;
+  // Generations handed out later must differ from the restored ones (the
+  // clock itself is not saved with the counters).
+  const uint16_t generation = generation_of(state);
+  if (generation != kRebuiltGeneration && generation > header_->generation_clock)
+    header_->generation_clock = generation;
   note_written(slot);
   return true;
 }
 
 bool CounterPartition::refund(const Hash128& key, const LimitRule& rule, int64_t units,
-                              int64_t charge_window, int64_t now) noexcept {
+                              int64_t charge_window, int64_t now, uint16_t generation) noexcept {
   CounterSlot* slot = find(key);
   if (slot == nullptr) return false;
+  if (generation_of(*slot) != generation) return true;  // reset or made again since the charge
   const uint8_t owner = owner_of(*slot);
   core::refund(rule, &slot->state, units, charge_window, now);
   slot->state.reserved[0] = owner;
+  set_generation(&slot->state, generation);
   note_written(slot);
   return true;
 }
@@ -155,8 +165,15 @@ bool CounterPartition::reset(const Hash128& key) noexcept {
   const uint8_t owner = owner_of(*slot);
   slot->state = CounterState{};
   slot->state.reserved[0] = owner;
+  set_generation(&slot->state, next_generation());
   note_written(slot);
   return true;
+}
+
+uint16_t CounterPartition::next_generation() noexcept {
+  // 0 .. 0xFFFE: kRebuiltGeneration is never handed out.
+  header_->generation_clock = static_cast<uint16_t>((header_->generation_clock + 1) % kRebuiltGeneration);
+  return header_->generation_clock;
 }
 
 void CounterPartition::note_written(const CounterSlot* slot) noexcept {

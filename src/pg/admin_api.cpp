@@ -229,6 +229,17 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
 }
 
+// The generation of the key's slot now (0 when it has none): the refunds of
+// this pre-1.3 path are looked up at settle time, as before.
+uint16 current_generation(const core::Hash128& key) {
+  const uint32 p = core::partition_of(key, shared->geometry.partitions);
+  LWLockAcquire(partition_lock(p), LW_SHARED);
+  const core::CounterSlot* slot = counter_partition(p).find(key);
+  const uint16 g = slot != nullptr ? core::CounterPartition::generation_of(*slot) : 0;
+  LWLockRelease(partition_lock(p));
+  return g;
+}
+
 // rate_limiter_schedule_refund(user_id, api_endpoint, tokens, charged_at):
 // when the transaction commits, gives `tokens` back to the counter of every
 // token quota that applies to (user_id, api_endpoint) now, in the window
@@ -255,7 +266,7 @@ RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
     const bool windowed = rules[i].algorithm == core::Algorithm::FixedWindow ||
                           rules[i].algorithm == core::Algorithm::SlidingWindow;
     const int64 window = windowed ? core::aligned_window_start(charged_at, rules[i].window_micros) : 0;
-    schedule_refund_at_commit(keys[i], rules[i], tokens, window);
+    schedule_refund_at_commit(keys[i], rules[i], tokens, window, current_generation(keys[i]));
   }
   PG_RETURN_VOID();
 }

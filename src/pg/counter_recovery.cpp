@@ -185,8 +185,12 @@ uint64 merge(HTAB* states, int64 now) {
   hash_seq_init(&scan, states);
   uint64 merged = 0;
   while (auto* r = static_cast<Rebuilt*>(hash_seq_search(&scan))) {
-    const core::CounterState state = core::advance(r->rule, r->state, now);
+    core::CounterState state = core::advance(r->rule, r->state, now);
     if (core::state_expired(state, now)) continue;
+    // A refund recorded before the rebuild must not reach it: the rebuilt
+    // state holds the rows as they are now (a settled row its actual
+    // usage), not the live charges (core::kRebuiltGeneration).
+    core::CounterPartition::set_generation(&state, core::kRebuiltGeneration);
     const uint32 p = core::partition_of(r->key, shared->geometry.partitions);
     LWLockAcquire(partition_lock(p), LW_EXCLUSIVE);
     core::CounterPartition part = counter_partition(p);

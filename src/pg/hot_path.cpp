@@ -28,6 +28,7 @@ struct PlannedCounter {
   core::CounterState** target = nullptr;  // where decide() finds it
   bool default_class = false;  // made for a user under the default rule (key_budget.hpp)
   bool have = false;
+  uint16 generation = 0;  // the slot's (CounterSlot), read under the lock
 };
 
 struct PlannedLimits {
@@ -265,6 +266,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     core::CounterSlot* slot = counter_partition(c.partition).find(c.key);
     Assert(slot != nullptr);
     *c.target = slot != nullptr ? &slot->state : nullptr;
+    if (slot != nullptr) c.generation = core::CounterPartition::generation_of(*slot);
   }
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
@@ -300,6 +302,10 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
         cc.rule = plan.counters[c].rule;
         cc.units = units[role];
         cc.window = windows[role];
+        cc.generation = plan.counters[c].generation;
+        cc.role = static_cast<uint8>(role);
+        cc.kind = plan.limits[i].kind;
+        cc.scope = plan.limits[i].scope;
       }
     }
   }

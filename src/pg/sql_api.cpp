@@ -147,7 +147,7 @@ void schedule_charged_refunds(const Call& call) {
   if (call.result.status != CallStatus::Decided) return;
   for (int i = 0; i < call.result.charged_count; ++i) {
     const ChargedCounter& c = call.result.charged[i];
-    schedule_refund_on_abort(c.key, c.rule, c.units, c.window);
+    schedule_refund_on_abort(c.key, c.rule, c.units, c.window, c.generation);
   }
 }
 

@@ -27,6 +27,7 @@ struct Adjustment {
   SubTransactionId subxact;
   core::Admission admission;  // Charge: how the counter is created if absent
   bool ledger;                // Charge: outstanding in the fail-open ledger until made
+  uint16 generation;          // Refund: the counter slot's generation at the charge
 };
 
 Adjustment* pending = nullptr;  // in TopTransactionContext
@@ -53,7 +54,7 @@ void apply(const Adjustment& a, int64 now) {
       part.reset(a.key);
       break;
     case Action::Refund:
-      part.refund(a.key, a.rule, a.units, a.charge_window, now);
+      part.refund(a.key, a.rule, a.units, a.charge_window, now, a.generation);
       break;
     case Action::Charge: {
       // consume() clamps to what is available: a counter that ran out in
@@ -167,23 +168,25 @@ void register_transaction_callbacks() {
 }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {
-  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0, core::Admission{}, false});
+  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0, core::Admission{}, false, 0});
 }
 
 void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
-                               int64_t units, int64_t charge_window) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0, core::Admission{}, false});
+                               int64_t units, int64_t charge_window, uint16_t generation) {
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0, core::Admission{}, false,
+                    generation});
 }
 
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
-                              int64_t units, int64_t charge_window) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0, core::Admission{}, false});
+                              int64_t units, int64_t charge_window, uint16_t generation) {
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0, core::Admission{}, false,
+                    generation});
 }
 
 void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
                               bool in_ledger, const core::Admission& admission, bool follows_transaction) {
   record(Adjustment{counter_key, rule, units, 0, Action::Charge, follows_transaction ? When::Survives : When::End, 0,
-                    admission, in_ledger});
+                    admission, in_ledger, 0});
 }
 
 int transaction_effects_mark() { return pending_count; }

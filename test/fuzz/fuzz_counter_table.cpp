@@ -12,8 +12,13 @@
 
 namespace {
 using namespace rate_limiter::core;
+// Equal but for the slot generation (reserved[1..2]), which the model
+// checks on its own.
 bool same(const CounterState& a, const CounterState& b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
+  CounterState x = a, y = b;
+  CounterPartition::set_generation(&x, 0);
+  CounterPartition::set_generation(&y, 0);
+  return std::memcmp(&x, &y, sizeof x) == 0;
 }
 }  // namespace
 
@@ -75,18 +80,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (ok) model[key] = st;
         break;
       }
-      case 2: {  // reset
+      case 2: {  // reset: a new generation
+        const CounterSlot* before = part.find(key);
+        const uint16_t old_generation = before != nullptr ? CounterPartition::generation_of(*before) : 0;
         const bool ok = part.reset(key);
         FUZZ_CHECK(ok == (model.count(key) != 0));
+        if (ok) FUZZ_CHECK(CounterPartition::generation_of(*part.find(key)) != old_generation);
         if (ok) model[key] = CounterState{};
         break;
       }
       case 3: {  // refund
         const int64_t units = fuzz::quantity(in, 0, kMaxQuantity);
         const int64_t window = aligned_window_start(now, rule.window_micros);
-        const bool ok = part.refund(key, rule, units, window, now);
+        // At the slot's generation, or (stale) at another: then nothing.
+        const CounterSlot* slot = part.find(key);
+        const bool stale = in.ConsumeBool();
+        const uint16_t current = slot != nullptr ? CounterPartition::generation_of(*slot) : 0;
+        const uint16_t generation = stale ? static_cast<uint16_t>(current ^ 1) : current;
+        const bool ok = part.refund(key, rule, units, window, now, generation);
         FUZZ_CHECK(ok == (model.count(key) != 0));
-        if (ok) refund(rule, &model[key], units, window, now);
+        if (ok && !stale) refund(rule, &model[key], units, window, now);
+        if (ok) FUZZ_CHECK(CounterPartition::generation_of(*part.find(key)) == current);
         break;
       }
       case 4: {  // evict_expired

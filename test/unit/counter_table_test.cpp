@@ -163,13 +163,14 @@ TEST(CounterPartition, RefundLowersTheEvictionHint) {
   CounterSlot* s = t.view().acquire(key_of(0), rule, kNow, &evicted);
   ASSERT_NE(s, nullptr);
   const int64_t window = consume(rule, &s->state, 5, kNow);  // TAT = now + 5 s
+  const uint16_t gen = CounterPartition::generation_of(*s);
   EXPECT_EQ(t.view().evict_expired(kNow), 0u);
   EXPECT_EQ(t.header.earliest_expiry, kNow + 5 * kMicrosPerSecond + 1);
-  EXPECT_TRUE(t.view().refund(key_of(0), rule, 4, window, kNow));  // TAT = now + 1 s
+  EXPECT_TRUE(t.view().refund(key_of(0), rule, 4, window, kNow, gen));  // TAT = now + 1 s
   EXPECT_EQ(t.header.earliest_expiry, kNow + kMicrosPerSecond + 1);
   EXPECT_NE(t.view().acquire(key_of(1), rule, kNow + 2 * kMicrosPerSecond, &evicted), nullptr);
   EXPECT_EQ(evicted, 1u);
-  EXPECT_FALSE(t.view().refund(key_of(0), rule, 1, window, kNow));
+  EXPECT_FALSE(t.view().refund(key_of(0), rule, 1, window, kNow, gen));
 }
 
 TEST(CounterPartition, ResetFreesTheSlotForEvictionAtOnce) {
@@ -189,6 +190,45 @@ TEST(CounterPartition, ResetFreesTheSlotForEvictionAtOnce) {
   EXPECT_NE(t.view().acquire(key_of(9), fixed(kMinute), kNow, &evicted), nullptr);
   EXPECT_EQ(evicted, 1u);
   EXPECT_EQ(t.view().find(key_of(0))->state.used, 7);
+}
+
+TEST(CounterPartition, RefundOnlyAtTheChargesGeneration) {
+  // reset_rate_limit between a charge and its refund: the fresh counter
+  // does not hold the charge, so it gives nothing back (settle after reset).
+  Table t(4, 6);
+  uint32_t evicted;
+  CounterSlot* s = t.view().acquire(key_of(0), fixed(kMinute), kNow, &evicted);
+  ASSERT_NE(s, nullptr);
+  const int64_t window = consume(fixed(kMinute), &s->state, 30, kNow);
+  const uint16_t charged_at = CounterPartition::generation_of(*s);
+  EXPECT_TRUE(t.view().reset(key_of(0)));
+  s = t.view().acquire(key_of(0), fixed(kMinute), kNow, &evicted);
+  consume(fixed(kMinute), &s->state, 100, kNow);
+  EXPECT_NE(CounterPartition::generation_of(*s), charged_at);
+  t.view().refund(key_of(0), fixed(kMinute), 30, window, kNow, charged_at);
+  EXPECT_EQ(t.view().find(key_of(0))->state.used, 100);
+  // At its own generation the refund is made, and the generation stays.
+  const uint16_t now_gen = CounterPartition::generation_of(*t.view().find(key_of(0)));
+  t.view().refund(key_of(0), fixed(kMinute), 30, window, kNow, now_gen);
+  EXPECT_EQ(t.view().find(key_of(0))->state.used, 70);
+  EXPECT_EQ(CounterPartition::generation_of(*t.view().find(key_of(0))), now_gen);
+  // Another key made later has another generation.
+  CounterSlot* other = t.view().acquire(key_of(1), fixed(kMinute), kNow, &evicted);
+  EXPECT_NE(CounterPartition::generation_of(*other), now_gen);
+  // A rebuilt counter (kRebuiltGeneration) refuses every recorded one, and
+  // later generations skip past what was restored.
+  CounterState rebuilt = advance(fixed(kMinute), CounterState{}, kNow);
+  consume(fixed(kMinute), &rebuilt, 5, kNow);
+  CounterPartition::set_generation(&rebuilt, kRebuiltGeneration);
+  EXPECT_TRUE(t.view().store(key_of(2), rebuilt, kNow));
+  for (uint16_t g : {charged_at, now_gen, uint16_t{0}})
+    t.view().refund(key_of(2), fixed(kMinute), 5, window, kNow, g);
+  EXPECT_EQ(t.view().find(key_of(2))->state.used, 5);
+  CounterState saved = rebuilt;
+  CounterPartition::set_generation(&saved, 900);
+  EXPECT_TRUE(t.view().store(key_of(3), saved, kNow));
+  EXPECT_TRUE(t.view().reset(key_of(3)));
+  EXPECT_GT(CounterPartition::generation_of(*t.view().find(key_of(3))), 900);
 }
 
 TEST(CounterPartition, StoreOverwritesOrInsertsAndKeepsTheHintLow) {
@@ -352,7 +392,8 @@ TEST(CounterAdmission, OwnerSurvivesStateRewrites) {
   EXPECT_EQ(CounterPartition::owner_of(*s), 7);
   t.view().reset(key_of(1));
   EXPECT_EQ(CounterPartition::owner_of(*t.view().find(key_of(1))), 7);
-  t.view().refund(key_of(1), fixed(kMinute), 1, 0, kNow);
+  t.view().refund(key_of(1), fixed(kMinute), 1, 0, kNow,
+                  CounterPartition::generation_of(*t.view().find(key_of(1))));
   EXPECT_EQ(CounterPartition::owner_of(*t.view().find(key_of(1))), 7);
   EXPECT_EQ(t.view().owner_count(7), 1u);
 }

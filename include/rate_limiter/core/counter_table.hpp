@@ -39,8 +39,29 @@ namespace rate_limiter::core {
 
 struct CounterSlot {
   Hash128 key;         // {0,0}: empty
-  CounterState state;  // window_micros == 0: never used; state.reserved[0] is the slot's owner
+  // window_micros == 0: never used.  state.reserved[0] is the slot's owner,
+  // reserved[1..2] its generation (below); CounterPartition keeps both
+  // across every rewrite of the state.
+  CounterState state;
 };
+
+// A slot's generation tells a refund whether the counter still holds the
+// charge it was recorded with.  A slot takes a new generation from its
+// partition's clock when it is created and when it is reset, so a refund
+// recorded before a reset (or before the slot was evicted and made again)
+// finds another generation and gives nothing back.  The clock has 65535
+// values: a refund could only be misled when exactly a multiple of 65535
+// slots were created or reset in that partition between its charge and its
+// settle and the slot's window is still the charge's; the PostgreSQL layer
+// also skips refunds of charges made before a committed reset of their
+// scope (rate_limit_resets), which covers that.  Counters restored from a
+// rebuild take kRebuiltGeneration, which the clock never hands out: a
+// rebuilt counter takes no refund of a charge made before it was rebuilt
+// (it holds the rows as they are, not the live charges).  Charges made on
+// a rebuilt counter record kRebuiltGeneration and are refunded; after a
+// second rebuild such a refund may reach the new rebuilt counter, which
+// holds that charge's row.
+constexpr uint16_t kRebuiltGeneration = 0xFFFF;
 
 // Owner tallies per partition.  Owner 0 is the configured class (no tally);
 // 1 .. kMaxOwners are default-class owners (the PostgreSQL layer maps roles
@@ -74,6 +95,7 @@ struct alignas(64) PartitionHeader {
   // whenever a slot is written through acquire() or refund().
   int64_t earliest_expiry = 0;
   uint32_t owner_count[kMaxOwners + 1] = {};  // occupied slots per owner; [0] unused
+  uint16_t generation_clock = 0;  // the last generation handed out (CounterSlot)
 };
 
 struct TableGeometry {
@@ -135,18 +157,24 @@ class CounterPartition {
   // expiry earlier.  Moves no slot.
   // Writes `state` as the key's counter: overwrites an existing slot, or
   // inserts one when the partition has room (expired counters are evicted
-  // first, as in acquire()).  For restoring saved or rebuilt counters.
+  // first, as in acquire()).  For restoring saved or rebuilt counters: the
+  // slot takes the generation `state` carries (a saved counter its own, a
+  // rebuilt one kRebuiltGeneration, see set_generation()).
   // Returns false when the key is absent and nothing could be evicted.
   // `owner` is the slot's owner when it is inserted (no caps apply).
   bool store(const Hash128& key, const CounterState& state, int64_t now,
              uint8_t owner = kConfiguredOwner) noexcept;
 
   // Restarts the key's counter from nothing (full quota), if it exists;
-  // the slot stays and is evictable at once.  Returns whether it existed.
+  // the slot stays and is evictable at once, with a new generation.
+  // Returns whether it existed.
   bool reset(const Hash128& key) noexcept;
 
+  // Only when the slot is still at `generation` (the generation the charge
+  // was made at, CounterSlot): otherwise the counter no longer holds the
+  // charge and nothing is given back.
   bool refund(const Hash128& key, const LimitRule& rule, int64_t units, int64_t charge_window,
-              int64_t now) noexcept;
+              int64_t now, uint16_t generation) noexcept;
 
   // Removes every expired counter, and every counter of a dead tag;
   // returns how many.
@@ -156,6 +184,14 @@ class CounterPartition {
   uint32_t sweep_tag(uint16_t tag) noexcept;
 
   static uint8_t owner_of(const CounterSlot& slot) noexcept { return slot.state.reserved[0]; }
+  static uint16_t generation_of(const CounterState& state) noexcept {
+    return static_cast<uint16_t>(state.reserved[1] | (state.reserved[2] << 8));
+  }
+  static uint16_t generation_of(const CounterSlot& slot) noexcept { return generation_of(slot.state); }
+  static void set_generation(CounterState* state, uint16_t generation) noexcept {
+    state->reserved[1] = static_cast<uint8_t>(generation & 0xFF);
+    state->reserved[2] = static_cast<uint8_t>(generation >> 8);
+  }
 
 
   // Calls fn(const CounterSlot&) for every occupied slot.
@@ -179,6 +215,7 @@ class CounterPartition {
   CounterSlot* find_or_insert(const Hash128& key, int64_t now, const Admission& admission,
                               uint32_t* evicted, AcquireStatus* status) noexcept;
   bool admits(const Admission& admission, AcquireStatus* status) const noexcept;
+  uint16_t next_generation() noexcept;
   bool reclaimable(const CounterSlot& slot, int64_t now) const noexcept;
   void erase_at(uint32_t hole) noexcept;
   void note_written(const CounterSlot* slot) noexcept;

@@ -54,6 +54,10 @@ struct ChargedCounter {
   core::LimitRule rule;
   int64 units = 0;
   int64 window = 0;
+  uint16 generation = 0;  // the slot's when charged (core::CounterSlot)
+  uint8 role = 0;         // 0 main, 1 emergency, 2 burst budget
+  core::LimitKind kind = core::LimitKind::Tokens;
+  core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
 };
 
 // Each applied limit can charge its counter, its emergency counter and its

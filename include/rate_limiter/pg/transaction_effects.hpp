@@ -30,11 +30,14 @@ void register_transaction_callbacks();  // once, from _PG_init
 void schedule_counter_reset(const core::Hash128& counter_key);
 
 // At commit (settle_tokens) or at abort (refund_on_abort): core::refund()
-// of `units` charged in `charge_window` to the counter under `rule`.
+// of `units` charged in `charge_window` to the counter under `rule`, when
+// the counter's slot is still at `generation` (the one it had when it was
+// charged: a reset, or a rebuild after a crash, since then means the
+// counter no longer holds the charge; core::CounterSlot).
 void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
-                               int64_t units, int64_t charge_window);
+                               int64_t units, int64_t charge_window, uint16_t generation);
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
-                              int64_t units, int64_t charge_window);
+                              int64_t units, int64_t charge_window, uint16_t generation);
 
 // When the transaction ends, commit or abort alike (or is prepared): the
 // counter is charged `units` (clamped to what it has then), created under
