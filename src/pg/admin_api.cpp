@@ -229,44 +229,22 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
 }
 
-// The generation of the key's slot now (0 when it has none): the refunds of
-// this pre-1.3 path are looked up at settle time, as before.
-uint16 current_generation(const core::Hash128& key) {
-  const uint32 p = core::partition_of(key, shared->geometry.partitions);
-  LWLockAcquire(partition_lock(p), LW_SHARED);
-  const core::CounterSlot* slot = counter_partition(p).find(key);
-  const uint16 g = slot != nullptr ? core::CounterPartition::generation_of(*slot) : 0;
-  LWLockRelease(partition_lock(p));
-  return g;
-}
-
 // rate_limiter_schedule_refund(user_id, api_endpoint, tokens, charged_at):
-// when the transaction commits, gives `tokens` back to the counter of every
-// token quota that applies to (user_id, api_endpoint) now, in the window
-// that contained charged_at (a window that has ended is not touched).
+// the refund of settle_tokens before version 1.3, which gave the tokens to
+// the quotas that apply now, not those the grant charged (so it could
+// return what was never charged: a limit added since, an emergency
+// allowance, a counter reset since).  Those installations keep calling it
+// until ALTER EXTENSION rate_limiter UPDATE; it now checks its arguments and
+// gives nothing back, the one answer that is never too much.  Version 1.3
+// settles in C (settle.cpp) from the charges the grant recorded.
 RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
   require_shared_state();
-  IdArg user = required_id(fcinfo, 0, "user_id");
-  IdArg endpoint = optional_id(fcinfo, 1, "api_endpoint");
+  (void)required_id(fcinfo, 0, "user_id");
+  (void)optional_id(fcinfo, 1, "api_endpoint");
   if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("tokens and charged_at must not be NULL")));
   const int64 tokens = PG_GETARG_INT64(2);
   if (tokens < 1 || tokens > core::kMaxQuantity)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("tokens out of range")));
-  const int64 charged_at = timestamptz_to_unix(PG_GETARG_TIMESTAMPTZ(3));
-  const ExtensionCatalog* ext = extension_catalog();
-  prepare_rule_lookups(ext);
-  ensure_counters_recovered(ext);
-  ApplicableRules applicable;
-  collect_applicable_rules(ext, user.value, endpoint.present, endpoint.value, &applicable);
-  core::Hash128 keys[core::kMaxAppliedLimits];
-  core::LimitRule rules[core::kMaxAppliedLimits];
-  const int n = applicable_counters(applicable, core::LimitKind::Tokens, keys, rules);
-  for (int i = 0; i < n; ++i) {
-    const bool windowed = rules[i].algorithm == core::Algorithm::FixedWindow ||
-                          rules[i].algorithm == core::Algorithm::SlidingWindow;
-    const int64 window = windowed ? core::aligned_window_start(charged_at, rules[i].window_micros) : 0;
-    schedule_refund_at_commit(keys[i], rules[i], tokens, window, current_generation(keys[i]));
-  }
   PG_RETURN_VOID();
 }

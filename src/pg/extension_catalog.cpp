@@ -80,6 +80,9 @@ const ExtensionCatalog* extension_catalog() {
   fresh.token_limits = table_in_schema("token_limits", fresh.schema);
   fresh.request_limits = table_in_schema("request_limits", fresh.schema);
   fresh.token_usage = table_in_schema("token_usage", fresh.schema);
+  fresh.usage_has_grant_columns = OidIsValid(fresh.token_usage) &&
+                                  get_attnum(fresh.token_usage, "charges") != InvalidAttrNumber &&
+                                  get_attnum(fresh.token_usage, "granted_to") != InvalidAttrNumber;
   fresh.slot = register_installation(fresh.installation);
   fresh.tag = fresh.slot->tag;
 

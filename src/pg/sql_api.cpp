@@ -16,6 +16,7 @@
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/fail_open.hpp"
+#include "rate_limiter/pg/grant_charges.hpp"
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
@@ -421,6 +422,10 @@ RL_SQL_FUNCTION(allocate_tokens) {
                  unix_to_timestamptz(call.now),
                  charge_follows_transaction,
                  &call};
+    // What settle_tokens may give back, quota by quota (grant_charges.hpp).
+    char charges[kMaxGrantChargesBytes];
+    row.charges_len = encode_grant_charges(call.result, charges);
+    if (row.charges_len > 0) row.charges = charges;
     allocation_id = log_usage(row, call.refund_on_abort);
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);

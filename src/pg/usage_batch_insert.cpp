@@ -6,7 +6,11 @@
 namespace rate_limiter::pg {
 namespace {
 
-constexpr int kInsertArgs = 7;
+// id, user_id, session_id, tokens, endpoint, priority, at, and at 1.3
+// granted_to, charges.  The dead-letter table keeps the first seven.
+constexpr int kInsertArgs = 9;
+constexpr int kInsertArgsBefore13 = 7;
+constexpr int kLetterColumns = 7;
 constexpr int kLetterArgs = 10;
 
 // The columns of the batch, one array each, built once; every attempt
@@ -22,6 +26,7 @@ struct Batch {
   const UsageEvent* events;
   Columns columns;
   const char* insert_sql;
+  int insert_args;  // kInsertArgs, or kInsertArgsBefore13 for a table without the 1.3 columns
   bool has_letters_table;
   MemoryContext keep;     // errors and the batch's columns: the caller's context
   MemoryContext attempt;  // one attempt's arrays, reset after each
@@ -39,34 +44,48 @@ void add_row(Columns* c, int i, const UsageEvent& e) {
   if (e.priority != kNoPriority)
     c->values[5][i] = CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
   c->values[6][i] = TimestampTzGetDatum(e.at);
+  // The role's name (see the 1.3 update script); NULL once it is dropped.
+  const char* role = OidIsValid(e.granted_to) ? GetUserNameFromId(e.granted_to, true) : nullptr;
+  c->nulls[7][i] = role == nullptr;
+  if (role != nullptr) c->values[7][i] = CStringGetTextDatum(role);
+  c->nulls[8][i] = e.charges == nullptr;
+  if (e.charges != nullptr) {
+    bytea* b = static_cast<bytea*>(palloc(VARHDRSZ + e.charges_len));
+    SET_VARSIZE(b, VARHDRSZ + e.charges_len);
+    memcpy(VARDATA(b), e.charges, e.charges_len);
+    c->values[8][i] = PointerGetDatum(b);
+  }
 }
 
 // ON CONFLICT makes a repeated flush of the same event harmless.
 const char* insert_sql(const ExtensionCatalog* ext) {
   const Oid sequence = get_relname_relid("token_usage_id_seq", ext->schema);
   if (!OidIsValid(sequence)) elog(ERROR, "rate_limiter worker: token_usage_id_seq is missing");
+  const bool grant = ext->usage_has_grant_columns;
   return psprintf(
       "INSERT INTO %s.token_usage "
-      "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
+      "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\"%s) "
       "SELECT CASE WHEN e.id = 0 THEN pg_catalog.nextval(%u::pg_catalog.regclass) ELSE e.id END, "
-      "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at "
+      "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at%s "
       "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
-      "AS e(id, user_id, session_id, tokens, endpoint, priority, at) "
+      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)%s) "
+      "AS e(id, user_id, session_id, tokens, endpoint, priority, at%s) "
       "ON CONFLICT (id) DO NOTHING",
-      ext->quoted_schema, sequence);
+      ext->quoted_schema, grant ? ", granted_to, charges" : "", sequence, grant ? ", e.granted_to, e.charges" : "",
+      grant ? ", pg_catalog.unnest($8), pg_catalog.unnest($9)" : "", grant ? ", granted_to, charges" : "");
 }
 
 // Rows [lo, lo + n); returns how many were inserted.
 uint64 insert_rows(const Batch* b, int lo, int n) {
-  const Oid element_types[kInsertArgs] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  Oid array_types[kInsertArgs] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
-                                  TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+  const Oid element_types[kInsertArgs] = {INT8OID, TEXTOID, TEXTOID,        INT8OID, TEXTOID,
+                                          TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
+  Oid array_types[kInsertArgs] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,        INT8ARRAYOID, TEXTARRAYOID,
+                                  TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
   Datum args[kInsertArgs];
-  for (int a = 0; a < kInsertArgs; ++a)
+  for (int a = 0; a < b->insert_args; ++a)
     args[a] = array_of(b->columns.values[a] + lo, b->columns.nulls[a] + lo, n, element_types[a]);
   AsExtensionOwner owner(b->ext);
-  const int rc = SPI_execute_with_args(b->insert_sql, kInsertArgs, array_types, args, nullptr, false, 0);
+  const int rc = SPI_execute_with_args(b->insert_sql, b->insert_args, array_types, args, nullptr, false, 0);
   if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter worker: insert failed: %s", SPI_result_code_string(rc));
   owner.restore();
   return SPI_processed;
@@ -83,7 +102,7 @@ void insert_letter(const Batch* b, int i, const ErrorData* error) {
                             TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID};
   Datum values[kLetterArgs];
   char nulls[kLetterArgs];
-  for (int a = 0; a < kInsertArgs; ++a) {
+  for (int a = 0; a < kLetterColumns; ++a) {
     values[a] = b->columns.values[a][i];
     nulls[a] = b->columns.nulls[a][i] ? 'n' : ' ';
   }
@@ -217,6 +236,7 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
   b.ext = ext;
   b.events = events;
   b.insert_sql = insert_sql(ext);
+  b.insert_args = ext->usage_has_grant_columns ? kInsertArgs : kInsertArgsBefore13;
   b.has_letters_table = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
   b.keep = CurrentMemoryContext;
   b.attempt = AllocSetContextCreate(CurrentMemoryContext, "rate_limiter usage insert", ALLOCSET_DEFAULT_SIZES);

@@ -9,7 +9,10 @@
 namespace rate_limiter::pg {
 namespace {
 
-constexpr int kColumns = 7;  // id, user_id, session_id, tokens_used, api_endpoint, priority_level, timestamp
+// id, user_id, session_id, tokens_used, api_endpoint, priority_level,
+// timestamp, and at 1.3 granted_to, charges.
+constexpr int kColumns = 9;
+constexpr int kColumnsBefore13 = 7;
 
 // [0]: the id from the column default, RETURNING id; [1]: an explicit id.
 SPIPlanPtr insert_plans[2] = {nullptr, nullptr};
@@ -37,14 +40,16 @@ SPIPlanPtr prepare_insert(const ExtensionCatalog* ext, bool explicit_id) {
   }
   SPIPlanPtr& slot = insert_plans[explicit_id ? 1 : 0];
   if (slot != nullptr) return slot;
-  char sql[512];
+  char sql[640];
+  const bool grant_columns = ext->usage_has_grant_columns;
   snprintf(sql, sizeof sql,
            "INSERT INTO %s.token_usage "
-           "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\") "
-           "VALUES (%s, $2, $3, $4, $5, $6, $7) RETURNING id",
-           ext->quoted_schema, explicit_id ? "$1" : "DEFAULT");
-  Oid types[kColumns] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  SPIPlanPtr plan = SPI_prepare(sql, kColumns, types);
+           "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\"%s) "
+           "VALUES (%s, $2, $3, $4, $5, $6, $7%s) RETURNING id",
+           ext->quoted_schema, grant_columns ? ", granted_to, charges" : "", explicit_id ? "$1" : "DEFAULT",
+           grant_columns ? ", $8, $9" : "");
+  Oid types[kColumns] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
+  SPIPlanPtr plan = SPI_prepare(sql, grant_columns ? kColumns : kColumnsBefore13, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage insert");
   if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the usage insert");
   slot = plan;
@@ -76,6 +81,28 @@ Datum text_or_null(const char* bytes, int length, char* null_flag) {
   return PointerGetDatum(cstring_to_text_with_len(bytes, length));
 }
 
+// granted_to is stored as the role's name (see the 1.3 update script); a
+// role dropped since the call leaves it NULL: administrators only.
+Datum role_name_or_null(Oid role, char* null_flag) {
+  const char* name = OidIsValid(role) ? GetUserNameFromId(role, true) : nullptr;
+  if (name == nullptr) {
+    *null_flag = 'n';
+    return (Datum)0;
+  }
+  return CStringGetTextDatum(name);
+}
+
+Datum bytea_or_null(const char* bytes, int length, char* null_flag) {
+  if (bytes == nullptr) {
+    *null_flag = 'n';
+    return (Datum)0;
+  }
+  bytea* b = static_cast<bytea*>(palloc(VARHDRSZ + length));
+  SET_VARSIZE(b, VARHDRSZ + length);
+  memcpy(VARDATA(b), bytes, length);
+  return PointerGetDatum(b);
+}
+
 UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
   UsageEvent e;
   e.tokens = row.tokens;
@@ -92,6 +119,13 @@ UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
   if (row.session->present) {
     e.session = row.session->value.data();
     e.session_len = static_cast<int>(row.session->value.size());
+  }
+  // The role settle_tokens lets settle the grant (with its members and
+  // administrators).
+  e.granted_to = GetUserId();
+  if (row.charges != nullptr && row.charges_len > 0) {
+    e.charges = row.charges;
+    e.charges_len = static_cast<int>(row.charges_len);
   }
   return e;
 }
@@ -187,7 +221,7 @@ int64 insert_usage_row(const UsageEvent& e) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   SPIPlanPtr plan = prepare_insert(ext, e.id != 0);
   Datum values[kColumns];
-  char nulls[kColumns] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+  char nulls[kColumns] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
   values[0] = Int64GetDatum(e.id);
   values[1] = PointerGetDatum(cstring_to_text_with_len(e.user, e.user_len));
   values[2] = text_or_null(e.session, e.session_len, &nulls[2]);
@@ -198,6 +232,8 @@ int64 insert_usage_row(const UsageEvent& e) {
   else
     nulls[5] = 'n';
   values[6] = TimestampTzGetDatum(e.at);
+  values[7] = role_name_or_null(e.granted_to, &nulls[7]);
+  values[8] = bytea_or_null(e.charges, e.charges_len, &nulls[8]);
   int rc = SPI_execute_plan(plan, values, nulls, false, 0);
   if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
     elog(ERROR, "rate_limiter: usage insert failed: %s", SPI_result_code_string(rc));

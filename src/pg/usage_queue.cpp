@@ -77,6 +77,14 @@ uint32 encode_usage_event(const UsageEvent& e, char* out) {
     memcpy(p, e.session, e.session_len);
     p += e.session_len;
   }
+  if (OidIsValid(e.granted_to) || e.charges != nullptr) {
+    memcpy(p, &e.granted_to, sizeof(Oid));
+    p += sizeof(Oid);
+    if (e.charges != nullptr) {
+      memcpy(p, e.charges, e.charges_len);
+      p += e.charges_len;
+    }
+  }
   h.length = static_cast<uint32>(p - out);
   memcpy(out, &h, sizeof h);
   return h.length;
@@ -105,6 +113,17 @@ UsageEvent decode_usage_event(const char* bytes) {
   if (h.session_len >= 0) {
     e.session = p;
     e.session_len = h.session_len;
+    p += h.session_len;
+  }
+  const uint32 used = static_cast<uint32>(p - bytes);
+  if (h.length >= used + sizeof(Oid)) {
+    memcpy(&e.granted_to, p, sizeof(Oid));
+    p += sizeof(Oid);
+    const uint32 rest = h.length - used - static_cast<uint32>(sizeof(Oid));
+    if (rest > 0) {
+      e.charges = p;
+      e.charges_len = static_cast<int>(rest);
+    }
   }
   return e;
 }

@@ -102,14 +102,14 @@ INVARIANTS (what the README promises; each is one PASS/FAIL line)
       from a PREPARE after settle_tokens / a rule change / a reset / over
       the transaction's own usage rows (sync, or rows settle wrote early) are
       expected (both are recorded as outcomes).
-  Allowances: emergency override, fail-open and shadow mode are off (no
-  privilege, failure_mode closed); burst mode never grants more than
-  remains in the period, so it needs no allowance.
+  Allowances: fail-open and shadow mode are off (failure_mode closed);
+  the emergency override is allowed for its documented allowance per window
+  and crash epoch (part "emergency", on by default); burst mode never grants
+  more than remains in the period, so it needs no allowance.
 
 OPTIONAL OPERATIONS (--enable NAME,... / --disable NAME,...): parts of the
-mix that trip defects of issue 13.  Those whose fix is on main are on by
-default (DEFAULT_ON: settle_refund_rows, prepared_crash); the others are off
-until their fix lands (then add them to DEFAULT_ON).
+mix that tripped defects of issue 13.  Their fixes are on main, so all four
+are on by default (DEFAULT_ON); --disable leaves one out.
   settle_any        settle any own committed grant, also after a limit
                     change, reset or clock move (#4 settle refunds to rules
                     that apply now, #6 bucket after refill, #7 after reset).
@@ -171,8 +171,9 @@ US = 1000000
 E0 = 345600  # Monday 1970-01-05 00:00 UTC: every window is aligned to it
 INF = float("inf")
 KNOWN_BUGS = ("rebuild_stale_scope", "rebuild_clamps_limit", "bucket_limit_cap")
-# Parts whose issue 13 defects are fixed on main (#1, #11 by 83c098f).
-DEFAULT_ON = ("settle_refund_rows", "prepared_crash")
+# Parts whose issue 13 defects are fixed on main (#1, #11 by 83c098f; #4-#7
+# by version 1.3's settle from the recorded charges).
+DEFAULT_ON = ("settle_refund_rows", "prepared_crash", "settle_any", "emergency")
 OPTIONAL = ("settle_any", "settle_refund_rows", "prepared_crash", "emergency")
 
 USERS_OWN = ["a0", "a1", "a2", "a3"]  # own token quota

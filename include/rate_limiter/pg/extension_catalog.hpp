@@ -24,6 +24,9 @@ struct ExtensionCatalog {
   Oid token_limits;
   Oid request_limits;
   Oid token_usage;
+  // token_usage has the 1.3 columns granted_to and charges (an
+  // installation not updated yet does not).
+  bool usage_has_grant_columns;
   // The installation's slot in the registry (installations.hpp) and its
   // tag, registered on first use.
   InstallationSlot* slot;

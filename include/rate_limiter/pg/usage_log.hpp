@@ -51,6 +51,9 @@ struct UsageRow {
   // yet (no refund_on_abort): makes it follow.  May allocate or ereport.
   void (*follow_transaction)(void* context) = nullptr;
   void* follow_context = nullptr;
+  // A grant's token charges (grant_charges.hpp); nullptr: none.
+  const char* charges = nullptr;
+  uint32 charges_len = 0;
 };
 
 // Logs one counted call.  `refund_on_abort`: the call's charge is refunded

@@ -7,7 +7,9 @@
 // most rate_limiter.database_queue_share of the pool, so a database whose
 // worker is behind, stuck or not running fills only its share.  A record
 // is an EncodedHeader followed by the user_id, api_endpoint and session_id
-// bytes.
+// bytes, and then by an optional trailer: the granted_to role (an Oid) and
+// the charges bytes (the rest of the record).  A record without a trailer
+// (saved by a version before 1.3) has neither.
 //
 // Producers are backends (usage_log.cpp, usage_pending.cpp).  The only
 // consumer of a stream is its database's worker: it reads the records of
@@ -30,6 +32,7 @@
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
+#include "rate_limiter/pg/grant_charges.hpp"
 #include "rate_limiter/pg/postgres.hpp"
 #include "rate_limiter/pg/stream_pool.hpp"
 
@@ -54,6 +57,12 @@ struct UsageEvent {
   int endpoint_len = 0;
   const char* session = nullptr;   // nullptr: NULL
   int session_len = 0;
+  // Version 1.3 columns.  granted_to: the role that called (InvalidOid:
+  // NULL); charges: the grant's token charges (grant_charges.hpp),
+  // nullptr: NULL.
+  Oid granted_to = InvalidOid;
+  const char* charges = nullptr;
+  int charges_len = 0;
 };
 
 // Fixed part of every record.  Trivially copyable; copied with memcpy, so
@@ -73,7 +82,8 @@ struct EncodedHeader {
 };
 
 // Ids are at most core::kMaxIdBytes long (validated by arguments.cpp).
-constexpr uint32 kMaxEncodedEventBytes = sizeof(EncodedHeader) + 3 * core::kMaxIdBytes;
+constexpr uint32 kMaxEncodedEventBytes =
+    sizeof(EncodedHeader) + 3 * core::kMaxIdBytes + sizeof(Oid) + kMaxGrantChargesBytes;
 
 // Writes `event` into `out` (at least kMaxEncodedEventBytes); returns its
 // length.  Sets enqueued_at to now.
