@@ -306,6 +306,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
         cc.role = static_cast<uint8>(role);
         cc.kind = plan.limits[i].kind;
         cc.scope = plan.limits[i].scope;
+        cc.burst_cap = plan.limits[i].burst_cap;
       }
     }
   }

@@ -11,7 +11,8 @@
 //     generation changed, or rate_limit_resets holds a later reset of the
 //     scope), rebuilt after a crash, or changed to another limit, nor to a
 //     quota that did not exist at the grant;
-//   - the emergency allowance and the burst budget are never given back.
+//   - the emergency allowance, the burst budget and burst caps are never
+//     given back.
 // A grant recorded before version 1.3 (no charges) is settled without a
 // refund.
 //
@@ -26,6 +27,7 @@
 // knows who calls), and reads and writes token_usage as the extension owner
 // (AsExtensionOwner: search_path pinned).
 #include "rate_limiter/core/counter_table.hpp"
+#include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/grant_charges.hpp"
@@ -164,14 +166,38 @@ void mark_settled(const ExtensionCatalog* ext, int64 id, int64 granted, int64 us
 void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unused) {
   if (unused <= 0 || g.charges == nullptr) return;
   GrantCharge charges[kMaxGrantCharges];
-  const int n = decode_grant_charges(VARDATA_ANY(g.charges), VARSIZE_ANY_EXHDR(g.charges), charges);
+  const int n = decode_grant_charges(VARDATA_ANY(g.charges), VARSIZE_ANY_EXHDR(g.charges), g.tokens,
+                                     timestamptz_to_unix(g.at), charges);
   if (n <= 0) return;  // malformed or empty: nothing is known to have been charged
   const uint32 reset = scopes_reset_since(ext, g);
+  const std::string_view user(VARDATA_ANY(g.user), VARSIZE_ANY_EXHDR(g.user));
+  const std::string_view endpoint = g.endpoint != nullptr
+                                        ? std::string_view(VARDATA_ANY(g.endpoint), VARSIZE_ANY_EXHDR(g.endpoint))
+                                        : std::string_view();
   for (int i = 0; i < n; ++i) {
     const GrantCharge& c = charges[i];
     if (reset & (1u << static_cast<int>(c.scope))) continue;
     const int64 back = Min(unused, c.units);
-    if (back > 0) schedule_refund_at_commit(c.key, c.rule, back, c.window, c.generation);
+    if (back <= 0) continue;
+    // The counter the call charged: the scope as the rule lookup hashes it
+    // (the default rule counts in the user's counter), keyed with the
+    // limit's shape (rule_lookup.cpp, hot_path.cpp).
+    core::Hash128 scope;
+    switch (c.scope) {
+      case core::ScopeKind::UserEndpoint:
+        scope = scope_of(ext, core::ScopeKind::UserEndpoint, user, endpoint);
+        break;
+      case core::ScopeKind::Endpoint:
+        scope = scope_of(ext, core::ScopeKind::Endpoint, {}, endpoint);
+        break;
+      default:
+        scope = scope_of(ext, core::ScopeKind::User, user, {});
+        break;
+    }
+    const core::Hash128 key =
+        core::limit_key(scope, core::LimitKind::Tokens, static_cast<uint8>(c.rule.algorithm), c.rule.window_micros,
+                        core::CounterRole::Main);
+    schedule_refund_at_commit(key, c.rule, back, c.window, c.generation);
   }
 }
 

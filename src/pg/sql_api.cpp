@@ -424,7 +424,7 @@ RL_SQL_FUNCTION(allocate_tokens) {
                  &call};
     // What settle_tokens may give back, quota by quota (grant_charges.hpp).
     char charges[kMaxGrantChargesBytes];
-    row.charges_len = encode_grant_charges(call.result, charges);
+    row.charges_len = encode_grant_charges(call.result, d.granted, call.now, charges);
     if (row.charges_len > 0) row.charges = charges;
     allocation_id = log_usage(row, call.refund_on_abort);
     SharedMetrics& m = shared->metrics;

@@ -2,20 +2,26 @@
 // (token_usage.charges) so that settle_tokens gives back exactly what the
 // grant took from each quota, and nothing to a quota it did not charge.
 //
-// Only the main counters of token limits are recorded (their own limits and
-// token burst caps): the units within each limit.  The emergency allowance
+// Only the main counters of token limits are recorded: the units within
+// each limit.  Token burst caps are not (a settle leaves them charged).  The emergency allowance
 // and the burst budget are never given back, and requests are never
-// refunded.  Each record names the counter (key and rule, as charged), the
-// window or bucket instant of the charge (core::consume()), the slot's
-// generation at the charge (core::CounterSlot: a reset or a crash rebuild
-// since means the counter no longer holds it) and the scope that was
-// charged (for rate_limit_resets).
+// refunded.  Each record names the counter by its scope kind and rule (the
+// key follows from these and the row's user_id and api_endpoint,
+// scope_key.hpp), the charge point
+// (core::consume()) and the slot's generation at the charge
+// (core::CounterSlot: a reset or a crash rebuild since means the counter
+// no longer holds it).
 //
-// Encoding: one version byte (kGrantChargesVersion), then kGrantChargeBytes
-// per charge, fields in this server's byte order.  It is internal: a row
-// restored into another installation names keys of that installation's
-// scopes only by chance (they are keyed with the installation), and then
-// finds no counter to refund.
+// Encoding, compact because every grant's queued event carries it: one
+// version byte (kGrantChargesVersion), then per charge a flags byte, the
+// generation (2 bytes, little-endian) and unsigned LEB128 varints:
+//   flags  bits 0-1 scope kind, 2-3 algorithm, 4 reserved (0),
+//          5 units == the grant's tokens (else a units varint follows),
+//          6 a burst (capacity / max_burst) varint follows,
+//          7 the charge point is the aligned window of the decision time
+//            (else a zigzag varint of charge point - decision time follows)
+//   limit, window_micros[, burst][, units][, charge point delta]
+// A fixed-window charge takes 12 bytes.  The decoder checks every bound.
 #pragma once
 
 #include "rate_limiter/core/algorithm.hpp"
@@ -25,26 +31,26 @@
 namespace rate_limiter::pg {
 
 struct GrantCharge {
-  core::Hash128 key;
+  core::ScopeKind scope = core::ScopeKind::User;
   core::LimitRule rule;
   int64 units = 0;
   int64 window = 0;  // consume()'s result
   uint16 generation = 0;
-  core::ScopeKind scope = core::ScopeKind::User;
 };
 
 constexpr uint8 kGrantChargesVersion = 1;
-constexpr uint32 kGrantChargeBytes = 1 + 1 + 2 + 16 + 8 * 5;
 constexpr int kMaxGrantCharges = static_cast<int>(core::kMaxAppliedLimits);
-constexpr uint32 kMaxGrantChargesBytes = 1 + kMaxGrantCharges * kGrantChargeBytes;
+constexpr uint32 kMaxGrantChargeBytes = 1 + 2 + 5 * 10;  // flags, generation, five varints
+constexpr uint32 kMaxGrantChargesBytes = 1 + kMaxGrantCharges * kMaxGrantChargeBytes;
 
-// The token charges of an allowed allocate_tokens call into `out` (at
-// least kMaxGrantChargesBytes); returns the length, 0 when it charged no
-// token quota.
-uint32 encode_grant_charges(const CallResult& result, char* out) noexcept;
+// The token charges of an allowed allocate_tokens call that granted
+// `tokens` at `now` (us since the Unix epoch) into `out` (at least
+// kMaxGrantChargesBytes); returns the length, 0 when it charged no token
+// quota.
+uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, char* out) noexcept;
 
-// Decodes up to kMaxGrantCharges records; -1 when the bytes are not a
-// well-formed record of this version.
-int decode_grant_charges(const char* bytes, uint32 length, GrantCharge* out) noexcept;
+// Decodes up to kMaxGrantCharges records of a grant of `tokens` at `now`;
+// -1 when the bytes are not a well-formed record of this version.
+int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now, GrantCharge* out) noexcept;
 
 }  // namespace rate_limiter::pg

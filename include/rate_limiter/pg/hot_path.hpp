@@ -58,6 +58,7 @@ struct ChargedCounter {
   uint8 role = 0;         // 0 main, 1 emergency, 2 burst budget
   core::LimitKind kind = core::LimitKind::Tokens;
   core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
+  bool burst_cap = false;  // the counter of a burst cap (core::CounterRole::BurstCap)
 };
 
 // Each applied limit can charge its counter, its emergency counter and its
