@@ -19,6 +19,12 @@ constexpr int kLetterArgs = 10;
 struct Columns {
   Datum* values[kInsertArgs];
   bool* nulls[kInsertArgs];
+  // granted_to of the previous row: a batch comes mostly from a few roles,
+  // and a syscache lookup plus a text per row showed in the flusher's
+  // profile.  construct_md_array() copies, so rows may share the Datum.
+  Oid last_role = InvalidOid;
+  Datum last_role_name = (Datum)0;
+  bool last_role_missing = true;
 };
 
 struct Batch {
@@ -45,9 +51,14 @@ void add_row(Columns* c, int i, const UsageEvent& e) {
     c->values[5][i] = CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
   c->values[6][i] = TimestampTzGetDatum(e.at);
   // The role's name (see the 1.3 update script); NULL once it is dropped.
-  const char* role = OidIsValid(e.granted_to) ? GetUserNameFromId(e.granted_to, true) : nullptr;
-  c->nulls[7][i] = role == nullptr;
-  if (role != nullptr) c->values[7][i] = CStringGetTextDatum(role);
+  if (e.granted_to != c->last_role || i == 0) {
+    const char* role = OidIsValid(e.granted_to) ? GetUserNameFromId(e.granted_to, true) : nullptr;
+    c->last_role = e.granted_to;
+    c->last_role_missing = role == nullptr;
+    c->last_role_name = role != nullptr ? CStringGetTextDatum(role) : (Datum)0;
+  }
+  c->nulls[7][i] = c->last_role_missing;
+  c->values[7][i] = c->last_role_name;
   c->nulls[8][i] = e.charges == nullptr;
   if (e.charges != nullptr) {
     bytea* b = static_cast<bytea*>(palloc(VARHDRSZ + e.charges_len));
