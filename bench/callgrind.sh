@@ -3,7 +3,9 @@
 # single-user backend running a loop of allocate_tokens (instruction counts
 # are repeatable on a noisy machine, unlike timings).  Run as root:
 #
-#   bash bench/callgrind.sh [calls] [usage_log]     (default 20000, async)
+#   bash bench/callgrind.sh [calls] [usage_log] [users]   (default 20000, async, 1000)
+#
+# users = 1 profiles a hot key (the same user on every call).
 #
 # Prints the inclusive instruction counts of the functions that matter, per
 # call, for a granted allocation and for a trivial SQL function.
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 CALLS=${1:-20000}
 MODE=${2:-async}
+USERS=${3:-1000}
 rl_require_root
 rl_install_packages
 command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
@@ -48,5 +51,5 @@ profile() {  # profile <name> <lateral expression>
 }
 # A first loop warms the counters (rebuild, rule cache, key inserts).
 echo "SELECT count(*) FROM generate_series(1, 1000) g, LATERAL allocate_tokens('k' || (g % 1000), 1, 'high') x;" | single >/dev/null
-profile trivial "trivial('k' || (g % 1000), 1, 'high')"
-profile allocate "allocate_tokens('k' || (g % 1000), 1, 'high')"
+profile trivial "trivial('k' || (g % $USERS), 1, 'high')"
+profile allocate "allocate_tokens('k' || (g % $USERS), 1, 'high')"

@@ -31,6 +31,7 @@ struct ExtensionCatalog {
   // tag, registered on first use.
   InstallationSlot* slot;
   uint16 tag;
+  core::Hash128 default_scope;  // scope_of(Default): it depends on the installation only
 };
 
 // installation_scope() for this installation.
