@@ -32,8 +32,10 @@ struct PlannedCounter {
 };
 
 struct PlannedLimits {
-  core::AppliedLimit limits[core::kMaxAppliedLimits];
-  PlannedCounter counters[kMaxChargedCounters];
+  // [0, count) and [0, ncounters): each element is written whole by add()
+  // and add_counter() before it is read (UninitializedArray).
+  UninitializedArray<core::AppliedLimit, core::kMaxAppliedLimits> limits;
+  UninitializedArray<PlannedCounter, kMaxChargedCounters> counters;
   int counter_of[core::kMaxAppliedLimits][3];  // main, emergency, burst; -1: none
   int count = 0;
   int ncounters = 0;
@@ -42,6 +44,7 @@ struct PlannedLimits {
 
   int add_counter(const core::Hash128& key, const core::LimitRule& rule, core::CounterState** target) {
     PlannedCounter& c = counters[ncounters];
+    c = PlannedCounter{};
     c.key = key;
     c.rule = rule;
     c.partition = core::partition_of(key, shared->geometry.partitions);
@@ -131,7 +134,10 @@ void record_usage(const PlannedLimits& plan, const core::Decision& d, const core
   out->usage_count = plan.count;
   for (int i = 0; i < plan.count; ++i) {
     const core::AppliedLimit& l = plan.limits[i];
-    if (l.state == nullptr) continue;
+    if (l.state == nullptr) {
+      out->usage[i] = LimitUsage{};  // present = false: the limit went unenforced
+      continue;
+    }
     const int64 cap = core::capacity(l.rule);
     const int64 after = core::available(l.rule, *l.state, now);
     const int64 before = after + d.charges[i].units;
@@ -270,7 +276,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   }
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
-    out->decision = core::decide(in.request, plan.limits, plan.count, shares, now);
+    out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
     if (out->decision.allowed()) record_usage(plan, out->decision, shares, now, out);
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
