@@ -1,0 +1,1 @@
+SELECT allowed FROM enforce_rate_limit('bench_check');
