@@ -114,8 +114,13 @@ constexpr int kCachedDescriptors = 8;
 CachedDescriptor cached_descriptors[kCachedDescriptors];
 int next_descriptor = 0;
 bool descriptor_callback_registered = false;
+// Bumped by every pg_proc invalidation, so that one arriving while a
+// descriptor is being built (catalog reads accept invalidations) is not
+// lost: the entry then stays unverified.
+uint64 descriptor_generation = 0;
 
 void unverify_descriptors(Datum, int, uint32) {
+  ++descriptor_generation;
   for (CachedDescriptor& c : cached_descriptors) c.verified = false;
 }
 
@@ -128,6 +133,13 @@ TupleDesc build_result_descriptor(FunctionCallInfo fcinfo, MemoryContext where) 
   desc = BlessTupleDesc(CreateTupleDescCopy(desc));
   MemoryContextSwitchTo(old);
   return desc;
+}
+
+TupleDesc kept_copy(TupleDesc desc) {
+  MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+  TupleDesc copy = BlessTupleDesc(CreateTupleDescCopy(desc));
+  MemoryContextSwitchTo(old);
+  return copy;
 }
 
 // The result descriptor: per call site in fn_extra, per backend by OID.
@@ -145,21 +157,22 @@ TupleDesc result_descriptor(FunctionCallInfo fcinfo) {
   }
   CachedDescriptor* entry = nullptr;
   for (CachedDescriptor& c : cached_descriptors)
-    if (c.function == function) entry = &c;
-  if (entry != nullptr && !entry->verified) {
+    if (c.function == function) {
+      entry = &c;
+      break;
+    }
+  if (entry == nullptr || !entry->verified) {
+    const uint64 generation = descriptor_generation;
     TupleDesc fresh = build_result_descriptor(fcinfo, fcinfo->flinfo->fn_mcxt);
-    if (equalTupleDescs(fresh, entry->desc))
-      entry->verified = true;
-    else
-      entry = nullptr;  // another function now: a new entry below
-  }
-  if (entry == nullptr) {
-    TupleDesc desc = build_result_descriptor(fcinfo, TopMemoryContext);
-    entry = &cached_descriptors[next_descriptor];
-    next_descriptor = (next_descriptor + 1) % kCachedDescriptors;
-    entry->function = function;
-    entry->desc = desc;
-    entry->verified = true;
+    if (entry == nullptr) {
+      entry = &cached_descriptors[next_descriptor];
+      next_descriptor = (next_descriptor + 1) % kCachedDescriptors;
+      entry->function = function;
+      entry->desc = kept_copy(fresh);  // the one it replaces leaks: more than 8 functions
+    } else if (!equalTupleDescs(fresh, entry->desc)) {
+      entry->desc = kept_copy(fresh);  // the OID is another function now (the old copy leaks)
+    }
+    entry->verified = generation == descriptor_generation;
   }
   fcinfo->flinfo->fn_extra = entry->desc;
   return entry->desc;

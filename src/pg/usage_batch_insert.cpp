@@ -74,7 +74,10 @@ void add_row(Columns* c, int i, const UsageEvent& e) {
 // server stopped).  It costs the flusher about an eighth of its time (a
 // speculative insertion and an index probe per row: perf on the flusher
 // at 60k rows/s), so each batch is first tried without it; a batch that
-// fails for any reason is tried again with it, then bisected.
+// fails for any reason is tried again with it, then bisected.  (Without
+// the unique index on token_usage.id, which the extension creates, the
+// plain attempt would accept a repeated row; so would ON CONFLICT, which
+// then has no arbiter and fails: the index is what makes a repeat harmless.)
 const char* insert_sql(const ExtensionCatalog* ext, bool on_conflict) {
   const Oid sequence = get_relname_relid("token_usage_id_seq", ext->schema);
   if (!OidIsValid(sequence)) elog(ERROR, "rate_limiter worker: token_usage_id_seq is missing");
@@ -274,7 +277,13 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
   if (n > 0) {
     ErrorData* error = nullptr;
     if (!try_insert(&b, b.fast_sql, 0, n, &error)) {
-      FreeErrorData(error);  // not the rows' fault yet: a repeated row, or one bad row among many
+      // Not the rows' fault yet: a row written before, or one bad row
+      // among many.  Said once per batch; rows set aside say more.
+      ereport(LOG, (errmsg("rate_limiter worker: a batch of %d usage rows of database %u was refused (%s: %s); "
+                           "retrying it with ON CONFLICT (id) DO NOTHING and, if needed, in parts",
+                           n, MyDatabaseId, unpack_sql_state(error->sqlerrcode),
+                           error->message != nullptr ? error->message : "")));
+      FreeErrorData(error);
       insert_range(&b, 0, n);
     }
   }

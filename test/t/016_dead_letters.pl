@@ -114,18 +114,21 @@ $node->reload;
 # A row whose id is already in token_usage (a batch the worker wrote but had
 # not yet removed from the queue when the server stopped) is skipped, not
 # set aside, and the rest of its batch is written: the worker tries a batch
-# without ON CONFLICT first and, when that fails, again with it.
-my $worker_q = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'rate_limiter flusher'};
-ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($worker_q) w"), 'the worker runs');
-my $worker = $node->safe_psql('postgres', $worker_q);
-$node->safe_psql('postgres', "SELECT pg_terminate_backend($worker)");
-ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM ($worker_q) w"), 'the worker is away');
+# without ON CONFLICT first and, when that fails, again with it.  A session
+# holds token_usage locked while the grants are queued and it writes the
+# row with the repeated id, so the worker's insert waits and then meets it.
 $node->safe_psql('postgres', "SELECT set_rate_limit('dl_dup', 1000000, '1 day')");
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('SET lock_timeout = 0');
+$holder->query_safe('BEGIN');
+$holder->query_safe('LOCK TABLE token_usage IN EXCLUSIVE MODE');
 $node->safe_psql('postgres', q{CREATE TABLE dl_dup_ids AS
 	SELECT a.allocation_id FROM generate_series(1, 50) g, LATERAL allocate_tokens('dl_dup', g - g + 1, 'high') a});
-$node->safe_psql('postgres', q{INSERT INTO token_usage (id, user_id, tokens_used, priority_level)
+$holder->query_safe(q{INSERT INTO token_usage (id, user_id, tokens_used, priority_level)
 	SELECT max(allocation_id), 'dl_dup_first', 7, 'low' FROM dl_dup_ids});
-is(metric('usage_queue_depth'), '50', 'the 50 grants wait in the queue');
+$log_offset = -s $node->logfile;
+$holder->query_safe('COMMIT');
+$holder->quit;
 $node->safe_psql('postgres', 'SELECT rate_limiter_flush()');
 is($node->safe_psql('postgres', "SELECT count(*) FROM token_usage WHERE user_id = 'dl_dup'"), '49',
 	'the other 49 rows of the batch are written');
@@ -134,6 +137,8 @@ is($node->safe_psql('postgres',
 	'dl_dup_first:7', 'the row that was there first stays as it was');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM token_usage_dead_letters'), '4',
 	'and nothing is set aside for the repeated id');
+ok($node->log_contains(qr/rate_limiter worker: a batch of \d+ usage rows of database \d+ was refused \(23505: duplicate key/,
+	$log_offset), 'the plain insert was tried first and met the repeated id');
 
 # After a crash the counters are rebuilt from token_usage and the rows set
 # aside: dl_bad's two grants still count.
