@@ -4,17 +4,31 @@
 # are repeatable on a noisy machine, unlike timings).  Run as root:
 #
 #   bash bench/callgrind.sh [calls] [usage_log] [users]   (default 20000, async, 1000)
+#   bash bench/callgrind.sh execute [executions] [usage_log]   (default 3000, off)
 #
-# users = 1 profiles a hot key (the same user on every call).
-#
-# Prints the inclusive instruction counts of the functions that matter, per
-# call, for a granted allocation and for a trivial SQL function.
+# users = 1 profiles a hot key (the same user on every call).  The first
+# form prints the inclusive instruction counts of the functions that
+# matter, per call, for a granted allocation and for a trivial SQL function,
+# in a loop inside one statement.  "execute" counts instructions per
+# EXECUTE of a prepared statement instead, as a client sees a call: each
+# EXECUTE starts the executor afresh, as every pgbench -M prepared
+# transaction does.  Each statement runs 100 and 100 + N times; the
+# difference over N is the cost of one EXECUTE without the backend's
+# startup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-CALLS=${1:-20000}
-MODE=${2:-async}
-USERS=${3:-1000}
+EXECUTE=0
+if [ "${1:-}" = execute ]; then
+  EXECUTE=1
+  shift
+  CALLS=${1:-3000}
+  MODE=${2:-off}
+else
+  CALLS=${1:-20000}
+  MODE=${2:-async}
+  USERS=${3:-1000}
+fi
 rl_require_root
 rl_install_packages
 command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
@@ -29,6 +43,31 @@ shared_preload_libraries = 'rate_limiter'
 rate_limiter.usage_log = '$MODE'
 CONF
 single() { as_user "$@" "$PG_BIN/postgres" --single -D "$dir/data" postgres; }
+if [ "$EXECUTE" -eq 1 ]; then
+  printf "CREATE EXTENSION rate_limiter;\nSELECT set_rate_limit('bench_hot', 1000000000000000, '3650 days');\n" |
+    single >/dev/null 2>&1
+  total() {  # total <name> <statement> <executions>: program total instructions
+    { echo "PREPARE p AS $2;"; for _ in $(seq "$3"); do echo "EXECUTE p;"; done; } >"$dir/$1_$3.sql"
+    as_user valgrind --tool=callgrind --callgrind-out-file="$dir/$1_$3.out" "$PG_BIN/postgres" --single \
+      -D "$dir/data" postgres <"$dir/$1_$3.sql" >/dev/null 2>&1
+    callgrind_annotate "$dir/$1_$3.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+  }
+  printf '%-28s %12s %8s\n' statement instr/EXECUTE ratio
+  base=0
+  while IFS='|' read -r name stmt; do
+    a=$(total "$name" "$stmt" 100)
+    b=$(total "$name" "$stmt" $((CALLS + 100)))
+    per=$(((b - a) / CALLS))
+    [ "$base" -eq 0 ] && base=$per
+    awk -v n="$name" -v p="$per" -v b="$base" 'BEGIN { printf "%-28s %12d %8.2f\n", n, p, p / b }'
+  done <<'LIST'
+SELECT 1|SELECT 1
+function in FROM|SELECT * FROM pg_catalog.pg_backend_pid()
+allocate_tokens, hot key|SELECT tokens_allocated FROM allocate_tokens('bench_hot', 1, 'high')
+check_rate_limit, hot key|SELECT allowed FROM check_rate_limit('bench_hot')
+LIST
+  exit 0
+fi
 single <<'SQL' >/dev/null
 CREATE EXTENSION rate_limiter;
 SELECT set_default_rate_limit(1000000000000000, '3650 days');
