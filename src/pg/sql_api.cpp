@@ -13,6 +13,7 @@
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/counter_recovery.hpp"
+#include "rate_limiter/pg/decision_log.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/fail_open.hpp"
@@ -354,6 +355,10 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
     log_usage(row, call.refund_on_abort);
   }
   record_decision(d.allowed(), call.started_ns);
+  // Before enforce_rate_limit raises: a denial is logged too.
+  if (log_decisions_enabled())
+    log_decision(enforce ? "enforce_rate_limit" : "check_rate_limit", call.user, call.endpoint, call.result,
+                 core::CallKind::Check, -1);
 
   if (enforce && revoked)
     ereport(ERROR, (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
@@ -434,6 +439,9 @@ RL_SQL_FUNCTION(allocate_tokens) {
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);
   }
   record_decision(d.allowed(), call.started_ns);
+  if (log_decisions_enabled())
+    log_decision("allocate_tokens", call.user, call.endpoint, call.result, core::CallKind::Allocate,
+                 call.input.request.tokens);
 
   Datum values[14];
   bool nulls[14] = {false, false, false, false, false, !b.present, !b.present,
