@@ -7,6 +7,7 @@
 #                                 preloaded (run as a non-root user)
 #   make ASAN=1                   sanitizer build (see the asan suite)
 #   bash scripts/test.sh          everything, including pgTAP and the stress test
+#   make dist                     the PGXN archive rate_limiter-<version>.zip
 
 EXTENSION   = rate_limiter
 MODULE_big  = rate_limiter
@@ -103,8 +104,8 @@ fuzz-run: fuzz
 # .clang-tidy, cppcheck.  Server headers are -isystem, as in the build.
 LINT_SRCS = $(CORE_SRCS) $(PG_SRCS)
 LINT_JOBS ?= 2
-.PHONY: lint lint-tidy lint-cppcheck
-lint: lint-tidy lint-cppcheck
+.PHONY: lint lint-tidy lint-cppcheck lint-meta
+lint: lint-tidy lint-cppcheck lint-meta
 
 lint-tidy:
 	@echo "clang-tidy: $(words $(LINT_SRCS)) files, $(LINT_JOBS) jobs"
@@ -120,3 +121,26 @@ lint-cppcheck:
 	cppcheck -q -j$(LINT_JOBS) --std=c++17 --enable=warning,performance,portability \
 	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -Iinclude src/core src/pg \
 	  && echo "cppcheck: clean"
+
+# PGXN packaging.  META.json's version is rate_limiter.control's
+# default_version as a semantic version (1.4 -> 1.4.0); meta-check fails
+# when they disagree.  make dist archives the committed tree (HEAD, as
+# git archive does) as rate_limiter-<version>.zip with everything under
+# rate_limiter-<version>/, the layout PGXN expects.  lint-meta checks both.
+DISTVERSION = $(shell python3 scripts/check_meta.py --print-version)
+DISTNAME    = $(EXTENSION)-$(DISTVERSION)
+EXTRA_CLEAN += $(EXTENSION)-*.zip
+
+.PHONY: meta-check dist
+meta-check:
+	@python3 scripts/check_meta.py
+
+dist: meta-check
+	git archive --format=zip --prefix=$(DISTNAME)/ -o $(DISTNAME).zip HEAD
+	@echo "dist: $(DISTNAME).zip"
+
+lint-meta:
+	@tmp=$$(mktemp -d) && \
+	  git archive --format=zip --prefix=$(DISTNAME)/ -o $$tmp/$(DISTNAME).zip HEAD && \
+	  python3 scripts/check_meta.py --zip $$tmp/$(DISTNAME).zip; \
+	  status=$$?; rm -rf $$tmp; exit $$status

@@ -9,7 +9,9 @@
 #   pgtap       pg_prove: test/pgtap/*.sql (exact allocation numbers)
 #   stress      32 pgbench sessions on one key, exact invariants afterwards
 #   fuzz        libFuzzer targets test/fuzz/*, 60 s in all, -seed=1 (one test per target)
-#   lint        clang-tidy and cppcheck over src/ and include/ (one test per tool)
+#   lint        clang-tidy and cppcheck over src/ and include/, and the PGXN
+#               packaging (META.json against the control file, the make dist
+#               archive); one test per tool
 #   sqlfuzz     test/fuzz/sql_fuzz.py: 10,000 seeded random calls of every SQL
 #               function; no XX error, no server restart
 #   asan        regress and isolation again with an ASan+UBSan build, installed
@@ -154,15 +156,15 @@ run_fuzz() {
 }
 
 run_lint() {
-  rl_log "lint: clang-tidy and cppcheck"
+  rl_log "lint: clang-tidy, cppcheck and PGXN packaging"
   local pass=0 fail=0 tool
-  for tool in tidy cppcheck; do
+  for tool in tidy cppcheck meta; do
     if make -s lint-$tool PG_CONFIG="$PG_BIN/pg_config" >"$logs/lint-$tool.log" 2>&1; then
       pass=$((pass + 1))
     else
       fail=$((fail + 1))
     fi
-    grep -E 'warning:|error:|clean' "$logs/lint-$tool.log" | head -40
+    grep -E 'warning:|error:|clean|META.json' "$logs/lint-$tool.log" | head -40
   done
   record lint "$pass" "$fail"
 }

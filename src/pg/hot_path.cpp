@@ -160,6 +160,19 @@ void record_usage(const PlannedLimits& plan, const core::Decision& d, const core
   }
 }
 
+// What the result record reports about the decision's binding limit.
+void fill_binding(const PlannedLimits& plan, const core::Decision& d, CallResult* out) noexcept {
+  if (d.binding < 0) return;
+  const core::AppliedLimit& b = plan.limits[d.binding];
+  out->binding.present = true;
+  out->binding.kind = b.kind;
+  out->binding.scope = b.scope;
+  out->binding.burst_cap = b.burst_cap;
+  out->binding.algorithm = b.rule.algorithm;
+  out->binding.limit = core::capacity(b.rule);
+  out->binding.window_micros = b.rule.window_micros;
+}
+
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
   for_each_applicable(*in.rules,
                       [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
@@ -285,16 +298,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
 
   if (!table_full) {
     const core::Decision& d = out->decision;
-    if (d.binding >= 0) {
-      const core::AppliedLimit& b = plan.limits[d.binding];
-      out->binding.present = true;
-      out->binding.kind = b.kind;
-      out->binding.scope = b.scope;
-      out->binding.burst_cap = b.burst_cap;
-      out->binding.algorithm = b.rule.algorithm;
-      out->binding.limit = core::capacity(b.rule);
-      out->binding.window_micros = b.rule.window_micros;
-    }
+    fill_binding(plan, d, out);
     // What was charged, counter by counter, for refunds.
     for (int i = 0; i < plan.count; ++i) {
       const core::Charge& ch = d.charges[i];
@@ -323,6 +327,37 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   if (keys_after < keys_before) pg_atomic_fetch_sub_u64(&m.keys_in_use, keys_before - keys_after);
   out->keys_added = keys_after > keys_before;
   out->status = table_full ? CallStatus::TableFull : CallStatus::Decided;
+}
+
+void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
+  PlannedLimits plan;
+  plan_limits(in, &plan);
+  const core::PriorityShares shares = current_priority_shares();
+  out->status = CallStatus::Decided;
+  if (plan.count == 0) {
+    out->decision = core::decide(in.request, nullptr, 0, shares, now);
+    return;
+  }
+  PartitionSet set;
+  for (int i = 0; i < plan.ncounters; ++i) set.add(plan.counters[i].partition);
+  if (!acquire_partitions(set, LW_SHARED, settings.lock_timeout_ms)) {
+    out->status = CallStatus::LockTimeout;
+    return;
+  }
+  // ---- partition locks held (shared): copies only ----
+  // A counter that does not exist yet reads as unused, as in
+  // rate_limiter_peek_counter(); none is created.
+  core::CounterState copies[kMaxChargedCounters];
+  for (int i = 0; i < plan.ncounters; ++i) {
+    const PlannedCounter& c = plan.counters[i];
+    if (const core::CounterSlot* slot = counter_partition(c.partition).find(c.key)) copies[i] = slot->state;
+  }
+  release_partitions(set);
+  // ---- locks released ----
+  // The core decides on the copies: what it charges to them is thrown away.
+  for (int i = 0; i < plan.ncounters; ++i) *plan.counters[i].target = &copies[i];
+  out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
+  fill_binding(plan, out->decision, out);
 }
 
 }  // namespace rate_limiter::pg

@@ -60,6 +60,8 @@ Settings settings = {
     /* alert_interval_s */ kDefaultAlertIntervalS,
     /* alert_flush_lag_ms */ kDefaultAlertFlushLagMs,
     /* alert_queue_size */ kDefaultAlertQueueSize,
+    /* log_decisions */ kLogDecisionsOff,
+    /* log_decisions_sample_rate */ 1.0,
     /* debug_hold_lock_ms */ 0,
     /* debug_time_offset_s */ 0,
     /* debug_clock_s */ 0,
@@ -68,6 +70,13 @@ Settings settings = {
 };
 
 namespace {
+
+const struct config_enum_entry kLogDecisionsModes[] = {
+    {"off", kLogDecisionsOff, false},
+    {"denied", kLogDecisionsDenied, false},
+    {"all", kLogDecisionsAll, false},
+    {nullptr, 0, false},
+};
 
 const struct config_enum_entry kFailureModes[] = {
     {"closed", kFailClosed, false},
@@ -356,6 +365,23 @@ void define_settings() {
       "Alerts held in shared memory until the flusher writes them; more are dropped.", nullptr,
       &settings.alert_queue_size, kDefaultAlertQueueSize, 16, 1000000, PGC_POSTMASTER, 0,
       nullptr, nullptr, nullptr);
+
+  // Superuser-only, like log_lock_waits: the lines name users and
+  // endpoints, and a role must not be able to flood the server log.
+  DefineCustomEnumVariable(
+      "rate_limiter.log_decisions",
+      "Which decisions of allocate_tokens, check_rate_limit, enforce_rate_limit and "
+      "rate_limit_trigger are written to the server log.",
+      "off logs none; denied logs the denied calls; all logs every call. One LOG line per "
+      "decision, starting with \"rate_limiter decision:\".",
+      &settings.log_decisions, kLogDecisionsOff, kLogDecisionsModes, PGC_SUSET, 0, nullptr, nullptr,
+      nullptr);
+  DefineCustomRealVariable(
+      "rate_limiter.log_decisions_sample_rate",
+      "Fraction of the decisions selected by rate_limiter.log_decisions that are logged.",
+      "1 logs each of them, 0 none; drawn at random per decision, so that \"all\" is usable "
+      "under load.",
+      &settings.log_decisions_sample_rate, 1.0, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.recovery_timeout",

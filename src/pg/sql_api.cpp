@@ -13,6 +13,7 @@
 #include "rate_limiter/pg/arguments.hpp"
 #include "rate_limiter/pg/boundary.hpp"
 #include "rate_limiter/pg/counter_recovery.hpp"
+#include "rate_limiter/pg/decision_log.hpp"
 #include "rate_limiter/pg/emergency_access.hpp"
 #include "rate_limiter/pg/extension_catalog.hpp"
 #include "rate_limiter/pg/fail_open.hpp"
@@ -20,6 +21,7 @@
 #include "rate_limiter/pg/hot_path.hpp"
 #include "rate_limiter/pg/key_budget.hpp"
 #include "rate_limiter/pg/metrics.hpp"
+#include "rate_limiter/pg/result_names.hpp"
 #include "rate_limiter/pg/revocation_lookup.hpp"
 #include "rate_limiter/pg/rule_lookup.hpp"
 #include "rate_limiter/pg/settings.hpp"
@@ -32,64 +34,6 @@ namespace {
 
 #define ERRCODE_RATE_LIMIT_EXCEEDED MAKE_SQLSTATE('R', 'L', '4', '2', '9')
 #define ERRCODE_COUNTER_TABLE_FULL MAKE_SQLSTATE('R', 'L', '5', '0', '7')
-
-const char* scope_name(core::ScopeKind s) { return core::scope_kind_name(s); }
-
-const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
-
-// limit_kind in the result: a burst cap reports its own kind.
-const char* binding_kind_name(const BindingLimit& b) {
-  if (b.burst_cap) return b.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";
-  return kind_name(b.kind);
-}
-
-const char* strategy_name(core::Strategy s) {
-  switch (s) {
-    case core::Strategy::None:
-      return "none";
-    case core::Strategy::Priority:
-      return "priority";
-    case core::Strategy::Dynamic:
-      return "dynamic";
-    case core::Strategy::Burst:
-      return "burst";
-    case core::Strategy::Emergency:
-      return "emergency";
-  }
-  return "none";
-}
-
-const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind kind) {
-  switch (outcome) {
-    case core::Outcome::NoLimit:
-      return fail_open ? "fail_open_table_full" : "no_limit";
-    case core::Outcome::Granted:
-      if (fail_open) return "fail_open_table_full";
-      return kind == core::CallKind::Allocate ? "granted" : "allowed";
-    case core::Outcome::PartialGrant:
-      return fail_open ? "fail_open_table_full" : "partial_grant";
-    case core::Outcome::DeniedRequestLimit:
-      return "request_limit_exceeded";
-    case core::Outcome::DeniedTokenQuota:
-      return "token_quota_exhausted";
-    case core::Outcome::DeniedPriorityShare:
-      return "priority_share_exhausted";
-    case core::Outcome::DeniedAllOrNothing:
-      return "insufficient_quota";
-    case core::Outcome::DeniedExceedsCapacity:
-      return "exceeds_capacity";
-    case core::Outcome::DeniedRevoked:
-      return "revoked";
-  }
-  return "unknown";
-}
-
-// Shadow mode: the reason is the would-be outcome's, prefixed "shadow:".
-const char* reason_of(const CallResult& r, core::CallKind kind) {
-  const core::Decision& d = r.decision;
-  if (d.shadowed) return psprintf("shadow:%s", outcome_reason(d.shadow_outcome, false, kind));
-  return outcome_reason(d.outcome, r.fail_open, kind);
-}
 
 // The result descriptors of this backend's functions, by function OID.
 // The executor makes a new FmgrInfo for every execution of a statement
@@ -424,6 +368,10 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
     log_usage(row, call.refund_on_abort);
   }
   record_decision(d.allowed(), call.started_ns);
+  // Before enforce_rate_limit raises: a denial is logged too.
+  if (log_decisions_enabled())
+    log_decision(enforce ? "enforce_rate_limit" : "check_rate_limit", call.user, call.endpoint, call.result,
+                 core::CallKind::Check, -1);
 
   if (enforce && revoked)
     ereport(ERROR, (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
@@ -504,6 +452,9 @@ RL_SQL_FUNCTION(allocate_tokens) {
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);
   }
   record_decision(d.allowed(), call.started_ns);
+  if (log_decisions_enabled())
+    log_decision("allocate_tokens", call.user, call.endpoint, call.result, core::CallKind::Allocate,
+                 call.input.request.tokens);
 
   Datum values[14];
   bool nulls[14] = {false, false, false, false, false, !b.present, !b.present,

@@ -124,6 +124,13 @@ int64 timestamptz_to_unix(TimestampTz t);
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 
+// The decision decide_call() would make at `now`, taken on copies of the
+// counters read under shared partition locks: nothing is charged, created,
+// advanced or evicted in shared memory, and no metric moves.  Only status,
+// decision and binding are filled (no charges, no usage).  LockTimeout when
+// a lock wait ran out.  For rate_limit_headers().
+void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
+
 // The counters of `kind` among the applicable rules, main counters only,
 // with their rules: what settle_tokens gives unused tokens back to.
 // Returns how many were written to keys/rules (at most

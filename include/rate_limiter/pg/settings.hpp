@@ -9,6 +9,7 @@ namespace rate_limiter::pg {
 
 enum FailureMode { kFailClosed = 0, kFailOpen = 1 };
 enum UsageLogMode { kUsageLogAsync = 0, kUsageLogSync = 1, kUsageLogOff = 2 };
+enum LogDecisionsMode { kLogDecisionsOff = 0, kLogDecisionsDenied = 1, kLogDecisionsAll = 2 };
 
 struct Settings {
   int max_keys;             // rate_limiter.max_keys (postmaster)
@@ -57,6 +58,9 @@ struct Settings {
   int alert_interval_s;             // rate_limiter.alert_interval: dedup window of degradation alerts
   int alert_flush_lag_ms;           // rate_limiter.alert_flush_lag (sighup); 0 disables
   int alert_queue_size;             // rate_limiter.alert_queue_size (postmaster): records
+  // Decision log (decision_log.hpp).
+  int log_decisions;                // rate_limiter.log_decisions (superuser): LogDecisionsMode
+  double log_decisions_sample_rate; // rate_limiter.log_decisions_sample_rate (superuser): 0..1
   int debug_hold_lock_ms;   // rate_limiter.debug_hold_lock_ms (developer)
   int debug_time_offset_s;  // rate_limiter.debug_time_offset (developer)
   int debug_clock_s;        // rate_limiter.debug_clock (developer): 0 = wall clock

@@ -20,7 +20,8 @@
 // Locking protocol
 //  - Counter partition i is guarded by LWLock i of the "rate_limiter"
 //    tranche.  Read a slot under LW_SHARED, write under LW_EXCLUSIVE.  They
-//    are taken by decide_call() (hot_path.hpp), the abuse counter
+//    are taken by decide_call() and, shared, preview_call() (hot_path.hpp;
+//    rate_limit_headers), the abuse counter
 //    (alerts.cpp), commit/abort refunds and resets (transaction_effects.cpp),
 //    counter merges (counter_recovery.cpp), reads (admin_api.cpp,
 //    counters_view.cpp) and the reclaim sweep (reclaim.cpp).
