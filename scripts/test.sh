@@ -20,6 +20,9 @@
 #   model       test/model/accounting_model.py: model-based randomized test of
 #               the accounting (8 sessions, admin changes, restarts, kill -9),
 #               fixed seed, about 2-3 minutes; one test per invariant checked
+#   http        test/http/gateway_test.py: the HTTP gateway example
+#               (contrib/http_gateway) on its own cluster, real requests:
+#               200/429 sequences, headers, settle after a stream, 503
 #
 # Each suite counts its test cases; a suite that cannot run counts as one
 # failure.  RL_SUITES="unit regress" runs a subset.
@@ -31,7 +34,7 @@ rl_require_root
 rl_install_packages
 rl_build_and_install
 
-SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress sqlfuzz model fuzz lint asan"}
+SUITES=${RL_SUITES:-"unit regress isolation tap pgtap stress sqlfuzz model http fuzz lint asan"}
 stage=$(rl_stage_tree)
 server_dir=$(mktemp -d /tmp/rate_limiter_test.XXXXXX)
 logs=$(mktemp -d /tmp/rate_limiter_logs.XXXXXX)
@@ -213,6 +216,24 @@ run_model() {
   record model "$pass" "$fail"
 }
 
+# The HTTP gateway example on its own throwaway cluster (the test stops and
+# starts it), with real requests: test/http/gateway_test.py.
+run_http() {
+  rl_log "http: the gateway example, real requests"
+  local pg_port http_port
+  pg_port=$(rl_free_port 55495)
+  http_port=$(rl_free_port 58095)
+  (cd "$stage" && as_test_user /usr/bin/python3 test/http/gateway_test.py --pg-bin "$PG_BIN" \
+    --pg-port "$pg_port" --http-port "$http_port" --log-dir "$logs") >"$logs/http.log" 2>&1
+  local rc=$? pass fail
+  grep -E '^(PASS|FAIL)' "$logs/http.log"
+  grep -A30 '^gateway output' "$logs/http.log" | head -40
+  pass=$(count '^PASS:' "$logs/http.log")
+  fail=$(count '^FAIL:' "$logs/http.log")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  record http "$pass" "$fail"
+}
+
 # Sanitizer build.  The server is not instrumented; our library links the
 # ASan and UBSan runtimes, which load with it (verify_asan_link_order=0).
 # Preloading libasan.so into the server is what ASan wants, but on Debian 12
@@ -285,6 +306,7 @@ for suite in $SUITES; do
     sqlfuzz) run_sqlfuzz ;;
     asan) run_asan ;;
     model) run_model ;;
+    http) run_http ;;
     *) rl_die "unknown suite $suite" ;;
   esac
 done
