@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import threading
-import time
 
 import psycopg
 import psycopg_pool
@@ -36,8 +35,8 @@ PRIORITIES = ("high", "medium", "low")
 ALLOCATE = ("SELECT success, tokens_allocated, reason, allocation_id, retry_after_seconds "
             "FROM allocate_tokens(%s, %s, %s, %s, NULL, %s::jsonb) a, "
             "LATERAL (SELECT extract(epoch FROM a.retry_after)::float8 AS retry_after_seconds) r")
-SETTLE = "SELECT tokens_refunded FROM settle_tokens(%s, %s)"
-HEADERS = "SELECT rate_limit_headers(%s, %s, %s)"
+SETTLE = "SELECT tokens_refunded FROM settle_tokens(%s::bigint, %s::bigint)"
+HEADERS = "SELECT rate_limit_headers(%s::text, %s::text, %s::bigint)"
 # The dashboard's data, in one round trip: the metrics, the counters
 # closest to their limits, recent alerts, and tokens per minute over the
 # last hour per user and endpoint.
