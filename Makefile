@@ -14,7 +14,7 @@ MODULE_big  = rate_limiter
 DATA        = $(wildcard sql/rate_limiter--*.sql)
 
 CORE_SRCS   = $(sort $(wildcard src/core/*.cpp))
-PG_SRCS     = $(sort $(wildcard src/pg/*.cpp))
+PG_SRCS     = $(sort $(wildcard src/pg/*.cpp src/pg/*/*.cpp))
 OBJS        = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
 # pg_regress inputs are sql/NNN_topic.sql with expected/NNN_topic.out.
@@ -57,7 +57,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Objects depend on our headers (PGXS only knows about sources).
-$(OBJS): $(wildcard include/rate_limiter/*/*.hpp)
+$(OBJS): $(wildcard include/rate_limiter/*/*.hpp include/rate_limiter/pg/*/*.hpp)
 
 UNIT_SRCS = $(sort $(wildcard test/unit/*.cpp))
 test/unit/run_unit_tests: $(UNIT_SRCS) $(wildcard test/unit/*.hpp) $(CORE_SRCS) $(wildcard include/rate_limiter/core/*.hpp)
@@ -104,8 +104,12 @@ fuzz-run: fuzz
 # .clang-tidy, cppcheck.  Server headers are -isystem, as in the build.
 LINT_SRCS = $(CORE_SRCS) $(PG_SRCS)
 LINT_JOBS ?= 2
-.PHONY: lint lint-tidy lint-cppcheck lint-meta
-lint: lint-tidy lint-cppcheck lint-meta
+.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers
+lint: lint-tidy lint-cppcheck lint-meta lint-layers
+
+# Includes point down the subsystem layers of src/pg (scripts/check_layers.py).
+lint-layers:
+	@python3 scripts/check_layers.py
 
 lint-tidy:
 	@echo "clang-tidy: $(words $(LINT_SRCS)) files, $(LINT_JOBS) jobs"

@@ -9,9 +9,10 @@
 #   pgtap       pg_prove: test/pgtap/*.sql (exact allocation numbers)
 #   stress      32 pgbench sessions on one key, exact invariants afterwards
 #   fuzz        libFuzzer targets test/fuzz/*, 60 s in all, -seed=1 (one test per target)
-#   lint        clang-tidy and cppcheck over src/ and include/, and the PGXN
+#   lint        clang-tidy and cppcheck over src/ and include/, the PGXN
 #               packaging (META.json against the control file, the make dist
-#               archive); one test per tool
+#               archive), and the include layers of src/pg
+#               (scripts/check_layers.py); one test per tool
 #   sqlfuzz     test/fuzz/sql_fuzz.py: 10,000 seeded random calls of every SQL
 #               function; no XX error, no server restart
 #   asan        regress and isolation again with an ASan+UBSan build, installed
@@ -159,9 +160,9 @@ run_fuzz() {
 }
 
 run_lint() {
-  rl_log "lint: clang-tidy, cppcheck and PGXN packaging"
+  rl_log "lint: clang-tidy, cppcheck, PGXN packaging and include layers"
   local pass=0 fail=0 tool
-  for tool in tidy cppcheck meta; do
+  for tool in tidy cppcheck meta layers; do
     if make -s lint-$tool PG_CONFIG="$PG_BIN/pg_config" >"$logs/lint-$tool.log" 2>&1; then
       pass=$((pass + 1))
     else

@@ -1,8 +1,12 @@
 // The decision of one call: which limits allow it, how many tokens it gets,
 // and what the result record reports.
 //
-// decide() is the only place where quota is granted.  It runs inside the
-// partition locks, so it is noexcept, allocates nothing and finishes in a
+// decide() makes every grant that is taken under the partition locks.  The
+// one grant made elsewhere is the fail-open grant after a lock timeout
+// (failure_mode = open): the PostgreSQL layer grants it without the counters,
+// bounded by the fail-open ledger (pg/engine/fail_open.hpp), and charges it
+// when the transaction ends.  decide() runs inside the partition locks, so
+// it is noexcept, allocates nothing and finishes in a
 // bounded number of steps (at most kMaxAppliedLimits limits; a denial adds
 // at most kMaxRetrySteps passes over them to find its retry).
 #pragma once

@@ -1,0 +1,59 @@
+// Finding the rules that apply to a call, before any counter lock is taken.
+//
+// For each scope key: this transaction's own change (rule_changes.hpp),
+// else the shared rule table (rule_table.hpp), else, only for an
+// installation whose rules overflowed the table or while this transaction
+// has a statement-level change pending, an index lookup in the rule table
+// itself (SQL, with the transaction's snapshot).  The hot path stays free
+// of SQL whenever rate_limiter.max_rules holds every rule.
+//
+// Everything here may run SQL and ereport: phase 1 only (boundary.hpp).
+#pragma once
+
+#include <string_view>
+
+#include "rate_limiter/core/decision.hpp"
+#include "rate_limiter/pg/shmem/extension_catalog.hpp"
+#include "rate_limiter/pg/rules/rules.hpp"
+
+namespace rate_limiter::pg {
+
+// Makes the installation's rules ready (rule_loader.hpp) unless this
+// transaction has a statement-level change pending (then its own lookups go
+// to the tables, and a load here could read a TRUNCATE that may roll back).
+void prepare_rule_lookups(const ExtensionCatalog* ext);
+
+// False when no rule can apply to anyone: the hot path skips its lookups.
+bool installation_has_rules(const ExtensionCatalog* ext) noexcept;
+
+// Whose view of the rules a lookup takes: this transaction's (its own
+// uncommitted changes included, as every call sees them), or only what
+// has committed (the counter rebuild, whose counters every session shares).
+enum class RuleView : uint8 { Transaction, Committed };
+
+// The rules of one scope.  user/endpoint are the scope's ids (empty when
+// the scope has none); `scope` is scope_of() of the same.
+void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::string_view user,
+                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out,
+                        RuleView view = RuleView::Transaction);
+
+// The scopes that can apply to a call for (user, endpoint), looked up.
+struct ApplicableRules {
+  bool any = false;  // false: no rule applies (nothing below is set)
+  core::Hash128 user_endpoint_scope, user_scope, endpoint_scope, default_scope;
+  ScopeRules user_endpoint, user, endpoint, fallback;  // fallback: the default rule
+};
+
+void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
+                              std::string_view endpoint, ApplicableRules* out,
+                              RuleView view = RuleView::Transaction);
+
+// The main counter keys (tokens, requests) of one scope under the rules
+// that apply to it now: its own rule of each kind, or for the user scope the
+// default rule counted in the user's counter.  Returns how many (0 to 2).
+int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
+                      std::string_view endpoint, RuleView view, core::Hash128* keys);
+
+void register_rule_lookup_reset();  // once, from _PG_init
+
+}  // namespace rate_limiter::pg

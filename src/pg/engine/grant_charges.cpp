@@ -1,0 +1,120 @@
+#include "rate_limiter/pg/engine/grant_charges.hpp"
+
+#include "rate_limiter/core/window.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+constexpr uint8 kBurstCap = 1 << 4;
+constexpr uint8 kUnitsAreTokens = 1 << 5;
+constexpr uint8 kHasBurst = 1 << 6;
+constexpr uint8 kAlignedWindow = 1 << 7;
+
+bool windowed(core::Algorithm a) {
+  return a == core::Algorithm::FixedWindow || a == core::Algorithm::SlidingWindow;
+}
+
+char* put_varint(char* p, uint64 v) noexcept {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+uint64 zigzag(int64 v) noexcept { return (static_cast<uint64>(v) << 1) ^ static_cast<uint64>(v >> 63); }
+int64 unzigzag(uint64 v) noexcept { return static_cast<int64>(v >> 1) ^ -static_cast<int64>(v & 1); }
+
+// Reads one varint from [*p, end); false when it runs past the end or
+// beyond 64 bits.
+bool get_varint(const char** p, const char* end, uint64* out) noexcept {
+  uint64 v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*p >= end) return false;
+    const uint8 b = static_cast<uint8>(*(*p)++);
+    v |= static_cast<uint64>(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) {
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool get_positive(const char** p, const char* end, int64 max, int64* out) noexcept {
+  uint64 v = 0;
+  if (!get_varint(p, end, &v) || v > static_cast<uint64>(max)) return false;
+  *out = static_cast<int64>(v);
+  return true;
+}
+
+}  // namespace
+
+uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, char* out) noexcept {
+  if (result.status != CallStatus::Decided) return 0;
+  char* p = out + 1;
+  int n = 0;
+  for (int i = 0; i < result.charged_count && n < kMaxGrantCharges; ++i) {
+    const ChargedCounter& c = result.charged[i];
+    // Burst caps are not recorded: their counters are keyed with the shape
+    // of the limit they cap, which the record does not hold, and a refund
+    // to them is never needed for exactness (they only ever deny).
+    if (c.role != 0 || c.kind != core::LimitKind::Tokens || c.units <= 0 || c.burst_cap) continue;
+    const core::Algorithm a = c.rule.algorithm;
+    uint8 flags = static_cast<uint8>(static_cast<uint8>(c.scope) & 3) | static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
+    if (c.units == tokens) flags |= kUnitsAreTokens;
+    if (c.rule.burst != 0) flags |= kHasBurst;
+    if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros)) flags |= kAlignedWindow;
+    *p++ = static_cast<char>(flags);
+    *p++ = static_cast<char>(c.generation & 0xFF);
+    *p++ = static_cast<char>(c.generation >> 8);
+    p = put_varint(p, static_cast<uint64>(c.rule.limit));
+    p = put_varint(p, static_cast<uint64>(c.rule.window_micros));
+    if (flags & kHasBurst) p = put_varint(p, static_cast<uint64>(c.rule.burst));
+    if (!(flags & kUnitsAreTokens)) p = put_varint(p, static_cast<uint64>(c.units));
+    if (!(flags & kAlignedWindow)) p = put_varint(p, zigzag(c.window - now));
+    ++n;
+  }
+  if (n == 0) return 0;
+  out[0] = static_cast<char>(kGrantChargesVersion);
+  return static_cast<uint32>(p - out);
+}
+
+int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now, GrantCharge* out) noexcept {
+  if (length < 1 || static_cast<uint8>(bytes[0]) != kGrantChargesVersion) return -1;
+  const char* p = bytes + 1;
+  const char* end = bytes + length;
+  int n = 0;
+  while (p < end) {
+    if (n == kMaxGrantCharges || end - p < 3) return -1;
+    GrantCharge& c = out[n++];
+    const uint8 flags = static_cast<uint8>(*p++);
+    c.generation = static_cast<uint16>(static_cast<uint8>(p[0]) | (static_cast<uint8>(p[1]) << 8));
+    p += 2;
+    c.scope = static_cast<core::ScopeKind>(flags & 3);
+    c.rule.algorithm = static_cast<core::Algorithm>((flags >> 2) & 3);
+    if (flags & kBurstCap) return -1;  // reserved: burst caps are not recorded
+    if (!get_positive(&p, end, core::kMaxQuantity, &c.rule.limit) || c.rule.limit < 1) return -1;
+    if (!get_positive(&p, end, core::kMaxWindowMicros, &c.rule.window_micros) ||
+        c.rule.window_micros < core::kMinWindowMicros)
+      return -1;
+    c.rule.burst = 0;
+    if ((flags & kHasBurst) && !get_positive(&p, end, core::kMaxQuantity, &c.rule.burst)) return -1;
+    c.units = tokens;
+    if (!(flags & kUnitsAreTokens) && !get_positive(&p, end, core::kMaxQuantity, &c.units)) return -1;
+    if (flags & kAlignedWindow) {
+      if (!windowed(c.rule.algorithm)) return -1;
+      c.window = core::aligned_window_start(now, c.rule.window_micros);
+    } else {
+      uint64 delta = 0;
+      if (!get_varint(&p, end, &delta)) return -1;
+      const int64 d = unzigzag(delta);
+      if (d > core::kMaxWindowMicros * 4 || d < -core::kMaxWindowMicros * 4) return -1;
+      c.window = now + d;
+    }
+  }
+  return n;
+}
+
+}  // namespace rate_limiter::pg

@@ -1,0 +1,363 @@
+#include "rate_limiter/pg/engine/hot_path.hpp"
+
+#include <algorithm>
+
+#include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/shmem/metrics.hpp"
+#include "rate_limiter/pg/shmem/partition_locks.hpp"
+#include "rate_limiter/pg/rules/rules.hpp"
+#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/shmem/shared_state.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+constexpr int64 kPostgresEpochUnixMicros =
+    static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+
+// A counter the call needs: the limit's own counter, or one of its
+// emergency / burst-budget counters.  Every counter of a limit has a key that
+// differs from the main key only in its low half (core::counter_key), so all
+// of them live in the main counter's partition and the call's lock set is
+// the set of its main counters' partitions.
+struct PlannedCounter {
+  core::Hash128 key;
+  core::LimitRule rule;
+  uint32 partition = 0;
+  core::CounterState** target = nullptr;  // where decide() finds it
+  bool default_class = false;  // made for a user under the default rule (key_budget.hpp)
+  bool have = false;
+  uint16 generation = 0;  // the slot's (CounterSlot), read under the lock
+};
+
+struct PlannedLimits {
+  // [0, count) and [0, ncounters): each element is written whole by add()
+  // and add_counter() before it is read (UninitializedArray).
+  UninitializedArray<core::AppliedLimit, core::kMaxAppliedLimits> limits;
+  UninitializedArray<PlannedCounter, kMaxChargedCounters> counters;
+  int counter_of[core::kMaxAppliedLimits][3];  // main, emergency, burst; -1: none
+  int count = 0;
+  int ncounters = 0;
+
+  bool default_class = false;  // the limit being added is the default rule's
+
+  int add_counter(const core::Hash128& key, const core::LimitRule& rule, core::CounterState** target) {
+    PlannedCounter& c = counters[ncounters];
+    c = PlannedCounter{};
+    c.key = key;
+    c.rule = rule;
+    c.partition = core::partition_of(key, shared->geometry.partitions);
+    c.target = target;
+    c.default_class = default_class;
+    *target = nullptr;
+    return ncounters++;
+  }
+
+  void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules, int kind,
+           const core::Hash128& counter_scope) noexcept {
+    const core::RuleRecord& kr = rules.kind[kind];
+    const auto lk = static_cast<core::LimitKind>(kind);
+    default_class = reported == core::ScopeKind::Default;
+    {
+      core::AppliedLimit& l = limits[count];
+      l = core::AppliedLimit{};
+      l.kind = lk;
+      l.scope = reported;
+      l.rule = limit_rule_of(kr);
+      l.params = resolve_params(rules, kind);
+      l.shadow = is_shadow_limit(rules, kind);
+      // Every counter of the limit is keyed with the limit's own shape.
+      const auto key = [&](core::CounterRole role) {
+        return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm), l.rule.window_micros, role);
+      };
+      counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state);
+      counter_of[count][1] = counter_of[count][2] = -1;
+      // The strategy counters exist only for calls that use the strategy.
+      if (request.emergency && l.params.emergency) {
+        const core::LimitRule er = core::emergency_rule(l.rule, l.params);
+        if (er.limit > 0)
+          counter_of[count][1] = add_counter(
+              key(core::CounterRole::Emergency), er, &l.emergency_state);
+      }
+      if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
+        const core::LimitRule br = core::burst_budget_rule(l.params);
+        if (br.limit > 0)
+          counter_of[count][2] = add_counter(
+              key(core::CounterRole::BurstBudget), br, &l.burst_state);
+      }
+      ++count;
+    }
+    if (has_burst_cap(kr)) {
+      core::AppliedLimit& c = limits[count];
+      c = core::AppliedLimit{};
+      c.kind = lk;
+      c.scope = reported;
+      c.burst_cap = true;
+      c.rule = burst_cap_of(kr);
+      c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
+      c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
+      counter_of[count][0] =
+          add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros, core::CounterRole::BurstCap),
+                      c.rule, &c.state);
+      counter_of[count][1] = counter_of[count][2] = -1;
+      ++count;
+    }
+  }
+};
+
+// The limits that apply, in the order the core breaks ties by: user+endpoint,
+// user (or the default rule), endpoint; tokens before requests; each limit
+// followed by its burst cap.
+template <typename AddFn>
+void for_each_applicable(const ApplicableRules& r, AddFn add) {
+  if (!r.any) return;
+  for (int k = 0; k < core::kLimitKinds; ++k)
+    if (r.user_endpoint.has[k]) add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope);
+  for (int k = 0; k < core::kLimitKinds; ++k) {
+    // The default applies per kind to users without their own rule of that
+    // kind, and counts in the user's own counter.
+    if (r.user.has[k])
+      add(core::ScopeKind::User, r.user, k, r.user_scope);
+    else if (r.fallback.has[k])
+      add(core::ScopeKind::Default, r.fallback, k, r.user_scope);
+  }
+  for (int k = 0; k < core::kLimitKinds; ++k)
+    if (r.endpoint.has[k]) add(core::ScopeKind::Endpoint, r.endpoint, k, r.endpoint_scope);
+}
+
+// Usage of every enforced limit around an allowed call (LimitUsage).  Runs
+// under the partition locks: arithmetic on the locked counters only.
+void record_usage(const PlannedLimits& plan, const core::Decision& d, const core::PriorityShares& shares,
+                  int64 now, CallResult* out) noexcept {
+  const uint32 top_share = std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
+  out->usage_count = plan.count;
+  for (int i = 0; i < plan.count; ++i) {
+    const core::AppliedLimit& l = plan.limits[i];
+    if (l.state == nullptr) {
+      out->usage[i] = LimitUsage{};  // present = false: the limit went unenforced
+      continue;
+    }
+    const int64 cap = core::capacity(l.rule);
+    const int64 after = core::available(l.rule, *l.state, now);
+    const int64 before = after + d.charges[i].units;
+    auto exhausted = [&](int64 remaining) {
+      return l.kind == core::LimitKind::Requests || l.burst_cap ? remaining <= 0
+                                                                : core::priority_cap(top_share, remaining) < 1;
+    };
+    LimitUsage& u = out->usage[i];
+    u.present = true;
+    u.kind = l.kind;
+    u.scope = l.scope;
+    u.burst_cap = l.burst_cap;
+    u.capacity = cap;
+    u.used_before = cap - before;
+    u.used_after = cap - after;
+    u.exhausted_before = exhausted(before);
+    u.exhausted_after = exhausted(after);
+    u.window_start = core::aligned_window_start(now, l.rule.window_micros);
+    u.emergency_units = d.charges[i].emergency_units;
+  }
+}
+
+// What the result record reports about the decision's binding limit.
+void fill_binding(const PlannedLimits& plan, const core::Decision& d, CallResult* out) noexcept {
+  if (d.binding < 0) return;
+  const core::AppliedLimit& b = plan.limits[d.binding];
+  out->binding.present = true;
+  out->binding.kind = b.kind;
+  out->binding.scope = b.scope;
+  out->binding.burst_cap = b.burst_cap;
+  out->binding.algorithm = b.rule.algorithm;
+  out->binding.limit = core::capacity(b.rule);
+  out->binding.window_micros = b.rule.window_micros;
+}
+
+void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
+  for_each_applicable(*in.rules,
+                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
+                        plan->add(in.request, reported, r, k, scope);
+                      });
+}
+
+}  // namespace
+
+int64 limiter_now_unix() {
+  const int64 base = settings.debug_clock_s > 0
+                         ? static_cast<int64>(settings.debug_clock_s) * USECS_PER_SEC
+                         : GetCurrentTimestamp() + kPostgresEpochUnixMicros;
+  return base + static_cast<int64>(settings.debug_time_offset_s) * USECS_PER_SEC;
+}
+
+TimestampTz unix_to_timestamptz(int64 unix_micros) { return unix_micros - kPostgresEpochUnixMicros; }
+
+int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; }
+
+int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind, core::Hash128* keys,
+                        core::LimitRule* rules) {
+  int n = 0;
+  for_each_applicable(applicable,
+                      [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+                        if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits))
+                          return;
+                        keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
+                        rules[n] = limit_rule_of(r.kind[k]);
+                        ++n;
+                      });
+  return n;
+}
+
+int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
+                             core::LimitKind* kinds, bool* default_class, int max) {
+  int n = 0;
+  for_each_applicable(applicable,
+                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
+    const auto kind = static_cast<core::LimitKind>(k);
+    const core::RuleRecord& rec = r.kind[k];
+    if (n < max) {
+      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros);
+      rules[n] = limit_rule_of(rec);
+      kinds[n] = kind;
+      default_class[n++] = reported == core::ScopeKind::Default;
+    }
+    if (has_burst_cap(rec) && n < max) {
+      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros, core::CounterRole::BurstCap);
+      rules[n] = burst_cap_of(rec);
+      kinds[n] = kind;
+      default_class[n++] = reported == core::ScopeKind::Default;
+    }
+  });
+  return n;
+}
+
+void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
+  PlannedLimits plan;
+  plan_limits(in, &plan);
+  const core::PriorityShares shares = current_priority_shares();
+
+  if (plan.count == 0) {
+    out->status = CallStatus::Decided;
+    out->decision = core::decide(in.request, nullptr, 0, shares, now);
+    return;
+  }
+
+  PartitionSet set;
+  for (int i = 0; i < plan.ncounters; ++i) set.add(plan.counters[i].partition);
+  if (!acquire_partitions(set, LW_EXCLUSIVE, settings.lock_timeout_ms)) {
+    out->status = CallStatus::LockTimeout;
+    return;
+  }
+
+  // ---- partition locks held: plain arithmetic only below this line ----
+  uint64 keys_before = 0, keys_after = 0, evicted_total = 0;
+  for (int i = 0; i < set.count; ++i) keys_before += counter_partition(set.ids[i]).count();
+  bool table_full = false;
+  for (int i = 0; i < plan.ncounters; ++i) {
+    PlannedCounter& c = plan.counters[i];
+    uint32 evicted = 0;
+    core::AcquireStatus status = core::AcquireStatus::Ok;
+    core::CounterSlot* slot = counter_partition(c.partition)
+                                  .acquire(c.key, c.rule, now, c.default_class ? in.default_class : in.configured,
+                                           &evicted, &status);
+    evicted_total += evicted;
+    if (slot != nullptr) {
+      c.have = true;
+      continue;
+    }
+    if (out->refusal == core::AcquireStatus::Ok || status == core::AcquireStatus::OwnerFull) out->refusal = status;
+    // Only a table full of live counters fails open.  A role over its share,
+    // or a default class filled by such roles, is refused whatever
+    // failure_mode says: failing open would hand the misbehaving roles (or
+    // every new default-rule user) an unlimited grant.
+    if (settings.failure_mode == kFailOpen && status == core::AcquireStatus::TableFull) {
+      out->fail_open = true;  // this counter goes unenforced for this call
+    } else {
+      table_full = true;
+      break;
+    }
+  }
+  // An eviction inside a later acquire() may have shifted the slots acquired
+  // before it, so pointers are taken only now, when nothing moves any more.
+  for (int i = 0; i < plan.ncounters && !table_full; ++i) {
+    PlannedCounter& c = plan.counters[i];
+    if (!c.have) continue;
+    // Never nullptr: a slot acquired at `now` is live, so no eviction removed it.
+    core::CounterSlot* slot = counter_partition(c.partition).find(c.key);
+    Assert(slot != nullptr);
+    *c.target = slot != nullptr ? &slot->state : nullptr;
+    if (slot != nullptr) c.generation = core::CounterPartition::generation_of(*slot);
+  }
+  if (!table_full) {
+    if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
+    out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
+    if (out->decision.allowed()) record_usage(plan, out->decision, shares, now, out);
+  }
+  for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
+  release_partitions(set);
+  // ---- locks released ----
+
+  if (!table_full) {
+    const core::Decision& d = out->decision;
+    fill_binding(plan, d, out);
+    // What was charged, counter by counter, for refunds.
+    for (int i = 0; i < plan.count; ++i) {
+      const core::Charge& ch = d.charges[i];
+      const int64 units[3] = {ch.units, ch.emergency_units, ch.burst_units};
+      const int64 windows[3] = {ch.window, ch.emergency_window, ch.burst_window};
+      for (int role = 0; role < 3; ++role) {
+        const int c = plan.counter_of[i][role];
+        if (c < 0 || units[role] <= 0 || !plan.counters[c].have) continue;
+        ChargedCounter& cc = out->charged[out->charged_count++];
+        cc.key = plan.counters[c].key;
+        cc.rule = plan.counters[c].rule;
+        cc.units = units[role];
+        cc.window = windows[role];
+        cc.generation = plan.counters[c].generation;
+        cc.role = static_cast<uint8>(role);
+        cc.kind = plan.limits[i].kind;
+        cc.scope = plan.limits[i].scope;
+        cc.burst_cap = plan.limits[i].burst_cap;
+      }
+    }
+  }
+
+  SharedMetrics& m = shared->metrics;
+  if (evicted_total > 0) metric_add(&m.evictions, evicted_total);
+  if (keys_after > keys_before) metric_add(&m.keys_in_use, keys_after - keys_before);
+  if (keys_after < keys_before) pg_atomic_fetch_sub_u64(&m.keys_in_use, keys_before - keys_after);
+  out->keys_added = keys_after > keys_before;
+  out->status = table_full ? CallStatus::TableFull : CallStatus::Decided;
+}
+
+void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
+  PlannedLimits plan;
+  plan_limits(in, &plan);
+  const core::PriorityShares shares = current_priority_shares();
+  out->status = CallStatus::Decided;
+  if (plan.count == 0) {
+    out->decision = core::decide(in.request, nullptr, 0, shares, now);
+    return;
+  }
+  PartitionSet set;
+  for (int i = 0; i < plan.ncounters; ++i) set.add(plan.counters[i].partition);
+  if (!acquire_partitions(set, LW_SHARED, settings.lock_timeout_ms)) {
+    out->status = CallStatus::LockTimeout;
+    return;
+  }
+  // ---- partition locks held (shared): copies only ----
+  // A counter that does not exist yet reads as unused, as in
+  // rate_limiter_peek_counter(); none is created.
+  core::CounterState copies[kMaxChargedCounters];
+  for (int i = 0; i < plan.ncounters; ++i) {
+    const PlannedCounter& c = plan.counters[i];
+    if (const core::CounterSlot* slot = counter_partition(c.partition).find(c.key)) copies[i] = slot->state;
+  }
+  release_partitions(set);
+  // ---- locks released ----
+  // The core decides on the copies: what it charges to them is thrown away.
+  for (int i = 0; i < plan.ncounters; ++i) *plan.counters[i].target = &copies[i];
+  out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
+  fill_binding(plan, out->decision, out);
+}
+
+}  // namespace rate_limiter::pg
