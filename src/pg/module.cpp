@@ -16,6 +16,7 @@
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
 #include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support/transaction_log.hpp"
 #include "rate_limiter/pg/shared_memory.hpp"
 #include "rate_limiter/pg/shmem/shared_state.hpp"
 #include "rate_limiter/pg/engine/transaction_effects.hpp"
@@ -67,4 +68,10 @@ void _PG_init(void) {
   rate_limiter::pg::register_emergency_access_reset();
   rate_limiter::pg::register_revocations();
   rate_limiter::pg::register_rate_limit_trigger_invalidation();
+  // Last, so that PostgreSQL (which calls the newest callback first) applies
+  // the transaction's effects before the other commit callbacks run, as
+  // reclaiming a dropped installation: its counters and queue stream must
+  // still be live when the effects are applied.  The kinds registered
+  // their handlers above.
+  rate_limiter::pg::register_transaction_log();
 }

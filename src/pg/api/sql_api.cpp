@@ -155,7 +155,7 @@ struct Call {
   ApplicableRules rules;
   CallResult result;
   bool refund_on_abort = false;
-  int effects_mark = 0;  // transaction_effects_mark() when the call began
+  uint32 effects_mark = 0;  // transaction_effects_mark() when the call began
   int64 now = 0;
   int64 started_ns = 0;
 };

@@ -5,6 +5,7 @@
 #include "rate_limiter/pg/shmem/partition_locks.hpp"
 #include "rate_limiter/pg/support/postgres.hpp"
 #include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support/transaction_log.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -24,27 +25,17 @@ struct Adjustment {
   int64 charge_window;
   Action action;
   When when;
-  SubTransactionId subxact;
-  core::Admission admission;  // Charge: how the counter is created if absent
   bool ledger;                // Charge: outstanding in the fail-open ledger until made
   uint16 generation;          // Refund: the counter slot's generation at the charge
+  core::Admission admission;  // Charge: how the counter is created if absent
 };
 
-Adjustment* pending = nullptr;  // in TopTransactionContext
-int pending_count = 0;
-int pending_capacity = 0;
-int commit_effects = 0;  // pending entries with When::Commit
-
-void forget_transaction_state() {
-  pending = nullptr;  // its memory goes with TopTransactionContext
-  pending_count = 0;
-  pending_capacity = 0;
-  commit_effects = 0;
-}
+int64 phase_now = 0;  // the clock, read once per transaction event
 
 // Runs inside transaction callbacks, where nothing may fail: plain blocking
 // LWLock waits (no timeout path that would need an ereport) and stores.
-void apply(const Adjustment& a, int64 now) {
+void apply(const Adjustment& a) {
+  const int64 now = phase_now;
   const uint32 p = core::partition_of(a.key, shared->geometry.partitions);
   uint32 before = 0, after = 0;
   lock_partition(p, LW_EXCLUSIVE);
@@ -80,120 +71,87 @@ void drop(const Adjustment& a) noexcept {
   if (a.action == Action::Charge && a.ledger) settle_fail_open(a.key, a.units);
 }
 
-void apply_all(When when) {
-  if (pending_count == 0) return;
-  const int64 now = limiter_now_unix();
-  for (int i = 0; i < pending_count; ++i) {
-    const When w = pending[i].when;
-    if (w == when || w == When::End || (w == When::Survives && when == When::Commit))
-      apply(pending[i], now);
-    else if (w == When::Survives)
-      drop(pending[i]);
-  }
+// The handlers of EffectKind::Counter (transaction_log.hpp).
+void begin_phase(EffectPhase) { phase_now = limiter_now_unix(); }
+
+bool blocks_prepare(const Effect& e) { return e.as<Adjustment>().when == When::Commit; }
+
+void at_commit(Effect& e) {
+  const Adjustment& a = e.as<Adjustment>();
+  if (a.when != When::Abort) apply(a);  // Commit, End and Survives
 }
 
-void on_xact_event(XactEvent event, void*) {
-  switch (event) {
-    case XACT_EVENT_PRE_PREPARE:
-      if (commit_effects > 0)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("cannot PREPARE a transaction that reset rate limit counters or settled "
-                               "tokens")));
-      break;
-    case XACT_EVENT_COMMIT:
-      apply_all(When::Commit);
-      forget_transaction_state();
-      break;
-    case XACT_EVENT_ABORT:
-      apply_all(When::Abort);
-      forget_transaction_state();
-      break;
-    case XACT_EVENT_PREPARE:
-      // Abort-time refunds are dropped; deferred charges are made now (the
-      // transaction leaves this session).  The array lives in
-      // TopTransactionContext, which is about to go.
-      if (pending_count > 0) {
-        const int64 now = limiter_now_unix();
-        for (int i = 0; i < pending_count; ++i)
-          if (pending[i].when == When::End || pending[i].when == When::Survives) apply(pending[i], now);
-      }
-      forget_transaction_state();
-      break;
-    default:
-      break;
-  }
+void at_abort(Effect& e) {
+  const Adjustment& a = e.as<Adjustment>();
+  if (a.when == When::Abort || a.when == When::End)
+    apply(a);
+  else if (a.when == When::Survives)
+    drop(a);
 }
 
-void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
-  if (event != SUBXACT_EVENT_ABORT_SUB) return;
-  // Subtransaction ids grow; every subtransaction begun since `subxact` is
-  // one of its descendants (or was committed into one), so every entry
-  // recorded since belongs to the aborted subtree.
-  const int64 now = pending_count > 0 ? limiter_now_unix() : 0;
-  int kept = 0;
-  for (int i = 0; i < pending_count; ++i) {
-    const Adjustment& a = pending[i];
-    if (a.subxact < subxact || a.when == When::End) {
-      pending[kept++] = a;  // a deferred charge survives the rollback, as the grant does
-    } else if (a.when == When::Abort) {
-      apply(a, now);
-    } else if (a.when == When::Survives) {
-      drop(a);
-    } else {
-      --commit_effects;
-    }
-  }
-  pending_count = kept;
+// Abort-time refunds are dropped; deferred charges are made now (the
+// transaction leaves this session).
+void at_prepare(Effect& e) {
+  const Adjustment& a = e.as<Adjustment>();
+  if (a.when == When::End || a.when == When::Survives) apply(a);
 }
 
-void record(const Adjustment& a) {
-  if (pending_count == pending_capacity) {
-    const int capacity = pending_capacity == 0 ? 16 : pending_capacity * 2;
-    pending = static_cast<Adjustment*>(
-        pending == nullptr ? MemoryContextAlloc(TopTransactionContext, capacity * sizeof(Adjustment))
-                           : repalloc(pending, capacity * sizeof(Adjustment)));
-    pending_capacity = capacity;
-  }
-  pending[pending_count] = a;
-  pending[pending_count].subxact = GetCurrentSubTransactionId();
-  ++pending_count;
-  if (a.when == When::Commit) ++commit_effects;
+// A ROLLBACK TO SAVEPOINT refunds the calls made since at once; a deferred
+// charge survives it, as the grant does.
+bool rolled_back(Effect& e) {
+  const Adjustment& a = e.as<Adjustment>();
+  if (a.when == When::End) return true;
+  if (a.when == When::Abort) apply(a);
+  if (a.when == When::Survives) drop(a);
+  return false;
 }
+
+constexpr EffectHandlers kHandlers = {
+    blocks_prepare, "cannot PREPARE a transaction that reset rate limit counters or settled tokens",
+    at_commit,      at_prepare,
+    at_abort,       rolled_back,
+    nullptr,        begin_phase,
+    nullptr,
+};
+
+void record(const Adjustment& a) { record_effect(EffectKind::Counter)->as<Adjustment>() = a; }
 
 }  // namespace
 
-void register_transaction_callbacks() {
-  RegisterXactCallback(on_xact_event, nullptr);
-  RegisterSubXactCallback(on_subxact_event, nullptr);
-}
+void register_transaction_callbacks() { register_effect_kind(EffectKind::Counter, &kHandlers); }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {
-  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, 0, core::Admission{}, false, 0});
+  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, false, 0, core::Admission{}});
 }
 
 void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
                                int64_t units, int64_t charge_window, uint16_t generation) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, 0, core::Admission{}, false,
-                    generation});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, false, generation,
+                    core::Admission{}});
 }
 
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
                               int64_t units, int64_t charge_window, uint16_t generation) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, 0, core::Admission{}, false,
-                    generation});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, false, generation,
+                    core::Admission{}});
 }
 
 void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
                               bool in_ledger, const core::Admission& admission, bool follows_transaction) {
-  record(Adjustment{counter_key, rule, units, 0, Action::Charge, follows_transaction ? When::Survives : When::End, 0,
-                    admission, in_ledger, 0});
+  record(Adjustment{counter_key, rule, units, 0, Action::Charge, follows_transaction ? When::Survives : When::End,
+                    in_ledger, 0, admission});
 }
 
-int transaction_effects_mark() { return pending_count; }
+uint32_t transaction_effects_mark() { return effect_log_mark(); }
 
-void deferred_charges_follow_transaction(int mark) {
-  for (int i = Max(mark, 0); i < pending_count; ++i)
-    if (pending[i].action == Action::Charge && pending[i].when == When::End) pending[i].when = When::Survives;
+void deferred_charges_follow_transaction(uint32_t mark) {
+  for (int i = effect_count() - 1; i >= 0; --i) {
+    Effect* e = effect_at(i);
+    if (e->seq < mark) break;  // entries keep their recording order
+    if (e->kind != EffectKind::Counter) continue;
+    Adjustment& a = e->as<Adjustment>();
+    if (a.action == Action::Charge && a.when == When::End) a.when = When::Survives;
+  }
 }
 
 }  // namespace rate_limiter::pg

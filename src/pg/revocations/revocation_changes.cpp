@@ -1,107 +1,101 @@
 #include "rate_limiter/pg/revocations/revocation_changes.hpp"
 
+#include "rate_limiter/pg/support/transaction_log.hpp"
+
 namespace rate_limiter::pg {
 namespace {
 
 constexpr int kMaxPendingChanges = 4096;
 
-RevocationChange* pending = nullptr;  // in TopTransactionContext, in statement order
-int pending_count = 0;
-int pending_capacity = 0;
+// The payload of an EffectKind::Revocation entry (its subtransaction is the
+// entry's).
+struct Change {
+  core::Hash128 key;  // unused for Reload
+  uint64 installation;
+  RevocationChangeKind kind;
+};
 
-void forget_changes() {
-  pending = nullptr;  // its memory goes with TopTransactionContext
-  pending_count = 0;
-  pending_capacity = 0;
-}
+Change& change_of(Effect& e) { return e.as<Change>(); }
+
+bool is_revocation(const Effect& e) { return e.kind == EffectKind::Revocation; }
+
+// Marks the entries collapse_to_reloads() folded into an earlier one.
+bool folded(Effect& e) { return is_revocation(e) && change_of(e).kind == RevocationChangeKind::Reload &&
+                                change_of(e).installation == 0; }
 
 // Replaces every pending change by one Reload per installation, recorded
 // with the oldest subtransaction that changed it: rolling back a later
 // subtransaction then keeps the reload (harmless), rolling back that one
-// drops it together with everything it stood for.
+// drops it together with everything it stood for.  (Installation ids are
+// never 0: a folded entry is marked with 0 and discarded.)
 void collapse_to_reloads() {
-  int kept = 0;
-  for (int i = 0; i < pending_count; ++i) {
-    const RevocationChange& c = pending[i];
-    int j = 0;
-    while (j < kept && pending[j].installation != c.installation) ++j;
-    if (j == kept) {
-      pending[kept] = c;
-      pending[kept].kind = RevocationChangeKind::Reload;
-      pending[kept].key = core::Hash128{};
-      ++kept;
-    } else if (c.subxact < pending[j].subxact) {
-      pending[j].subxact = c.subxact;
+  const int n = effect_count();
+  for (int i = 0; i < n; ++i) {
+    Effect* e = effect_at(i);
+    if (!is_revocation(*e)) continue;
+    Change& c = change_of(*e);
+    Effect* first = nullptr;
+    for (int j = 0; j < i && first == nullptr; ++j) {
+      Effect* f = effect_at(j);
+      if (is_revocation(*f) && change_of(*f).installation == c.installation) first = f;
+    }
+    if (first == nullptr) {
+      c.kind = RevocationChangeKind::Reload;
+      c.key = core::Hash128{};
+    } else {
+      if (e->subxact < first->subxact) first->subxact = e->subxact;
+      c.kind = RevocationChangeKind::Reload;
+      c.installation = 0;
     }
   }
-  pending_count = kept;
+  discard_effects(folded);
 }
 
-void on_xact_event(XactEvent event, void*) {
-  switch (event) {
-    case XACT_EVENT_PRE_PREPARE:
-      if (pending_count > 0)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("cannot PREPARE a transaction that revoked or unrevoked tokens")));
-      break;
-    case XACT_EVENT_COMMIT:
-      // The transaction is already visible to new snapshots here, which the
-      // loading protocol relies on (revocation_cache.hpp).
-      if (pending_count > 0) apply_revocation_changes(pending, pending_count);
-      forget_changes();
-      break;
-    case XACT_EVENT_ABORT:
-    case XACT_EVENT_PREPARE:
-      forget_changes();
-      break;
-    default:
-      break;
-  }
+// The handlers of EffectKind::Revocation (transaction_log.hpp): applied at
+// commit, when the transaction is already visible to new snapshots, which
+// the loading protocol relies on (revocation_cache.hpp); forgotten at
+// abort and when their subtransaction rolls back; PREPARE refused.
+bool blocks_prepare(const Effect&) { return true; }
+
+void at_commit(Effect& e) {
+  const Change& c = change_of(e);
+  apply_revocation_change(RevocationChange{c.key, c.installation, e.subxact, c.kind});
 }
 
-void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
-  if (event != SUBXACT_EVENT_ABORT_SUB) return;
-  // Every subtransaction begun since `subxact` is one of its descendants.
-  int kept = 0;
-  for (int i = 0; i < pending_count; ++i)
-    if (pending[i].subxact < subxact) pending[kept++] = pending[i];
-  pending_count = kept;
-}
+bool rolled_back(Effect&) { return false; }
+
+constexpr EffectHandlers kHandlers = {
+    blocks_prepare, "cannot PREPARE a transaction that revoked or unrevoked tokens",
+    at_commit,      nullptr,
+    nullptr,        rolled_back,
+    nullptr,        nullptr,
+    nullptr,
+};
 
 }  // namespace
 
-void register_revocation_transaction_callbacks() {
-  RegisterXactCallback(on_xact_event, nullptr);
-  RegisterSubXactCallback(on_subxact_event, nullptr);
-}
+void register_revocation_transaction_callbacks() { register_effect_kind(EffectKind::Revocation, &kHandlers); }
 
 void record_revocation_change(RevocationChangeKind kind, uint64 installation,
                               const core::Hash128& key) {
   // Recording after the collapse stays exact: changes apply in order, so a
   // change after a reload is applied after it (and is seen by the session
   // itself before it).
-  if (pending_count == kMaxPendingChanges) collapse_to_reloads();
-  if (pending_count == pending_capacity) {
-    const int capacity = pending_capacity == 0 ? 16 : pending_capacity * 2;
-    pending = static_cast<RevocationChange*>(
-        pending == nullptr
-            ? MemoryContextAlloc(TopTransactionContext, capacity * sizeof(RevocationChange))
-            : repalloc(pending, capacity * sizeof(RevocationChange)));
-    pending_capacity = capacity;
-  }
-  RevocationChange& c = pending[pending_count];
+  if (effect_count_of(EffectKind::Revocation) >= kMaxPendingChanges) collapse_to_reloads();
+  Change& c = change_of(*record_effect(EffectKind::Revocation));
   c.kind = kind;
   c.installation = installation;
   c.key = kind == RevocationChangeKind::Reload ? core::Hash128{} : key;
-  c.subxact = GetCurrentSubTransactionId();
-  ++pending_count;
 }
 
 PendingAnswer pending_revocation(uint64 installation, const core::Hash128& key, bool* touched) {
   *touched = false;
+  if (effect_count_of(EffectKind::Revocation) == 0) return PendingAnswer::None;
   // The latest change wins.
-  for (int i = pending_count - 1; i >= 0; --i) {
-    const RevocationChange& c = pending[i];
+  for (int i = effect_count() - 1; i >= 0; --i) {
+    Effect* e = effect_at(i);
+    if (!is_revocation(*e)) continue;
+    const Change& c = change_of(*e);
     if (c.installation != installation) continue;
     *touched = true;
     if (c.kind == RevocationChangeKind::Reload) return PendingAnswer::AskTable;

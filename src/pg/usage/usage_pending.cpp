@@ -1,5 +1,7 @@
 #include "rate_limiter/pg/usage/usage_pending.hpp"
 
+#include "rate_limiter/pg/support/transaction_log.hpp"
+
 #include "rate_limiter/pg/shmem/stream_pool.hpp"
 #include "rate_limiter/pg/usage/usage_log.hpp"
 #include "rate_limiter/pg/usage/usage_queue.hpp"
@@ -9,34 +11,36 @@ namespace {
 
 constexpr int kInitialCapacity = 16;
 
-// This transaction's events [0, event_count): parallel arrays in
-// TopTransactionContext.  records[i] is what commit appends, made_in[i] the
-// subtransaction of the call that made it, written_in[i] the one whose
-// materialize_pending_usage() inserted its row (InvalidSubTransactionId:
-// not written, pending).
-StreamRecord* records = nullptr;
-SubTransactionId* made_in = nullptr;
-SubTransactionId* written_in = nullptr;
-int event_count = 0;
-int records_capacity = 0;
-int made_in_capacity = 0;
-int written_in_capacity = 0;
+// The payload of an EffectKind::Usage entry; the entry's subtransaction is
+// the one of the call that made the event.
+struct Event {
+  StreamRecord record;            // what commit appends (bytes in TopTransactionContext)
+  SubTransactionId written_in;    // whose materialize_pending_usage() inserted its row;
+                                  // InvalidSubTransactionId: not written, pending
+};
+
+bool is_usage(const Effect& e) { return e.kind == EffectKind::Usage; }
+
 int pending_stream = -1;  // every event belongs to this stream
 
-// The chunks reserved for them (usage_queue_reserve_chunk()): always what
-// next-fit packing of ALL kept events needs, written ones included (a
+// The chunks reserved for the events (usage_queue_reserve_chunk()): always
+// what next-fit packing of ALL kept events needs, written ones included (a
 // rollback of the savepoint that wrote them makes them pending again).
 int32* chunks = nullptr;
 int chunk_count = 0;
 int chunk_capacity = 0;
 
+// Where commit gathers the events not written yet, in order; grown with
+// the events, since the commit callback must not allocate.
+StreamRecord* batch = nullptr;
+int batch_capacity = 0;
+int batch_count = 0;
+
 void forget() {
-  records = nullptr;  // the memory goes with TopTransactionContext
-  made_in = nullptr;
-  written_in = nullptr;
-  chunks = nullptr;
-  event_count = records_capacity = made_in_capacity = written_in_capacity = 0;
+  chunks = nullptr;  // the memory goes with TopTransactionContext
+  batch = nullptr;
   chunk_count = chunk_capacity = 0;
+  batch_capacity = batch_count = 0;
   pending_stream = -1;
 }
 
@@ -44,7 +48,11 @@ uint32 chunk_bytes() { return usage_queue_pool().chunk_bytes(); }
 
 NextFitPacking packing_of_events() {
   NextFitPacking packing;
-  for (int i = 0; i < event_count; ++i) packing.add(records[i].length, chunk_bytes());
+  if (effect_count_of(EffectKind::Usage) == 0) return packing;
+  for (int i = 0; i < effect_count(); ++i) {
+    const Effect* e = effect_at(i);
+    if (is_usage(*e)) packing.add(e->as<Event>().record.length, chunk_bytes());
+  }
   return packing;
 }
 
@@ -72,76 +80,72 @@ T* grown(T* array, int* capacity, int needed) {
   return result;
 }
 
-// Moves the events not written yet to the front of `records` (their order
-// kept) and returns how many there are.  In place: the commit callback
-// must not allocate.
-int compact_unwritten() noexcept {
-  int n = 0;
-  for (int i = 0; i < event_count; ++i)
-    if (written_in[i] == InvalidSubTransactionId) records[n++] = records[i];
-  return n;
+// The handlers of EffectKind::Usage (transaction_log.hpp).
+//
+// COMMIT and PREPARE: the charges stay, so the rows must exist: the events
+// not written in the transaction are gathered in order and queued at the
+// end.  Only the stream lock and memcpy into the reserved chunks (a
+// subsequence of what they were reserved for needs no more of them):
+// nothing here can fail.
+void begin_phase(EffectPhase) { batch_count = 0; }
+
+void gather(Effect& e) {
+  const Event& ev = e.as<Event>();
+  if (ev.written_in == InvalidSubTransactionId) batch[batch_count++] = ev.record;
 }
 
-void on_xact_event(XactEvent event, void*) {
-  switch (event) {
-    case XACT_EVENT_COMMIT:
-    case XACT_EVENT_PREPARE:
-      // The charges stay, so the rows must exist: the ones not written in
-      // the transaction are queued now.  Only the stream lock and memcpy
-      // into the reserved chunks (a subsequence of what they were reserved
-      // for needs no more of them): nothing here can fail.
-      if (event_count > 0 || chunk_count > 0) {
-        const int n = compact_unwritten();
-        Latch* worker = usage_queue_pool().commit_reserved(pending_stream, chunks, chunk_count, records, n);
-        if (worker != nullptr && n > 0) SetLatch(worker);
+void end_phase(EffectPhase phase) {
+  switch (phase) {
+    case EffectPhase::Commit:
+    case EffectPhase::Prepare:
+      if (batch_count > 0 || chunk_count > 0) {
+        Latch* worker = usage_queue_pool().commit_reserved(pending_stream, chunks, chunk_count, batch, batch_count);
+        if (worker != nullptr && batch_count > 0) SetLatch(worker);
       }
       forget();
       break;
-    case XACT_EVENT_ABORT:
+    case EffectPhase::Abort:
       release_all();
       forget();
       break;
-    default:
+    case EffectPhase::Rollback:
+      release_surplus();
       break;
   }
 }
 
-void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
-  if (event != SUBXACT_EVENT_ABORT_SUB || event_count == 0) return;
-  // As in transaction_effects.cpp: subtransaction ids grow, and every
-  // subtransaction begun since `subxact` belongs to the aborted subtree, so
-  // an id >= subxact is in it.  A call of the subtree takes its event with
-  // it (its charge is refunded); an event of an older call whose row was
-  // written in the subtree is pending again (its charge stays).
-  int kept = 0;
-  for (int i = 0; i < event_count; ++i) {
-    if (made_in[i] >= subxact) continue;
-    records[kept] = records[i];
-    made_in[kept] = made_in[i];
-    written_in[kept] = written_in[i] >= subxact ? InvalidSubTransactionId : written_in[i];
-    ++kept;
-  }
-  event_count = kept;
-  release_surplus();
+// A call of the rolled-back subtree takes its event with it (its charge is
+// refunded); an event of an older call whose row was written in the
+// subtree is pending again (its charge stays).
+bool rolled_back(Effect&) { return false; }
+
+void outlived_rollback(Effect& e, SubTransactionId aborted) {
+  Event& ev = e.as<Event>();
+  if (ev.written_in >= aborted) ev.written_in = InvalidSubTransactionId;
 }
+
+constexpr EffectHandlers kHandlers = {
+    nullptr,     nullptr,           // PREPARE keeps the charges, and queues the rows
+    gather,      gather,
+    nullptr,     rolled_back,
+    outlived_rollback, begin_phase,
+    end_phase,
+};
 
 }  // namespace
 
-void register_pending_usage_callbacks() {
-  RegisterXactCallback(on_xact_event, nullptr);
-  RegisterSubXactCallback(on_subxact_event, nullptr);
-}
+void register_pending_usage_callbacks() { register_effect_kind(EffectKind::Usage, &kHandlers); }
 
 bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms, bool* capped) {
   *capped = false;
+  const int events = effect_count_of(EffectKind::Usage);
   // One stream per transaction (its database's installation); an event of
   // another one (the extension re-created in this transaction) is written
   // synchronously.
-  if (event_count > 0 && stream != pending_stream) return false;
+  if (events > 0 && stream != pending_stream) return false;
   // Everything that can fail comes first: memory, then the reservation.
-  records = grown(records, &records_capacity, event_count + 1);
-  made_in = grown(made_in, &made_in_capacity, event_count + 1);
-  written_in = grown(written_in, &written_in_capacity, event_count + 1);
+  reserve_effects(1);
+  batch = grown(batch, &batch_capacity, events + 1);
   char* copy = static_cast<char*>(MemoryContextAlloc(TopTransactionContext, length));
   memcpy(copy, record, length);
   NextFitPacking packing = packing_of_events();
@@ -154,20 +158,24 @@ bool defer_usage_event(int stream, const char* record, uint32 length, int wait_m
     chunks[chunk_count++] = chunk;
   }
   pending_stream = stream;
-  records[event_count] = StreamRecord{copy, length};
-  made_in[event_count] = GetCurrentSubTransactionId();
-  written_in[event_count] = InvalidSubTransactionId;
-  ++event_count;
+  Event& ev = record_effect(EffectKind::Usage)->as<Event>();  // cannot fail: reserved above
+  ev.record = StreamRecord{copy, length};
+  ev.written_in = InvalidSubTransactionId;
   return true;
 }
 
 void materialize_pending_usage() {
   // One at a time, in order: an error aborts the (sub)transaction, whose
-  // abort callback makes the events it wrote pending again.
-  for (int i = 0; i < event_count; ++i) {
-    if (written_in[i] != InvalidSubTransactionId) continue;
-    insert_usage_row(decode_usage_event(records[i].bytes));
-    written_in[i] = GetCurrentSubTransactionId();
+  // rollback makes the events it wrote pending again.  By index, read
+  // afresh each time: the insert may run triggers that record effects
+  // (the log may move), and a rollback inside them only removes entries
+  // recorded after this one.
+  for (int i = 0; i < effect_count(); ++i) {
+    if (!is_usage(*effect_at(i))) continue;
+    const Event ev = effect_at(i)->as<Event>();
+    if (ev.written_in != InvalidSubTransactionId) continue;
+    insert_usage_row(decode_usage_event(ev.record.bytes));
+    effect_at(i)->as<Event>().written_in = GetCurrentSubTransactionId();
   }
 }
 

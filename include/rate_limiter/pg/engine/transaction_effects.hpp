@@ -1,6 +1,9 @@
-// Effects on shared state that follow the transaction.
+// Counter adjustments that follow the transaction: the Counter entries of
+// the transaction-effects log (support/transaction_log.hpp, which decides
+// when entries are applied, rolled back and refused at PREPARE).
 //
-// (Rule changes follow the transaction too: rule_changes.hpp.)
+// (Rule changes follow the transaction too, with their own index:
+// rule_changes.hpp.)
 //
 //  - Counter adjustments recorded with the subtransaction that asked for
 //    them, applied to the shared counters
@@ -24,7 +27,7 @@
 
 namespace rate_limiter::pg {
 
-void register_transaction_callbacks();  // once, from _PG_init
+void register_transaction_callbacks();  // once, from _PG_init: the Counter handlers
 
 // At commit: the counter restarts from nothing (full quota).
 void schedule_counter_reset(const core::Hash128& counter_key);
@@ -52,12 +55,11 @@ void schedule_refund_on_abort(const core::Hash128& counter_key, const core::Limi
 void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
                               bool in_ledger, const core::Admission& admission, bool follows_transaction);
 
-// A mark of the adjustments recorded so far, valid until the current call
-// returns (a subtransaction abort compacts them).
-int transaction_effects_mark();
+// A mark of the effects recorded so far (effect_log_mark()).
+uint32_t transaction_effects_mark();
 // The deferred charges recorded since `mark` follow the transaction from
 // now on (as with follows_transaction above): their call's usage row is
 // about to be written in the transaction.
-void deferred_charges_follow_transaction(int mark);
+void deferred_charges_follow_transaction(uint32_t mark);
 
 }  // namespace rate_limiter::pg

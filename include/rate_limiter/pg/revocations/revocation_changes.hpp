@@ -1,6 +1,7 @@
 // Changes to token_revocations made by the current transaction, applied to
 // the shared revocation cache when it commits and forgotten when it (or the
-// subtransaction that made them) rolls back.
+// subtransaction that made them) rolls back: the Revocation entries of the
+// transaction-effects log (support/transaction_log.hpp).
 //
 // The triggers on token_revocations record each change here (row triggers:
 // the token revoked or unrevoked; the TRUNCATE trigger and
@@ -18,7 +19,7 @@
 
 namespace rate_limiter::pg {
 
-void register_revocation_transaction_callbacks();  // once, from _PG_init
+void register_revocation_transaction_callbacks();  // once, from _PG_init: the Revocation handlers
 
 void record_revocation_change(RevocationChangeKind kind, uint64 installation,
                               const core::Hash128& key);

@@ -1,4 +1,5 @@
-// Usage events of refund_on_abort calls in async mode.
+// Usage events of refund_on_abort calls in async mode: the Usage entries of
+// the transaction-effects log (support/transaction_log.hpp).
 //
 // Such a call's charge is refunded if its transaction (or the savepoint it
 // ran in) rolls back, so its row must not appear then.  The event stays in
@@ -30,7 +31,7 @@
 
 namespace rate_limiter::pg {
 
-void register_pending_usage_callbacks();  // once, from _PG_init
+void register_pending_usage_callbacks();  // once, from _PG_init: the Usage handlers
 
 // Reserves room in `stream` (waiting up to wait_ms when the stream is
 // full) and keeps the event until commit.  False: no room, the
