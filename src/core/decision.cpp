@@ -280,4 +280,17 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
   return d;
 }
 
+Decision decide_fail_open(const CallRequest& request, bool token_quotas, int64_t reserved) noexcept {
+  Decision d;
+  if (request.kind == CallKind::Check) {
+    d.outcome = Outcome::NoLimit;
+    return d;
+  }
+  int64_t granted = token_quotas ? reserved : request.tokens;
+  if (request.all_or_nothing && granted < request.tokens) granted = 0;
+  d.outcome = granted > 0 ? Outcome::NoLimit : Outcome::DeniedTokenQuota;
+  d.granted = granted > 0 ? granted : 0;
+  return d;
+}
+
 }  // namespace rate_limiter::core

@@ -9,7 +9,7 @@
 using namespace rate_limiter::core;
 using namespace rate_limiter::core::test;
 
-TEST(PriorityShare, SeedSharesOfRemaining) {
+TEST(PriorityShare, DefaultSharesOfRemaining) {
   // 1000 remaining: high takes at most 500, medium 300, low 200.
   for (auto [p, expected] : {std::pair{Priority::High, 500}, {Priority::Medium, 300}, {Priority::Low, 200}}) {
     Fixture f;
@@ -270,7 +270,7 @@ TEST(Property, NeverGrantsMoreThanTheLimitInAnyWindow) {
 }
 
 TEST(Exhaustion, QuotaIsExhaustedWhenNoPriorityCanGetAToken) {
-  // With the seed shares, high stops at 1 remaining, medium at 3, low at 4:
+  // With the default shares, high stops at 1 remaining, medium at 3, low at 4:
   // 1 remaining is exhausted for everyone.
   Fixture f;
   f.add(LimitKind::Tokens, 100, kHour, 99);
@@ -1065,4 +1065,42 @@ TEST(Shadow, AllowedCallIsUnchangedByShadow) {
   EXPECT_EQ(da.granted, db.granted);
   EXPECT_FALSE(db.shadowed);
   EXPECT_EQ(a.states[0].used, b.states[0].used);
+}
+
+// decide_fail_open(): the grant of a call made without its counters.
+TEST(FailOpen, CheckIsAllowedAndGrantsNothing) {
+  const Decision d = decide_fail_open(check(), true, 0);
+  EXPECT_TRUE(d.allowed());
+  EXPECT_EQ(d.outcome, Outcome::NoLimit);
+  EXPECT_EQ(d.granted, 0);
+}
+
+TEST(FailOpen, AllocationGetsWhatItReserved) {
+  const Decision d = decide_fail_open(alloc(100, Priority::High), true, 40);
+  EXPECT_TRUE(d.allowed());
+  EXPECT_EQ(d.granted, 40);
+}
+
+TEST(FailOpen, NothingReservedIsATokenQuotaDenial) {
+  const Decision d = decide_fail_open(alloc(100, Priority::Low), true, 0);
+  EXPECT_FALSE(d.allowed());
+  EXPECT_EQ(d.outcome, Outcome::DeniedTokenQuota);
+  EXPECT_EQ(d.granted, 0);
+}
+
+TEST(FailOpen, WithoutTokenQuotaTheWholeRequestIsGranted) {
+  const Decision d = decide_fail_open(alloc(100, Priority::Low), false, 0);
+  EXPECT_TRUE(d.allowed());
+  EXPECT_EQ(d.granted, 100);
+}
+
+TEST(FailOpen, AllOrNothingRefusesAPartialReservation) {
+  CallRequest r = alloc(100, Priority::High);
+  r.all_or_nothing = true;
+  const Decision partial = decide_fail_open(r, true, 99);
+  EXPECT_FALSE(partial.allowed());
+  EXPECT_EQ(partial.granted, 0);
+  const Decision whole = decide_fail_open(r, true, 100);
+  EXPECT_TRUE(whole.allowed());
+  EXPECT_EQ(whole.granted, 100);
 }

@@ -1,12 +1,12 @@
 // The decision of one call: which limits allow it, how many tokens it gets,
 // and what the result record reports.
 //
-// decide() makes every grant that is taken under the partition locks.  The
-// one grant made elsewhere is the fail-open grant after a lock timeout
-// (failure_mode = open): the PostgreSQL layer grants it without the counters,
-// bounded by the fail-open ledger (pg/engine/fail_open.hpp), and charges it
-// when the transaction ends.  decide() runs inside the partition locks, so
-// it is noexcept, allocates nothing and finishes in a
+// Every grant is decided here: decide() for a call that holds its
+// counters' partition locks, decide_fail_open() for a call that could not
+// get them (failure_mode = open after a lock timeout), which the PostgreSQL
+// layer bounds with the fail-open ledger (pg/engine/fail_open.hpp) and
+// charges when the transaction ends.  decide() runs inside the partition
+// locks, so it is noexcept, allocates nothing and finishes in a
 // bounded number of steps (at most kMaxAppliedLimits limits; a denial adds
 // at most kMaxRetrySteps passes over them to find its retry).
 #pragma once
@@ -57,7 +57,7 @@ constexpr uint32_t kMinDynamicFactorPpm = 10'000;  // the dynamic factor never g
 struct AppliedLimit {
   LimitKind kind = LimitKind::Tokens;
   ScopeKind scope = ScopeKind::User;  // reported back; Default means "user scope, default rule"
-  // A burst cap (the seed's burst_limit over burst_window_seconds): a short
+  // A burst cap (a limit's burst_limit over burst_window_seconds): a short
   // fixed window on top of the scope's limit of the same kind.  It takes no
   // strategy (params are ignored).
   bool burst_cap = false;
@@ -243,6 +243,17 @@ struct Decision {
 // Without shadow limits the result is exactly the above.
 Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
                 const PriorityShares& shares, int64_t now) noexcept;
+
+// The decision of a call made without its counters: failure_mode = open
+// after a partition lock wait ran out.  `token_quotas`: a token quota
+// applies; `reserved`: the tokens the fail-open ledger let the call reserve
+// against every one of them (its priority share of their capacity less
+// what other lockless grants still owe).  A check is allowed (NoLimit); an
+// allocation is allowed with `reserved` tokens, with all its tokens when
+// no token quota applies, and denied (DeniedTokenQuota, granted 0) when it
+// could reserve nothing, or less than it asked for with all_or_nothing (the
+// caller gives the reservation back).
+Decision decide_fail_open(const CallRequest& request, bool token_quotas, int64_t reserved) noexcept;
 
 // floor(share_ppm * remaining / kShareScale), exact.
 int64_t priority_cap(uint32_t share_ppm, int64_t remaining) noexcept;

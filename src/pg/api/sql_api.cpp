@@ -208,23 +208,20 @@ void fail_open_grant(Call* call) {
     token_keys[ntokens] = keys[i];
     capacities[ntokens++] = core::capacity(rules[i]);
   }
-  int64 granted = req.kind == core::CallKind::Allocate ? req.tokens : 0;
-  if (ntokens > 0 && granted > 0) {
+  int64 reserved = 0;
+  if (ntokens > 0 && req.kind == core::CallKind::Allocate) {
     const uint32 share = current_priority_shares().ppm[static_cast<int>(req.priority)];
-    // all_or_nothing reserves only the whole request or nothing.
-    granted = reserve_fail_open(token_keys, capacities, ntokens, share, granted);
-    if (req.all_or_nothing && granted < req.tokens) {
-      for (int i = 0; i < ntokens; ++i) settle_fail_open(token_keys[i], granted);
-      granted = 0;
-    }
+    reserved = reserve_fail_open(token_keys, capacities, ntokens, share, req.tokens);
   }
   CallResult& r = call->result;
   r.fail_open = true;
-  r.decision = core::Decision{};
-  const bool allowed = req.kind == core::CallKind::Check || granted > 0 || ntokens == 0;
-  r.decision.outcome = allowed ? core::Outcome::NoLimit : core::Outcome::DeniedTokenQuota;
-  r.decision.granted = allowed ? granted : 0;
-  if (!allowed) return;
+  r.decision = core::decide_fail_open(req, ntokens > 0, reserved);
+  const int64 granted = r.decision.granted;
+  // What the decision did not take goes back to the ledger (all_or_nothing
+  // refuses a partial reservation).
+  if (reserved > granted)
+    for (int i = 0; i < ntokens; ++i) settle_fail_open(token_keys[i], reserved - granted);
+  if (!r.decision.allowed()) return;
   for (int i = 0; i < n; ++i) {
     const int64 units = kinds[i] == core::LimitKind::Tokens ? granted : 1;
     if (units <= 0) continue;
