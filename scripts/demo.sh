@@ -46,9 +46,13 @@ SELECT success, tokens_allocated, requests_remaining, reason, retry_after IS NOT
 SELECT * FROM enforce_rate_limit('user123', 'chat/completions');
 \set ON_ERROR_STOP on
 
-\echo '-- live status and usage history'
+\echo '-- live status, read from the counters in shared memory'
 SELECT scope, api_endpoint, limit_kind, "limit", used, remaining, reset_at
   FROM get_rate_limit_status('user123') ORDER BY scope, limit_kind;
+
+\echo '-- usage history, read from token_usage: a background worker writes each call''s row'
+\echo '-- shortly after the call, so first wait until the rows of the calls above are written'
+SELECT rate_limiter_flush_usage() \gset
 SELECT jsonb_pretty(get_rate_limit_history('user123') - 'since') AS history;
 SELECT jsonb_pretty(get_performance_metrics()) AS metrics;
 SQL
