@@ -128,10 +128,44 @@ bool count_denial(std::string_view user, int64 now, int64* window_start) {
   return crossed;
 }
 
+// One enforced limit's usage around an allowed call, derived from what the
+// decision measured under the lock.  "Exhausted" is what the core denies
+// on: a request limit (or a burst cap) without a unit left, a token quota
+// of which not even the largest priority share is a whole token.
+struct LimitUsage {
+  int64 capacity;
+  int64 used_before;
+  int64 used_after;
+  bool exhausted_before;
+  bool exhausted_after;
+  int64 window_start;  // aligned window of the limit's length: the alerts' dedup window
+};
+
+LimitUsage usage_of(const DecidedLimit& l, uint32 top_share, int64 now) {
+  const auto exhausted = [&](int64 remaining) {
+    return l.kind == core::LimitKind::Requests || l.burst_cap ? remaining <= 0
+                                                              : core::priority_cap(top_share, remaining) < 1;
+  };
+  const int64 cap = l.capacity();
+  return LimitUsage{cap,
+                    cap - l.available_before,
+                    cap - l.available_after,
+                    exhausted(l.available_before),
+                    exhausted(l.available_after),
+                    core::aligned_window_start(now, l.rule.window_micros)};
+}
+
+uint32 top_priority_share() {
+  const core::PriorityShares shares = current_priority_shares();
+  return std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
+}
+
 void quota_alerts(const CallInput& in, const CallResult& r, int64 now) {
-  for (int i = 0; i < r.usage_count; ++i) {
-    const LimitUsage& u = r.usage[i];
-    if (!u.present || u.capacity <= 0) continue;
+  const uint32 top_share = top_priority_share();
+  for (int i = 0; i < r.limit_count; ++i) {
+    const DecidedLimit& l = r.limits[i];
+    if (!l.measured || l.capacity() <= 0) continue;
+    const LimitUsage u = usage_of(l, top_share, now);
     for (int t = 0; t < alert_thresholds.count; ++t) {
       const int pct = alert_thresholds.pct[t];
       // 100 is "exhausted" (what the core denies on); the others compare
@@ -143,8 +177,8 @@ void quota_alerts(const CallInput& in, const CallResult& r, int64 now) {
       if (!crossed) continue;
       AlertRecord a = blank(AlertKind::QuotaThreshold, now);
       set_ids(&a, in.user, in.has_endpoint, in.endpoint);
-      a.scope = static_cast<uint8>(u.scope);
-      a.limit_kind = limit_kind_of(u.kind, u.burst_cap);
+      a.scope = static_cast<uint8>(l.scope);
+      a.limit_kind = limit_kind_of(l.kind, l.burst_cap);
       a.threshold = pct;
       a.limit = u.capacity;
       a.used = u.used_after;
@@ -159,18 +193,19 @@ void emergency_alert(const CallInput& in, const CallResult& r, int64 now) {
   // The limit that gave the most emergency units, else the binding one.
   int pick = d.binding;
   int64 most = 0;
-  for (int i = 0; i < r.usage_count; ++i)
-    if (r.usage[i].present && r.usage[i].emergency_units > most) {
-      most = r.usage[i].emergency_units;
+  for (int i = 0; i < r.limit_count; ++i)
+    if (r.limits[i].measured && d.charges[i].emergency_units > most) {
+      most = d.charges[i].emergency_units;
       pick = i;
     }
   AlertRecord a = blank(AlertKind::EmergencyOverride, now);
   set_ids(&a, in.user, in.has_endpoint, in.endpoint);
   a.window_start = now;
-  if (pick >= 0 && pick < r.usage_count && r.usage[pick].present) {
-    const LimitUsage& u = r.usage[pick];
-    a.scope = static_cast<uint8>(u.scope);
-    a.limit_kind = limit_kind_of(u.kind, u.burst_cap);
+  if (pick >= 0 && pick < r.limit_count && r.limits[pick].measured) {
+    const DecidedLimit& l = r.limits[pick];
+    const LimitUsage u = usage_of(l, top_priority_share(), now);
+    a.scope = static_cast<uint8>(l.scope);
+    a.limit_kind = limit_kind_of(l.kind, l.burst_cap);
     a.limit = u.capacity;
     a.used = u.used_after;
     a.window_start = u.window_start;

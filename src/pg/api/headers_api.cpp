@@ -77,20 +77,21 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
   const core::Decision& d = p.result.decision;
-  const BindingLimit& b = p.result.binding;
+  const DecidedLimit* b = p.result.binding();
+  const bool none = b == nullptr;
+  const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
   Datum values[11];
-  bool nulls[11] = {false, !b.present, !b.present, !b.present, d.retry_after <= 0, !b.present,
-                    !b.present, false, !b.present, !b.present, false};
+  bool nulls[11] = {false, none, none, none, d.retry_after <= 0, none, none, false, none, none, false};
   values[0] = BoolGetDatum(d.allowed());
-  values[1] = Int64GetDatum(b.limit);
+  values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);
   values[3] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
   values[4] = d.retry_after > 0 ? micros_interval(d.retry_after) : (Datum)0;
-  values[5] = CStringGetTextDatum(binding_kind_name(b));
-  values[6] = CStringGetTextDatum(scope_name(b.scope));
+  values[5] = CStringGetTextDatum(limit_kind_name(shown));
+  values[6] = CStringGetTextDatum(scope_name(shown.scope));
   values[7] = CStringGetTextDatum(reason_of(p.result, p.input.request.kind));
-  values[8] = CStringGetTextDatum(core::algorithm_name(b.algorithm));
-  values[9] = micros_interval(b.window_micros);
+  values[8] = CStringGetTextDatum(core::algorithm_name(shown.rule.algorithm));
+  values[9] = micros_interval(shown.rule.window_micros);
   // The instant of the decision (the limiter's clock, rate_limiter.debug_clock
   // included): what reset_at and retry_after count from.
   values[10] = TimestampTzGetDatum(unix_to_timestamptz(now));

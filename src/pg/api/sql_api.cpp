@@ -326,17 +326,18 @@ Datum nullable_int8(int64 v, bool* isnull) {
 //   (allowed, "limit", remaining, reset_at, retry_after, limit_kind, scope, reason)
 Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
   const core::Decision& d = call.result.decision;
-  const BindingLimit& b = call.result.binding;
+  const DecidedLimit* b = call.result.binding();
+  const bool none = b == nullptr;
+  const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
   Datum values[8];
-  bool nulls[8] = {false, !b.present, !b.present, !b.present, d.retry_after <= 0,
-                   !b.present, !b.present, false};
+  bool nulls[8] = {false, none, none, none, d.retry_after <= 0, none, none, false};
   values[0] = BoolGetDatum(d.allowed());
-  values[1] = Int64GetDatum(b.limit);
+  values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);
   values[3] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
   values[4] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
-  values[5] = CStringGetTextDatum(binding_kind_name(b));
-  values[6] = CStringGetTextDatum(scope_name(b.scope));
+  values[5] = CStringGetTextDatum(limit_kind_name(shown));
+  values[6] = CStringGetTextDatum(scope_name(shown.scope));
   values[7] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
                                       ? "fail_open_lock_timeout"
                                       : reason_of(call.result, core::CallKind::Check));
@@ -375,7 +376,7 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
                     errmsg("session \"%s\" is revoked", text_to_cstring(call.session.datum)),
                     errdetail("Reason: revoked.  Retrying does not help until the session is unrevoked.")));
   if (enforce && !d.allowed()) {
-    const BindingLimit& b = call.result.binding;
+    const DecidedLimit b = call.result.binding() != nullptr ? *call.result.binding() : DecidedLimit{};
     ereport(ERROR,
             (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
              call.endpoint.present
@@ -383,9 +384,9 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
                           text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
                  : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
              errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
-                       b.limit, b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
+                       b.capacity(), b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
                                             : kind_name(b.kind),
-                       window_words(b.window_micros),
+                       window_words(b.rule.window_micros),
                        scope_name(b.scope), d.binding_remaining),
              d.outcome == core::Outcome::DeniedExceedsCapacity
                  ? errhint("Retrying cannot succeed: the largest priority share of this limit is less than "
@@ -428,7 +429,9 @@ RL_SQL_FUNCTION(allocate_tokens) {
     run_call(&call);
 
   const core::Decision& d = call.result.decision;
-  const BindingLimit& b = call.result.binding;
+  const DecidedLimit* b = call.result.binding();
+  const bool none = b == nullptr;
+  const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
   int64 allocation_id = -1;
   if (d.allowed()) {
     UsageRow row{&call.user,
@@ -454,8 +457,8 @@ RL_SQL_FUNCTION(allocate_tokens) {
                  call.input.request.tokens);
 
   Datum values[14];
-  bool nulls[14] = {false, false, false, false, false, !b.present, !b.present,
-                    d.retry_after <= 0, false, !b.present, !b.present, false, false, false};
+  bool nulls[14] = {false, false, false, false, false, none, none, d.retry_after <= 0, false, none, none,
+                    false, false, false};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(d.granted);
   values[2] = nullable_int8(d.tokens_remaining, &nulls[2]);
@@ -463,12 +466,12 @@ RL_SQL_FUNCTION(allocate_tokens) {
   values[4] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
                                       ? "fail_open_lock_timeout"
                                       : reason_of(call.result, core::CallKind::Allocate));
-  values[5] = Int64GetDatum(b.limit);
+  values[5] = Int64GetDatum(shown.capacity());
   values[6] = TimestampTzGetDatum(unix_to_timestamptz(d.reset_at));
   values[7] = d.retry_after > 0 ? interval_micros(d.retry_after) : (Datum)0;
   values[8] = nullable_int8(d.requests_remaining, &nulls[8]);
-  values[9] = CStringGetTextDatum(binding_kind_name(b));
-  values[10] = CStringGetTextDatum(scope_name(b.scope));
+  values[9] = CStringGetTextDatum(limit_kind_name(shown));
+  values[10] = CStringGetTextDatum(scope_name(shown.scope));
   values[11] = nullable_int8(allocation_id, &nulls[11]);
   values[12] = Int64GetDatum(d.burst_tokens);
   values[13] = Int64GetDatum(d.emergency_units);

@@ -47,7 +47,7 @@ void log_decision(const char* function, const IdArg& user, const IdArg& endpoint
       !(pg_prng_double(&pg_global_prng_state) < settings.log_decisions_sample_rate))
     return;
 
-  const BindingLimit& b = result.binding;
+  const DecidedLimit* b = result.binding();
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfo(&buf, "rate_limiter decision: function=%s", function);
@@ -55,9 +55,9 @@ void log_decision(const char* function, const IdArg& user, const IdArg& endpoint
   append_id(&buf, "endpoint", endpoint);
   appendStringInfo(&buf, " outcome=%s reason=%s", allowed ? "allowed" : "denied",
                    result.status == CallStatus::LockTimeout ? "fail_open_lock_timeout" : reason_of(result, kind));
-  if (b.present)
-    appendStringInfo(&buf, " scope=%s kind=%s limit=" INT64_FORMAT " remaining=" INT64_FORMAT, scope_name(b.scope),
-                     binding_kind_name(b), b.limit, d.binding_remaining);
+  if (b != nullptr)
+    appendStringInfo(&buf, " scope=%s kind=%s limit=" INT64_FORMAT " remaining=" INT64_FORMAT, scope_name(b->scope),
+                     limit_kind_name(*b), b->capacity(), d.binding_remaining);
   else
     appendStringInfoString(&buf, " scope=none kind=none limit=none remaining=none");
   appendStringInfo(&buf, " strategy=%s", strategy_name(d.strategy));

@@ -57,12 +57,13 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
   int n = 0;
   for (int i = 0; i < result.charged_count && n < kMaxGrantCharges; ++i) {
     const ChargedCounter& c = result.charged[i];
+    const DecidedLimit& l = result.limits[c.limit];
     // Burst caps are not recorded: their counters are keyed with the shape
     // of the limit they cap, which the record does not hold, and a refund
     // to them is never needed for exactness (they only ever deny).
-    if (c.role != 0 || c.kind != core::LimitKind::Tokens || c.units <= 0 || c.burst_cap) continue;
+    if (c.role != 0 || l.kind != core::LimitKind::Tokens || c.units <= 0 || l.burst_cap) continue;
     const core::Algorithm a = c.rule.algorithm;
-    uint8 flags = static_cast<uint8>(static_cast<uint8>(c.scope) & 3) | static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
+    uint8 flags = static_cast<uint8>(static_cast<uint8>(l.scope) & 3) | static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
     if (c.units == tokens) flags |= kUnitsAreTokens;
     if (c.rule.burst != 0) flags |= kHasBurst;
     if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros)) flags |= kAlignedWindow;

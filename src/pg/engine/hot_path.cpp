@@ -126,51 +126,31 @@ void for_each_applicable(const ApplicableRules& r, AddFn add) {
     if (r.endpoint.has[k]) add(core::ScopeKind::Endpoint, r.endpoint, k, r.endpoint_scope);
 }
 
-// Usage of every enforced limit around an allowed call (LimitUsage).  Runs
-// under the partition locks: arithmetic on the locked counters only.
-void record_usage(const PlannedLimits& plan, const core::Decision& d, const core::PriorityShares& shares,
-                  int64 now, CallResult* out) noexcept {
-  const uint32 top_share = std::max({shares.ppm[0], shares.ppm[1], shares.ppm[2]});
-  out->usage_count = plan.count;
+// The decided limits of the result (DecidedLimit), in the core's order.
+void fill_limits(const PlannedLimits& plan, CallResult* out) noexcept {
+  out->limit_count = plan.count;
   for (int i = 0; i < plan.count; ++i) {
     const core::AppliedLimit& l = plan.limits[i];
-    if (l.state == nullptr) {
-      out->usage[i] = LimitUsage{};  // present = false: the limit went unenforced
-      continue;
-    }
-    const int64 cap = core::capacity(l.rule);
-    const int64 after = core::available(l.rule, *l.state, now);
-    const int64 before = after + d.charges[i].units;
-    auto exhausted = [&](int64 remaining) {
-      return l.kind == core::LimitKind::Requests || l.burst_cap ? remaining <= 0
-                                                                : core::priority_cap(top_share, remaining) < 1;
-    };
-    LimitUsage& u = out->usage[i];
-    u.present = true;
-    u.kind = l.kind;
-    u.scope = l.scope;
-    u.burst_cap = l.burst_cap;
-    u.capacity = cap;
-    u.used_before = cap - before;
-    u.used_after = cap - after;
-    u.exhausted_before = exhausted(before);
-    u.exhausted_after = exhausted(after);
-    u.window_start = core::aligned_window_start(now, l.rule.window_micros);
-    u.emergency_units = d.charges[i].emergency_units;
+    DecidedLimit& dl = out->limits[i];
+    dl = DecidedLimit{};
+    dl.kind = l.kind;
+    dl.scope = l.scope;
+    dl.burst_cap = l.burst_cap;
+    dl.rule = l.rule;
   }
 }
 
-// What the result record reports about the decision's binding limit.
-void fill_binding(const PlannedLimits& plan, const core::Decision& d, CallResult* out) noexcept {
-  if (d.binding < 0) return;
-  const core::AppliedLimit& b = plan.limits[d.binding];
-  out->binding.present = true;
-  out->binding.kind = b.kind;
-  out->binding.scope = b.scope;
-  out->binding.burst_cap = b.burst_cap;
-  out->binding.algorithm = b.rule.algorithm;
-  out->binding.limit = core::capacity(b.rule);
-  out->binding.window_micros = b.rule.window_micros;
+// What every enforced limit had available around an allowed call.  Runs
+// under the partition locks: arithmetic on the locked counters only.
+void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 now, CallResult* out) noexcept {
+  for (int i = 0; i < plan.count; ++i) {
+    const core::AppliedLimit& l = plan.limits[i];
+    if (l.state == nullptr) continue;  // unenforced (fail-open): not measured
+    DecidedLimit& dl = out->limits[i];
+    dl.measured = true;
+    dl.available_after = core::available(l.rule, *l.state, now);
+    dl.available_before = dl.available_after + d.charges[i].units;
+  }
 }
 
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
@@ -290,7 +270,8 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
     out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
-    if (out->decision.allowed()) record_usage(plan, out->decision, shares, now, out);
+    fill_limits(plan, out);
+    if (out->decision.allowed()) measure_limits(plan, out->decision, now, out);
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
   release_partitions(set);
@@ -298,7 +279,6 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
 
   if (!table_full) {
     const core::Decision& d = out->decision;
-    fill_binding(plan, d, out);
     // What was charged, counter by counter, for refunds.
     for (int i = 0; i < plan.count; ++i) {
       const core::Charge& ch = d.charges[i];
@@ -314,9 +294,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
         cc.window = windows[role];
         cc.generation = plan.counters[c].generation;
         cc.role = static_cast<uint8>(role);
-        cc.kind = plan.limits[i].kind;
-        cc.scope = plan.limits[i].scope;
-        cc.burst_cap = plan.limits[i].burst_cap;
+        cc.limit = static_cast<uint8>(i);
       }
     }
   }
@@ -357,7 +335,7 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   // The core decides on the copies: what it charges to them is thrown away.
   for (int i = 0; i < plan.ncounters; ++i) *plan.counters[i].target = &copies[i];
   out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
-  fill_binding(plan, out->decision, out);
+  fill_limits(plan, out);
 }
 
 }  // namespace rate_limiter::pg

@@ -8,9 +8,9 @@ const char* scope_name(core::ScopeKind s) { return core::scope_kind_name(s); }
 
 const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
 
-const char* binding_kind_name(const BindingLimit& b) {
-  if (b.burst_cap) return b.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";
-  return kind_name(b.kind);
+const char* limit_kind_name(const DecidedLimit& l) {
+  if (l.burst_cap) return l.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";
+  return kind_name(l.kind);
 }
 
 const char* strategy_name(core::Strategy s) {

@@ -37,52 +37,39 @@ enum class CallStatus {
                 // nothing charged
 };
 
-// What the result record reports about the binding limit.
-struct BindingLimit {
-  bool present = false;
+// One applied limit of a decided call, as the core saw it.  Readers derive
+// what they report from it (capacity(), used = capacity - available), so
+// the result holds one copy of each limit and nothing computed twice.
+struct DecidedLimit {
   core::LimitKind kind = core::LimitKind::Tokens;
-  core::ScopeKind scope = core::ScopeKind::User;
+  core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
   bool burst_cap = false;  // a burst cap: burst_limit over burst_window_seconds
-  core::Algorithm algorithm = core::Algorithm::FixedWindow;
-  int64 limit = 0;         // capacity() of the binding limit
-  int64 window_micros = 0;
+  core::LimitRule rule;
+  // Allowed calls of decide_call() only: the limit's counter was there
+  // (false: it went unenforced, fail-open) and what it had available
+  // before and after the charge, read under the partition lock.
+  bool measured = false;
+  int64 available_before = 0;
+  int64 available_after = 0;
+
+  int64 capacity() const noexcept { return core::capacity(rule); }
 };
 
 // One counter a decision charged: enough to give the units back
-// (core::refund) after the locks are gone.
+// (core::refund) after the locks are gone.  Its limit is limits[limit].
 struct ChargedCounter {
   core::Hash128 key;
-  core::LimitRule rule;
+  core::LimitRule rule;  // the counter's own (an emergency counter's differs from its limit's)
   int64 units = 0;
   int64 window = 0;
   uint16 generation = 0;  // the slot's when charged (core::CounterSlot)
   uint8 role = 0;         // 0 main, 1 emergency, 2 burst budget
-  core::LimitKind kind = core::LimitKind::Tokens;
-  core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
-  bool burst_cap = false;  // the counter of a burst cap (core::CounterRole::BurstCap)
+  uint8 limit = 0;        // index into CallResult::limits
 };
 
 // Each applied limit can charge its counter, its emergency counter and its
 // burst budget.
 constexpr int kMaxChargedCounters = 3 * core::kMaxAppliedLimits;
-
-// One enforced limit's usage around an allowed call, for the quota and
-// emergency alerts (alerts.hpp).  "Exhausted" is what the core denies on:
-// a request limit without a request left, a token quota of which not even
-// the largest priority share is a whole token.
-struct LimitUsage {
-  bool present = false;  // false: the limit went unenforced (fail-open)
-  core::LimitKind kind = core::LimitKind::Tokens;
-  core::ScopeKind scope = core::ScopeKind::User;
-  bool burst_cap = false;
-  int64 capacity = 0;
-  int64 used_before = 0;  // capacity - available(), before and after the charge
-  int64 used_after = 0;
-  bool exhausted_before = false;
-  bool exhausted_after = false;
-  int64 window_start = 0;  // aligned window of the limit's length: the alerts' dedup window
-  int64 emergency_units = 0;
-};
 
 // N elements of T left unconstructed: a call's result holds arrays of
 // about 4 kB that each call would otherwise zero (callgrind: ~800
@@ -103,15 +90,23 @@ struct UninitializedArray {
 struct CallResult {
   CallStatus status = CallStatus::Decided;
   core::Decision decision;
-  BindingLimit binding;
   bool fail_open = false;  // some limit went unenforced (table full, failure_mode = open)
   core::AcquireStatus refusal = core::AcquireStatus::Ok;  // why a counter could not be created
   bool keys_added = false;  // the call created counters
+  // The applied limits in the core's order (decision.binding and
+  // decision.charges index them), [0, limit_count).  Filled when the
+  // status is Decided and limits applied.
+  UninitializedArray<DecidedLimit, core::kMaxAppliedLimits> limits;
+  int limit_count = 0;
   UninitializedArray<ChargedCounter, kMaxChargedCounters> charged;  // [0, charged_count)
   int charged_count = 0;
-  // Allowed calls only; indexed as the limits, [0, usage_count).
-  UninitializedArray<LimitUsage, core::kMaxAppliedLimits> usage;
-  int usage_count = 0;
+
+  // The limit the result record reports, or nullptr (no limit applied,
+  // revoked, fail-open).
+  const DecidedLimit* binding() const noexcept {
+    const int b = decision.binding;
+    return b >= 0 && b < limit_count ? &limits[b] : nullptr;
+  }
 };
 
 // The limiter's clock, in microseconds since the Unix epoch.  Wall-clock

@@ -10,7 +10,7 @@ namespace rate_limiter::pg {
 const char* scope_name(core::ScopeKind s);
 const char* kind_name(core::LimitKind k);
 // limit_kind in the result: a burst cap reports its own kind.
-const char* binding_kind_name(const BindingLimit& b);
+const char* limit_kind_name(const DecidedLimit& l);
 const char* strategy_name(core::Strategy s);
 const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind kind);
 // The reason column; shadow mode prefixes the would-be outcome with
