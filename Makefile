@@ -49,7 +49,7 @@ endif
 # JIT bitcode is deliberately off: PGXS would compile our C++17 sources with
 # clang -std=c++14 for LLVM inlining, and JIT could not inline these
 # functions into expressions anyway (they are called through fmgr and touch
-# shared memory).  See README, "Building".
+# shared memory).  See docs/architecture.md, "Build notes".
 override with_llvm = no
 
 PG_CONFIG ?= pg_config
@@ -68,7 +68,7 @@ test/unit/run_unit_tests: $(UNIT_SRCS) $(wildcard test/unit/*.hpp) $(CORE_SRCS) 
 unit-test: test/unit/run_unit_tests
 	./test/unit/run_unit_tests
 
-# libFuzzer targets over the pure core (test/fuzz/, README "Fuzzing and
+# libFuzzer targets over the pure core (test/fuzz/, docs/testing.md, "Fuzzing and
 # static analysis").  make fuzz-run runs each from its seed corpus for an
 # equal share of FUZZ_SECONDS; new inputs go to a scratch corpus, crashes to
 # test/fuzz/out/.

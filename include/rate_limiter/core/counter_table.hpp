@@ -15,7 +15,7 @@
 // keys fits with high probability; the table reserves that slack on top.
 // With one partition (max_keys < 2048) capacity is exactly max_keys.
 //
-// Exhaustion policy (README "Counter table exhaustion"): a new counter is
+// Exhaustion policy (docs/production-scale.md, "Counter table exhaustion"): a new counter is
 // admitted under an Admission.  Counters of scopes with a rule of their own
 // ("configured") may use the whole partition.  Counters made for users who
 // are only under the default rule ("default class") are limited to

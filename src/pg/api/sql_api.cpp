@@ -290,8 +290,8 @@ void run_call(Call* call) {
                         errdetail("The rest of the table (rate_limiter.configured_key_reserve = %g) is kept "
                                   "for users and endpoints with a rule of their own. Nothing was charged.",
                                   settings.configured_key_reserve),
-                        errhint("Raise rate_limiter.max_keys (takes a restart), or set "
-                                "rate_limiter.failure_mode = 'open' to allow such calls.")));
+                        errhint("Counters free up as their windows end.  Raise rate_limiter.max_keys "
+                                "(takes a restart), or lower rate_limiter.configured_key_reserve.")));
       ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
                       errmsg("rate limiter counter table is full"),
                       errdetail("All %zu counters hold live windows; none could be evicted. "

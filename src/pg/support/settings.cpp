@@ -9,7 +9,7 @@ namespace {
 
 constexpr int kSecondsPerDay = 86400;
 constexpr int kDefaultUsageRetentionS = 90 * kSecondsPerDay;  // 90 days
-// Alerts (README "Alerts").
+// Alerts (docs/monitoring.md, "Alerts").
 constexpr int kDefaultAbuseDenials = 20;
 constexpr int kDefaultAbuseWindowS = 60;
 constexpr int kDefaultAlertIntervalS = 60;
@@ -300,7 +300,7 @@ void define_settings() {
       &settings.database_queue_share, 0.5, 0.01, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
-      "A row takes about 56 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,
+      "A row takes about 60 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,
       1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.queue_full_wait",
@@ -352,7 +352,7 @@ void define_settings() {
       GUC_UNIT_S, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.alert_interval",
-      "Degradation alerts (table full, fail open, flush lag): at most one per kind per interval.",
+      "Degradation alerts (table full, table filling, fail open, flush lag, usage dead letter): at most one per kind per interval.",
       nullptr, &settings.alert_interval_s, kDefaultAlertIntervalS, 1, 86400 * 366, PGC_SUSET,
       GUC_UNIT_S, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(

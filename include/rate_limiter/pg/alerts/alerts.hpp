@@ -1,4 +1,4 @@
-// Raising alerts (README "Alerts") and turning them into rows.
+// Raising alerts (docs/monitoring.md, "Alerts") and turning them into rows.
 //
 // Only calls in a served database (usage_log.hpp: database_served()) raise
 // alerts: elsewhere no worker would write them.  Each database's worker

@@ -1,5 +1,5 @@
 // The counter table's exhaustion policy, as settings and roles (the
-// mechanism is core::Admission, counter_table.hpp; README "Counter table
+// mechanism is core::Admission, counter_table.hpp; docs/production-scale.md, "Counter table
 // exhaustion" states the guarantees).
 //
 //  - rate_limiter.configured_key_reserve: the fraction of each partition

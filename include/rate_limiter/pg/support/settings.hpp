@@ -49,7 +49,7 @@ struct Settings {
   int queue_full_wait_ms;           // rate_limiter.queue_full_wait
   double transaction_queue_share;   // rate_limiter.transaction_queue_share (superuser): of a database's share
   int usage_retention_s;            // rate_limiter.usage_retention (sighup); 0 keeps rows
-  // Shadow mode and alerts (alert_queue.hpp, README "Alerts").
+  // Shadow mode and alerts (alert_queue.hpp, docs/monitoring.md, "Alerts").
   bool shadow_mode;                 // rate_limiter.shadow_mode: every limit is a shadow limit
   char* alert_channel;              // rate_limiter.alert_channel (sighup): NOTIFY channel; '' none
   char* alert_thresholds;           // rate_limiter.alert_thresholds: "80,95,100"
