@@ -1,5 +1,6 @@
 -- The extension installs (the test harness preloads the library), owns its
 -- objects, and starts empty with no default limit.
+\i test/sql_helpers/fresh_start.sql
 SELECT extname, extversion, extrelocatable FROM pg_extension WHERE extname = 'rate_limiter';
 
 SELECT count(*) AS config_tables

@@ -1,5 +1,6 @@
 -- Limits are rows: set_* upsert them, remove_* delete them, and the scope
 -- follows from which ids are set.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('alice', 1000);
 SELECT set_rate_limit('alice', 5000, '1 hour', 'chat/completions');
 SELECT set_user_rate_limit('alice', 100, '1 minute');

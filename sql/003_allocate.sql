@@ -1,6 +1,7 @@
 -- allocate_tokens: priority shares of the remaining quota, partial grants,
 -- all-or-nothing, scopes, request counting and usage rows.  Windows are long
 -- (3650 days) so that no boundary falls inside the test.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('p_user', 1000, '3650 days');
 
 -- A request may take at most its share of what remains:

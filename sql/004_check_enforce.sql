@@ -1,5 +1,6 @@
 -- check_rate_limit counts a request when allowed; enforce_rate_limit raises
 -- RL429 with DETAIL (limit, remaining) and HINT (retry delay).
+\i test/sql_helpers/fresh_start.sql
 SELECT set_user_rate_limit('c_user', 3, '3650 days');
 SELECT allowed, "limit", remaining, retry_after, limit_kind, scope, reason FROM check_rate_limit('c_user');
 SELECT allowed, "limit", remaining, retry_after, limit_kind, scope, reason FROM check_rate_limit('c_user');

@@ -1,5 +1,6 @@
 -- Every bad argument of the hot path gets a clear error with its own
 -- SQLSTATE, before anything is charged.
+\i test/sql_helpers/fresh_start.sql
 \set VERBOSITY default
 SELECT * FROM allocate_tokens(NULL, 1);
 SELECT * FROM allocate_tokens('', 1);

@@ -1,6 +1,7 @@
 -- Limit changes and resets follow the transaction: other sessions see them
 -- at commit (see the isolation specs); a rollback undoes them.  Within its
 -- own transaction a session sees its own changes.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('x_user', 100, '3650 days');
 SELECT tokens_allocated, tokens_remaining FROM allocate_tokens('x_user', 10, 'high');
 

@@ -2,6 +2,7 @@
 -- hours on the hour, days at midnight, weeks on Monday.  The testing GUC
 -- rate_limiter.debug_time_offset moves the limiter's clock so that window
 -- boundaries can be crossed without sleeping.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('w_user', 100, '1 hour');
 SELECT set_user_rate_limit('w_user', 2, '1 day');
 SELECT tokens_allocated FROM allocate_tokens('w_user', 1000, 'high');

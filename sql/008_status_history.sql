@@ -1,9 +1,11 @@
 -- get_rate_limit_status: one row per applicable limit, live from shared
 -- memory.  get_rate_limit_history: totals, daily and per-endpoint usage.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('h_user', 1000, '3650 days');
 SELECT set_rate_limit('h_user', 300, '3650 days', 'chat');
 SELECT set_user_rate_limit('h_user', 50, '3650 days');
 SELECT set_api_rate_limit('chat', 100000, '3650 days');
+SELECT set_api_token_limit('chat', 1000000, '3650 days');
 SELECT set_default_user_rate_limit(10, '3650 days');   -- h_user has their own: not listed
 SELECT set_default_rate_limit(77, '3650 days');        -- h_user has their own: not listed
 

@@ -1,4 +1,5 @@
 -- get_performance_metrics(): cluster-wide counters in shared memory.
+\i test/sql_helpers/fresh_start.sql
 SELECT jsonb_object_keys(get_performance_metrics()) ORDER BY 1;
 
 SELECT get_performance_metrics() AS m0 \gset

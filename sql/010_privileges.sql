@@ -1,6 +1,7 @@
 -- Least privilege: an application role can allocate and check (its usage
 -- rows are written on its behalf) but cannot change limits, reset counters
 -- or write the tables directly.
+\i test/sql_helpers/fresh_start.sql
 CREATE ROLE rl_app;
 SELECT set_rate_limit('priv_user', 100, '3650 days');
 SET ROLE rl_app;

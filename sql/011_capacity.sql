@@ -1,11 +1,17 @@
 -- A full counter table.  The test server has rate_limiter.max_keys = 400 in
 -- one partition.  Jumping the clock 7300 days ahead expires every counter
--- left by earlier tests (the longest window is 3650 days).
+-- made before (the longest window is 3650 days): ten are made first, for
+-- the table to have expired counters to evict when it fills.
+\i test/sql_helpers/fresh_start.sql
+SELECT set_default_rate_limit(10, '1 hour');
+SELECT count(*) FILTER (WHERE success) AS expiring
+  FROM generate_series(1, 10) g, LATERAL allocate_tokens('cap_old_' || g, 1, 'high');
 SET rate_limiter.debug_time_offset = '7300d';
 SELECT set_default_rate_limit(10, '1 hour');
 SELECT get_performance_metrics() AS m0 \gset
 
--- 400 users fill the table; the first insert evicts every expired counter.
+-- 400 users fill the table; the insert that finds it full evicts every
+-- expired counter.
 SELECT count(*) FILTER (WHERE success) AS granted
   FROM generate_series(1, 400) g, LATERAL allocate_tokens('cap_' || g, 1, 'high');
 SELECT (get_performance_metrics()->>'evictions')::bigint > (:'m0'::jsonb->>'evictions')::bigint AS evicted;

@@ -1,5 +1,6 @@
 -- DROP EXTENSION and CREATE EXTENSION start from fresh counters: the
 -- extension's OID is part of every counter key.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('re_user', 100, '3650 days');
 SELECT tokens_allocated, tokens_remaining FROM allocate_tokens('re_user', 80, 'high');
 DROP EXTENSION rate_limiter;

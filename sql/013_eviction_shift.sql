@@ -6,7 +6,8 @@
 -- one call that finds the user counter and creates a new endpoint counter;
 -- 30 rounds make sure that, whatever the random hash key, many of them shift
 -- the live counter.
-SET rate_limiter.debug_time_offset = '8000d';   -- past every earlier test's windows
+\i test/sql_helpers/fresh_start.sql
+SET rate_limiter.debug_time_offset = '8000d';   -- far from the wall clock's windows
 SELECT set_default_rate_limit(10, '1 hour');
 DO $$
 DECLARE

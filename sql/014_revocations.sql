@@ -5,6 +5,7 @@
 -- test/t/004_revocations_restart.pl).  The test server has
 -- rate_limiter.max_revocations = 8, so the end of this file fills the cache.
 -- Windows are long (3650 days) so that no boundary falls inside the test.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_rate_limit('rv_user', 1000, '3650 days');
 SELECT set_user_rate_limit('rv_user', 100, '3650 days');
 

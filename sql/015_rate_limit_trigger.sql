@@ -2,6 +2,7 @@
 -- application table.  The README's example allows 3 comments per minute;
 -- here windows are 3650 days long instead, so that no window boundary falls
 -- inside the test.
+\i test/sql_helpers/fresh_start.sql
 CREATE TABLE comments (id serial, author text, body text);
 CREATE TRIGGER comments_rate_limit BEFORE INSERT ON comments
   FOR EACH ROW EXECUTE FUNCTION rate_limit_trigger('author', 'comments');

@@ -2,6 +2,7 @@
 -- (rate_limiter.debug_clock = 1800000000, testing only).  Windows align to
 -- Monday 1970-01-05, so at that instant a 1000-second window is 400 s in
 -- and 10-second windows start.  debug_time_offset moves the frozen clock.
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_clock = 1800000000;
 
 -- fixed_window (the default): 3 per 1000 s, reset at the window end (600 s).

@@ -1,6 +1,7 @@
 -- A 1.0 installation keeps working with the current library (its limits
 -- use the defaults), and ALTER EXTENSION ... UPDATE keeps limits, usage and
 -- counters, through 1.1 to the current version.
+\i test/sql_helpers/fresh_start.sql
 DROP EXTENSION rate_limiter;
 CREATE EXTENSION rate_limiter VERSION '1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'rate_limiter';

@@ -1,6 +1,7 @@
 -- The usage log modes.  The test config writes synchronously; async needs
 -- this database to have a worker (test/regress.conf restricts the workers
 -- to it with rate_limiter.database).
+\i test/sql_helpers/fresh_start.sql
 SELECT current_setting('rate_limiter.database') = current_database() AS flusher_database;
 SELECT set_rate_limit('ul_user', 1000000, '3650 days');
 SELECT get_performance_metrics() AS m0 \gset

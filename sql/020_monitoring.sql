@@ -1,4 +1,5 @@
 -- Monitoring: metrics keys, reset, the three views.
+\i test/sql_helpers/fresh_start.sql
 SELECT jsonb_object_keys(get_performance_metrics()) ORDER BY 1;
 
 -- reset_performance_metrics(): administrators only.

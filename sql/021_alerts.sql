@@ -3,6 +3,7 @@
 -- windows and payload timestamps are fixed.  This database has a worker
 -- (test/regress.conf); rate_limiter_flush() waits for it to write the
 -- queued alerts, so nothing sleeps.
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_clock = 1800000000;
 SELECT current_setting('rate_limiter.alert_channel') AS channel,
        current_setting('rate_limiter.alert_thresholds') AS thresholds;

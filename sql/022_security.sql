@@ -1,6 +1,7 @@
 -- Security: the privilege model, checked from the catalog so that a new
 -- function or table of the extension is covered without editing this file,
 -- and SECURITY DEFINER code under a hostile search_path.
+\i test/sql_helpers/fresh_start.sql
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 

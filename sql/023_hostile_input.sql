@@ -2,6 +2,7 @@
 -- SQLSTATE and message pinned here) or a sane result, never a crash or an
 -- internal (XX) error.  probe() runs one call and returns SQLSTATE and
 -- message, or 'ok: ' and the result.
+\i test/sql_helpers/fresh_start.sql
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 CREATE FUNCTION probe(q text) RETURNS text LANGUAGE plpgsql AS $$

@@ -1,8 +1,9 @@
 -- The counter table's exhaustion policy (README "Counter table
 -- exhaustion").  The test server has 400 counters in one partition; the
 -- policy settings are off in test/regress.conf and set here.  A jump far
--- ahead of every earlier test's windows makes their counters expired
+-- ahead of any window made at the wall clock makes such counters expired
 -- (evicted when room is needed).
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_time_offset = '20000d';
 SET rate_limiter.configured_key_reserve = 0.1;  -- 40 counters only for configured scopes
 SET rate_limiter.role_key_share = 0.5;          -- a role holds at most 180 of the other 360

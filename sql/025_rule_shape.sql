@@ -2,6 +2,7 @@
 -- window change made in a transaction that rolls back leaves the committed
 -- counter untouched, and a committed change carries on with what the
 -- changing transaction charged.
+\i test/sql_helpers/fresh_start.sql
 SELECT set_user_rate_limit('shape_user', 1000, '3650 days');
 SELECT count(*) FILTER (WHERE allowed) AS allowed
   FROM generate_series(1, 900) g, LATERAL check_rate_limit('shape_user' || left(g::text, 0));

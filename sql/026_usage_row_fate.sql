@@ -6,6 +6,7 @@
 -- (async without refund_on_abort) both stay, whatever the transaction does.
 -- A counter rebuilt from the rows after a crash therefore equals the
 -- counter before it.
+\i test/sql_helpers/fresh_start.sql
 CREATE FUNCTION pg_temp.fate(u text) RETURNS text LANGUAGE sql AS $$
   SELECT format('used %s, rows %s, tokens %s',
                 (SELECT coalesce(sum(used), 0) FROM get_rate_limit_status(u) WHERE scope = 'user'),

@@ -3,6 +3,7 @@
 -- exceeds_capacity when no wait can ever let it through.  The limiter's
 -- clock is frozen (rate_limiter.debug_clock = 1800000000, testing only),
 -- which is the start of a minute and of an hour window.
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_clock = 1800000000;
 
 -- A token bucket of 10 refilled at 1 per second, 1 token left.  All or

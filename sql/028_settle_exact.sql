@@ -1,6 +1,7 @@
 -- settle_tokens gives back exactly what the grant charged, quota by quota,
 -- and only its owner (or an administrator) may settle it.  Each block was a
 -- way to get quota twice before version 1.3 (issue: exact on every path).
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_clock = 1900000000;   -- frozen: the numbers are exact
 SET rate_limiter.priority_share_high = 1.0;
 SET rate_limiter.usage_log = sync;
@@ -74,8 +75,8 @@ SELECT tokens_refunded FROM settle_tokens(:aid, 0);
 SELECT tokens_allocated FROM allocate_tokens('sx_ch', 300, 'high');              -- 200
 
 -- Who may settle: the role that allocated, its members, administrators.
--- Errors are shown with the allocation id masked (it depends on the tests
--- before this one).
+-- Errors are shown with the allocation id masked (it depends on what ran
+-- before).
 CREATE FUNCTION public.settle_error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
   EXECUTE query;

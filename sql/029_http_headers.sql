@@ -2,6 +2,7 @@
 -- the limits that apply now, charging nothing.  The limiter's clock is
 -- frozen (rate_limiter.debug_clock = 1800000000, testing only) at
 -- 2027-01-15 08:00:00 UTC, the start of a minute and of an hour window.
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.debug_clock = 1800000000;
 CREATE FUNCTION hdr(u text, e text DEFAULT NULL, t bigint DEFAULT NULL)
 RETURNS TABLE (header text, value text) LANGUAGE sql AS $$
