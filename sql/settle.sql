@@ -46,7 +46,7 @@ SELECT used FROM get_rate_limit_status('s_user') WHERE scope = 'user';
 -- Refund on abort: tokens granted in a transaction that rolls back go back
 -- to the quota when asked for; without it the charge stays (in async mode,
 -- where the row is queued at once: in sync mode the row follows the
--- transaction, and so does the charge, see usage_row_fate).
+-- transaction, and so does the charge, see usage_log).
 SELECT set_rate_limit('r_user', 1000, '3650 days');
 SET rate_limiter.usage_log = async;
 BEGIN;

@@ -86,7 +86,7 @@ SELECT used FROM get_rate_limit_status('x_user') WHERE scope = 'user';
 
 -- A usage row written in a rolled-back transaction disappears, and so does
 -- its charge (sync mode: a charge and its row share one fate, see
--- usage_row_fate; in async mode both would stay).
+-- usage_log; in async mode both would stay).
 SELECT used AS used_before FROM get_rate_limit_status('x_user') WHERE scope = 'user' \gset
 BEGIN;
 SELECT tokens_allocated FROM allocate_tokens('x_user', 2, 'high', session_id => 'rolled_back');

@@ -79,3 +79,157 @@ SET ROLE ul_app;
 SET rate_limiter.usage_log = off;
 RESET ROLE;
 DROP ROLE ul_app;
+
+-- A charge and its usage row live or die together (README, "Transactions").
+-- Where the row is written in the caller's transaction (usage_log = sync, a
+-- refund_on_abort call, a row written synchronously because the queue had
+-- no room), the charge follows that transaction too: a rollback, or a
+-- ROLLBACK TO SAVEPOINT, takes both.  Where the row is queued at once
+-- (async without refund_on_abort) both stay, whatever the transaction does.
+-- A counter rebuilt from the rows after a crash therefore equals the
+-- counter before it.
+CREATE FUNCTION pg_temp.fate(u text) RETURNS text LANGUAGE sql AS $$
+  SELECT format('used %s, rows %s, tokens %s',
+                (SELECT coalesce(sum(used), 0) FROM get_rate_limit_status(u) WHERE scope = 'user'),
+                (SELECT count(*) FROM token_usage WHERE user_id = u),
+                (SELECT coalesce(sum(tokens_used), 0) FROM token_usage WHERE user_id = u))
+$$;
+\set VERBOSITY terse
+
+-- Sync mode (the test configuration): a rolled-back savepoint or
+-- transaction refunds what its calls charged, together with their rows.
+SELECT set_rate_limit('fate_sync', 1000, '3650 days');
+BEGIN;
+SAVEPOINT s;
+SELECT tokens_allocated FROM allocate_tokens('fate_sync', 1000, 'high');
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT pg_temp.fate('fate_sync');
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_sync', 100, 'high');
+ROLLBACK;
+SELECT pg_temp.fate('fate_sync');
+SELECT tokens_allocated FROM allocate_tokens('fate_sync', 100, 'high');
+SELECT pg_temp.fate('fate_sync');
+-- A counted request too.
+SELECT set_user_rate_limit('fate_req', 10, '3650 days');
+BEGIN;
+SAVEPOINT s;
+SELECT allowed FROM check_rate_limit('fate_req');
+ROLLBACK TO SAVEPOINT s;
+SELECT allowed FROM check_rate_limit('fate_req');
+COMMIT;
+SELECT pg_temp.fate('fate_req');
+-- A row that cannot be written (a constraint added to token_usage) takes
+-- its charge with it.
+ALTER TABLE token_usage ADD CONSTRAINT fate_refused CHECK (user_id <> 'fate_refused');
+SELECT set_rate_limit('fate_refused', 1000, '3650 days');
+SELECT tokens_allocated FROM allocate_tokens('fate_refused', 100, 'high');
+SELECT pg_temp.fate('fate_refused');
+ALTER TABLE token_usage DROP CONSTRAINT fate_refused;
+
+-- Async mode, refund_on_abort: settle_tokens (and rate_limiter_flush)
+-- write the transaction's pending rows early, inside whatever savepoint is
+-- current.  A rollback of that savepoint must not take the rows of calls
+-- made before it, whose charges stay.
+SET rate_limiter.usage_log = async;
+SELECT set_rate_limit('fate_settle', 1000, '3650 days');
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_settle', 1000, 'high', context => '{"refund_on_abort": true}');
+SAVEPOINT s;
+SELECT settle_tokens(-1, 0);
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_settle');
+-- A settle that succeeded in a rolled-back savepoint leaves the grant
+-- unsettled, with its row.
+BEGIN;
+SELECT allocation_id AS fate_id FROM allocate_tokens('fate_settle', 100, 'high', context => '{"refund_on_abort": true}') \gset
+SAVEPOINT s;
+SELECT tokens_refunded FROM settle_tokens(:fate_id, 40);
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_settle');
+SELECT tokens_used, settled_at IS NULL AS unsettled FROM token_usage WHERE id = :fate_id;
+-- Written early in a released savepoint, then the whole transaction rolls
+-- back: neither the rows nor the charges stay.
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_settle', 100, 'high', context => '{"refund_on_abort": true}');
+SAVEPOINT s;
+SELECT rate_limiter_flush_usage();
+RELEASE SAVEPOINT s;
+ROLLBACK;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_settle');
+-- A call made in a savepoint, written early in a deeper one that rolls
+-- back, then the call's own savepoint released: its row comes at commit.
+BEGIN;
+SAVEPOINT a;
+SELECT tokens_allocated FROM allocate_tokens('fate_settle', 10, 'high', context => '{"refund_on_abort": true}');
+SAVEPOINT b;
+SELECT rate_limiter_flush_usage();
+ROLLBACK TO SAVEPOINT b;
+RELEASE SAVEPOINT a;
+COMMIT;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_settle');
+-- ... and one written early in its own savepoint, which then rolls back:
+-- both go.
+BEGIN;
+SAVEPOINT a;
+SELECT tokens_allocated FROM allocate_tokens('fate_settle', 10, 'high', context => '{"refund_on_abort": true}');
+SELECT rate_limiter_flush_usage();
+ROLLBACK TO SAVEPOINT a;
+COMMIT;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_settle');
+
+-- Async without refund_on_abort: the row is queued at once and the charge
+-- stays, both through a rollback.
+SELECT set_rate_limit('fate_async', 1000, '3650 days');
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 100, 'high');
+ROLLBACK;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_async');
+
+-- Two-phase commit.  A prepared transaction's rows are invisible to
+-- everyone until COMMIT PREPARED, a counter rebuild after a crash
+-- included; so a transaction that wrote a usage row itself cannot be
+-- prepared.  Rows that were queued (async, and refund_on_abort rows, which
+-- PREPARE queues with their charges kept) do not stop it.
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 10, 'high');
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 10, 'high', context => '{"refund_on_abort": true}');
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 10, 'high');
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 10, 'high', context => '{"refund_on_abort": true}');
+PREPARE TRANSACTION 'fate_queued';
+ROLLBACK PREPARED 'fate_queued';
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_async');
+-- Written early (rate_limiter_flush_usage): refused, and the rollback that
+-- follows refunds the refund_on_abort charge with its row.
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_async', 10, 'high', context => '{"refund_on_abort": true}');
+SELECT rate_limiter_flush_usage();
+PREPARE TRANSACTION 'fate_early';
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT pg_temp.fate('fate_async');
+-- Sync mode: refused, and the rollback takes charge and row.
+SET rate_limiter.usage_log = sync;
+SELECT set_rate_limit('fate_2pc', 1000, '3650 days');
+BEGIN;
+SELECT tokens_allocated FROM allocate_tokens('fate_2pc', 1000, 'high');
+PREPARE TRANSACTION 'fate_sync';
+SELECT pg_temp.fate('fate_2pc');
+-- (Nothing may be left prepared: it would hold token_usage locks.)
+SELECT count(*) > 0 AS leftover FROM pg_prepared_xacts WHERE gid IN ('fate_early', 'fate_sync') \gset
+\if :leftover
+SELECT gid FROM pg_prepared_xacts WHERE gid IN ('fate_early', 'fate_sync') ORDER BY 1;
+ROLLBACK PREPARED 'fate_early';
+ROLLBACK PREPARED 'fate_sync';
+\endif
+RESET rate_limiter.usage_log;
+\set VERBOSITY default
