@@ -33,17 +33,17 @@ SELECT allowed, remaining, scope FROM enforce_rate_limit('e_user', 'chat/complet
 -- clock, so digits are masked.
 DO $$
 DECLARE
-  state text; msg text; detail text; hint text;
+  e record;
 BEGIN
-  PERFORM enforce_rate_limit('e_user', 'chat/completions');
-  RAISE NOTICE 'not raised';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                          detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-  RAISE NOTICE 'sqlstate: %', state;
-  RAISE NOTICE 'message: %', msg;
-  RAISE NOTICE 'detail: %', detail;
-  RAISE NOTICE 'hint: %', regexp_replace(hint, '[0-9]+', 'N', 'g');
+  SELECT * INTO e FROM pg_temp.error_of($q$SELECT enforce_rate_limit('e_user', 'chat/completions')$q$);
+  IF e.code = 'no error' THEN
+    RAISE NOTICE 'not raised';
+  ELSE
+    RAISE NOTICE 'sqlstate: %', e.code;
+    RAISE NOTICE 'message: %', e.message;
+    RAISE NOTICE 'detail: %', e.detail;
+    RAISE NOTICE 'hint: %', regexp_replace(e.hint, '[0-9]+', 'N', 'g');
+  END IF;
 END $$;
 -- The error can be caught by its SQLSTATE.
 DO $$

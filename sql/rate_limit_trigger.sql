@@ -8,25 +8,15 @@ CREATE TRIGGER comments_rate_limit BEFORE INSERT ON comments
   FOR EACH ROW EXECUTE FUNCTION rate_limit_trigger('author', 'comments');
 SELECT set_user_rate_limit('alice', 3, '3650 days', 'comments');
 
--- Errors with their SQLSTATE, DETAIL and HINT; the retry delay is masked.
-CREATE FUNCTION pg_temp.error_of(q text,
-  OUT code text, OUT message text, OUT detail text, OUT hint text)
-LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE q;
-  code := 'no error';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                          detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-  hint := regexp_replace(hint, '[0-9]+\.[0-9]{3}', 'N.NNN');
-END $$;
-
 -- Three comments pass; the fourth raises RL429 and is not stored.
 INSERT INTO comments (author, body) VALUES ('alice', 'first');
 INSERT INTO comments (author, body) VALUES ('alice', 'second');
 INSERT INTO comments (author, body) VALUES ('alice', 'third') RETURNING id, author, body;
+-- The error (pg_temp.error_of) with its SQLSTATE, DETAIL and HINT; the
+-- retry delay is masked.
 \x on
-SELECT * FROM pg_temp.error_of($$INSERT INTO comments (author, body) VALUES ('alice', 'fourth')$$);
+SELECT code, message, detail, regexp_replace(hint, '[0-9]+\.[0-9]{3}', 'N.NNN') AS hint
+  FROM pg_temp.error_of($$INSERT INTO comments (author, body) VALUES ('alice', 'fourth')$$);
 \x off
 SELECT author, body FROM comments ORDER BY id;
 -- Each stored comment counted one request and wrote one usage row.
@@ -75,7 +65,8 @@ CREATE TRIGGER llm_calls_quota BEFORE INSERT ON llm_calls
 SELECT set_rate_limit('carol', 100, '3650 days', 'llm');
 INSERT INTO llm_calls (author, prompt, cost) VALUES ('carol', 'a', 40);   -- 40 of 100
 \x on
-SELECT * FROM pg_temp.error_of($$INSERT INTO llm_calls (author, prompt, cost) VALUES ('carol', 'b', 40)$$);
+SELECT code, message, detail, regexp_replace(hint, '[0-9]+\.[0-9]{3}', 'N.NNN') AS hint
+  FROM pg_temp.error_of($$INSERT INTO llm_calls (author, prompt, cost) VALUES ('carol', 'b', 40)$$);
 \x off
 INSERT INTO llm_calls (author, prompt, cost) VALUES ('carol', 'c', 30);   -- 30 of 60
 SELECT author, prompt, cost FROM llm_calls ORDER BY id;
@@ -97,20 +88,13 @@ SELECT owner_id, title FROM reports ORDER BY id;
 -- Bad trigger arguments and bad row values: clear errors, by SQLSTATE.
 CREATE TABLE t_args (id serial, author text, cost integer, label text, big bigint);
 CREATE FUNCTION pg_temp.try_trigger(args text, row_values text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-  state text;
-  msg text;
-BEGIN
-  EXECUTE 'DROP TRIGGER IF EXISTS t_args_limit ON t_args';
-  EXECUTE format('CREATE TRIGGER t_args_limit BEFORE INSERT ON t_args FOR EACH ROW '
-                 'EXECUTE FUNCTION rate_limit_trigger(%s)', args);
-  EXECUTE format('INSERT INTO t_args (author, cost, label, big) VALUES (%s)', row_values);
-  RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-  RETURN state || ': ' || msg;
-END $$;
+LANGUAGE sql AS $$
+  SELECT error FROM pg_temp.error_of(
+    format('DROP TRIGGER IF EXISTS t_args_limit ON t_args; '
+           'CREATE TRIGGER t_args_limit BEFORE INSERT ON t_args FOR EACH ROW '
+           'EXECUTE FUNCTION rate_limit_trigger(%s); '
+           'INSERT INTO t_args (author, cost, label, big) VALUES (%s)', args, row_values))
+$$;
 SET client_min_messages = warning;   -- quiet DROP TRIGGER IF EXISTS
 SELECT args, row_values, pg_temp.try_trigger(args, row_values) AS result
   FROM (VALUES

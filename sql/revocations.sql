@@ -129,16 +129,9 @@ DECLARE
     $q$SELECT is_token_revoked('')$q$,
     $q$SELECT is_token_revoked(repeat('t', 256))$q$];
   q text;
-  state text;
 BEGIN
   FOREACH q IN ARRAY probes LOOP
-    BEGIN
-      EXECUTE q;
-      RAISE NOTICE '% -> no error', q;
-    EXCEPTION WHEN OTHERS THEN
-      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
-      RAISE NOTICE '% -> %', q, state;
-    END;
+    RAISE NOTICE '% -> %', q, (SELECT code FROM pg_temp.error_of(q));
   END LOOP;
 END $$;
 -- The longest token works.

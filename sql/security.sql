@@ -100,25 +100,22 @@ SET ROLE rl_nobody;
 DO $$
 DECLARE
   f record;
-  state text;
-  msg text;
+  e record;
 BEGIN
   FOR f IN SELECT * FROM sec_functions
            WHERE NOT has_function_privilege(oid, 'EXECUTE') ORDER BY signature LOOP
-    BEGIN
-      EXECUTE format('SELECT %s(%s)', f.oid::regproc,
-                     (SELECT string_agg('NULL::' || format_type(t, NULL), ', ' ORDER BY i)
-                      FROM unnest((SELECT proargtypes::oid[] FROM pg_proc WHERE oid = f.oid))
-                           WITH ORDINALITY AS a(t, i)));
+    SELECT * INTO e FROM pg_temp.error_of(
+      format('SELECT %s(%s)', f.oid::regproc,
+             (SELECT string_agg('NULL::' || format_type(t, NULL), ', ' ORDER BY i)
+              FROM unnest((SELECT proargtypes::oid[] FROM pg_proc WHERE oid = f.oid))
+                   WITH ORDINALITY AS a(t, i))));
+    IF e.code = 'no error' THEN
       RAISE NOTICE '% -> no error', f.signature;
-    EXCEPTION WHEN OTHERS THEN
-      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-      IF state = '42501' THEN
-        RAISE NOTICE '% -> 42501', f.proname;
-      ELSE
-        RAISE NOTICE '% -> % %', f.signature, state, msg;
-      END IF;
-    END;
+    ELSIF e.code = '42501' THEN
+      RAISE NOTICE '% -> 42501', f.proname;
+    ELSE
+      RAISE NOTICE '% -> % %', f.signature, e.code, e.message;
+    END IF;
   END LOOP;
 END $$;
 
@@ -127,7 +124,6 @@ DO $$
 DECLARE
   t record;
   stmt text;
-  state text;
 BEGIN
   FOR t IN SELECT tab, (SELECT quote_ident(attname) FROM pg_attribute
                         WHERE attrelid = tab AND attnum = 1) AS col
@@ -137,13 +133,7 @@ BEGIN
         format('UPDATE %s SET %s = %s', t.tab, t.col, t.col),
         format('DELETE FROM %s', t.tab),
         format('TRUNCATE %s', t.tab)] LOOP
-      BEGIN
-        EXECUTE stmt;
-        RAISE NOTICE '% -> no error', stmt;
-      EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
-        RAISE NOTICE '% -> %', stmt, state;
-      END;
+      RAISE NOTICE '% -> %', stmt, (SELECT code FROM pg_temp.error_of(stmt));
     END LOOP;
   END LOOP;
 END $$;

@@ -13,26 +13,23 @@ SELECT tokens_used, tokens_granted, settled_at IS NOT NULL AS settled
   FROM token_usage WHERE id = :first_id;
 
 -- Errors: twice, unknown, more than granted, negative, NULL.  Messages
--- that carry an id are shown with the id masked.
-CREATE FUNCTION pg_temp.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE query;
-  RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, 'allocation [0-9]+', 'allocation N', 'g');
-END $$;
-SELECT pg_temp.error_of(format('SELECT settle_tokens(%s, 10)', :first_id));
+-- that carry an id are shown with the id masked (settle_error_of: the
+-- error pg_temp.error_of reports, masked).
+CREATE FUNCTION pg_temp.settle_error_of(query text) RETURNS text LANGUAGE sql AS $$
+  SELECT regexp_replace(error, 'allocation [0-9]+', 'allocation N', 'g') FROM pg_temp.error_of(query)
+$$;
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 10)', :first_id));
 \set VERBOSITY terse
 SELECT settle_tokens(-1, 10);
 SELECT allocation_id AS second_id FROM allocate_tokens('s_user', 50, 'high') \gset
-SELECT pg_temp.error_of(format('SELECT settle_tokens(%s, 51)', :second_id));
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 51)', :second_id));
 SELECT settle_tokens(:second_id, -1);
 SELECT settle_tokens(NULL, 1);
 SELECT settle_tokens(:second_id, NULL);
 -- A check_rate_limit row is not an allocation.
 SELECT set_user_rate_limit('s_req', 10, '3650 days');
 SELECT allowed FROM check_rate_limit('s_req');
-SELECT pg_temp.error_of('SELECT settle_tokens((SELECT max(id) FROM token_usage WHERE user_id = ''s_req''), 0)');
+SELECT pg_temp.settle_error_of('SELECT settle_tokens((SELECT max(id) FROM token_usage WHERE user_id = ''s_req''), 0)');
 \set VERBOSITY default
 
 -- A settle that rolls back returns nothing.
@@ -168,15 +165,8 @@ SELECT tokens_refunded FROM settle_tokens(:aid, 0);
 SELECT tokens_allocated FROM allocate_tokens('sx_ch', 300, 'high');              -- 200
 
 -- Who may settle: the role that allocated, its members, administrators.
--- Errors are shown with the allocation id masked (it depends on what ran
--- before).
-CREATE FUNCTION public.settle_error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE query;
-  RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, 'allocation [0-9]+', 'allocation N', 'g');
-END $$;
+-- Errors are shown with the allocation id masked (pg_temp.settle_error_of,
+-- above).
 CREATE ROLE regress_settle_a;
 CREATE ROLE regress_settle_b;
 CREATE ROLE regress_settle_member IN ROLE regress_settle_a;
@@ -188,8 +178,8 @@ RESET ROLE;
 SELECT granted_to FROM token_usage WHERE id = :aid;
 SET ROLE regress_settle_b;
 -- Refused without a word about the grant (its size, whether it is settled).
-SELECT settle_error_of(format('SELECT settle_tokens(%s, 0)', :aid));
-SELECT settle_error_of(format('SELECT settle_tokens(%s, 1000000)', :aid));
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 0)', :aid));
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 1000000)', :aid));
 RESET ROLE;
 SELECT tokens_used, settled_at IS NULL AS open FROM token_usage WHERE id = :aid;  -- untouched
 SELECT used FROM get_rate_limit_status('sx_own') WHERE limit_kind = 'tokens' AND scope = 'user';                                -- 500
@@ -197,7 +187,7 @@ SET ROLE regress_settle_member;
 SELECT * FROM settle_tokens(:aid, 100);
 RESET ROLE;
 SET ROLE regress_settle_a;
-SELECT settle_error_of(format('SELECT settle_tokens(%s, 100)', :aid));            -- already settled
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 100)', :aid));    -- already settled
 RESET ROLE;
 SELECT * FROM settle_tokens(:aid2, 50);                                          -- a superuser may
 SELECT used FROM get_rate_limit_status('sx_own') WHERE limit_kind = 'tokens' AND scope = 'user';                                -- 150
@@ -205,11 +195,10 @@ SELECT used FROM get_rate_limit_status('sx_own') WHERE limit_kind = 'tokens' AND
 SELECT allocation_id AS aid3 FROM allocate_tokens('sx_own', 10, 'high') \gset
 UPDATE token_usage SET granted_to = NULL, charges = NULL WHERE id = :aid3;
 SET ROLE regress_settle_a;
-SELECT settle_error_of(format('SELECT settle_tokens(%s, 0)', :aid3));
+SELECT pg_temp.settle_error_of(format('SELECT settle_tokens(%s, 0)', :aid3));
 RESET ROLE;
 SELECT * FROM settle_tokens(:aid3, 0);                                           -- settled, nothing back
 SELECT used FROM get_rate_limit_status('sx_own') WHERE limit_kind = 'tokens' AND scope = 'user';                                -- 160
-DROP FUNCTION public.settle_error_of(text);
 DROP ROLE regress_settle_member;
 DROP ROLE regress_settle_a;
 DROP ROLE regress_settle_b;

@@ -17,11 +17,15 @@
 -- transaction a failed file left prepared would hold locks on the tables:
 -- it is rolled back first.  Roles, tables and functions a file creates are
 -- its own to drop; SET lasts for the file's session only.
+--
+-- It also creates pg_temp.error_of(query), the SQLSTATE probe
+-- (error_of.sql, next to this file).
 SET client_min_messages = warning;
 SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts
  WHERE database = current_database() \gexec
 DROP EXTENSION IF EXISTS rate_limiter CASCADE;
 CREATE EXTENSION rate_limiter;
 SELECT reset_performance_metrics() \gset rl_fresh_start_
+\ir error_of.sql
 RESET client_min_messages;
 \set ECHO all
