@@ -3,6 +3,7 @@
 -- savepoints, commit, rollback and PREPARE.  Self-contained: its own users,
 -- sessions and settings, all removed at the end.  Windows are long so that
 -- no boundary falls inside the test.
+\i test/sql_helpers/fresh_start.sql
 SET rate_limiter.usage_log = async;
 SELECT set_rate_limit('te_user', 1000, '3650 days');
 SELECT set_rate_limit('te_reset', 1000, '3650 days');
