@@ -17,8 +17,11 @@ CORE_SRCS   = $(sort $(wildcard src/core/*.cpp))
 PG_SRCS     = $(sort $(wildcard src/pg/*.cpp src/pg/*/*.cpp))
 OBJS        = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
-# pg_regress inputs are sql/NNN_topic.sql with expected/NNN_topic.out.
-REGRESS     = $(basename $(notdir $(sort $(wildcard sql/[0-9]*.sql))))
+# pg_regress inputs are sql/<topic>.sql with expected/<topic>.out: every
+# sql/*.sql but the extension's scripts.  Each file starts with
+# \i test/sql_helpers/fresh_start.sql (a fresh installation), so any one
+# runs alone and in any order: make installcheck REGRESS=settle.
+REGRESS     = $(sort $(filter-out $(EXTENSION)--%,$(basename $(notdir $(wildcard sql/*.sql)))))
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf --load-extension=rate_limiter
 
 ISOLATION   = $(basename $(notdir $(sort $(wildcard test/specs/*.spec))))

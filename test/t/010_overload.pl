@@ -6,7 +6,7 @@
 #
 # Not repeated here (see there): the single-session table-full behaviour,
 # RL507 / fail_open_table_full and their fail_closed_decisions /
-# fail_open_decisions metrics are in sql/011_capacity.sql; the lock timeout
+# fail_open_decisions metrics are in sql/counter_capacity.sql; the lock timeout
 # (55P03, nothing charged, fail_open_lock_timeout, lock_timeouts metric) is
 # in test/t/002_lock_timeout.pl.
 use strict;
