@@ -105,6 +105,9 @@ CREATE ROLE kb_third;
 SET rate_limiter.failure_mode = open;
 SET ROLE kb_third;
 SELECT kb_invent('kb_third_', 50);
+-- The refusal says what helps; failure_mode = open is not among it.
+SELECT code, message, hint
+  FROM pg_temp.error_of($$SELECT * FROM allocate_tokens('kb_third_more', 1, 'high')$$);
 RESET ROLE;
 RESET rate_limiter.failure_mode;
 -- ... and users with a rule of their own find the reserve.
