@@ -11,7 +11,13 @@
 
 EXTENSION   = rate_limiter
 MODULE_big  = rate_limiter
-DATA        = $(wildcard sql/rate_limiter--*.sql)
+# The install script of the current version is built from the topic files
+# of sql/schema (their numbers give the order); the scripts of older
+# versions and the update scripts are committed as they are.
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\\(.*\\)'/\\1/p" $(EXTENSION).control)
+SCHEMA_SRCS = $(sort $(wildcard sql/schema/[0-9]*.sql))
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 CORE_SRCS   = $(sort $(wildcard src/core/*.cpp))
 PG_SRCS     = $(sort $(wildcard src/pg/*.cpp src/pg/*/*.cpp))
@@ -55,6 +61,9 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+$(DATA_built): $(SCHEMA_SRCS) $(EXTENSION).control
+	cat $(SCHEMA_SRCS) > $@
 
 # Objects depend on our headers (PGXS only knows about sources).
 $(OBJS): $(wildcard include/rate_limiter/*/*.hpp include/rate_limiter/pg/*/*.hpp)
