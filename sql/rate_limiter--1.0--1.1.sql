@@ -2,12 +2,9 @@
 -- applies it to an installation of 1.0.  CREATE EXTENSION installs the current
 -- version directly (rate_limiter--1.4.sql, built from sql/schema).
 --
--- The library assumes the schema of its own version: after installing a
--- new version of rate_limiter, run ALTER EXTENSION rate_limiter UPDATE in
--- every database that has the extension.  Until then the functions of an
--- older installation fail with an error that says so (SQLSTATE 55000,
--- object_not_in_prerequisite_state, with that hint), and its background
--- worker leaves the database alone.
+-- After installing a new version of the rate_limiter library, run
+-- ALTER EXTENSION rate_limiter UPDATE in every database that has the
+-- extension: the library is written for the schema of its own version.
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.1'" to load this file. \quit
 
 -- Privileges survive the update.  The rule for every update script: a
@@ -35,7 +32,7 @@ CREATE TEMP TABLE rate_limiter_saved_acl AS
 ------------------------------------------------------------------------------
 -- Per-limit algorithm and strategy columns.  NULL means "use the setting"
 -- (rate_limiter.* GUC); the switches of a token quota fall back to the
--- request limit of the same scope (the seed's RateLimitConfig), then to the
+-- request limit of the same scope, then to the
 -- GUC.  Both tables take the same columns; which ones act on which kind of
 -- limit is documented in the README ("Strategies").
 ------------------------------------------------------------------------------
@@ -483,7 +480,7 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
-  'Sets the request limit of a user (on one endpoint when api_endpoint is given): the seed''s RateLimitConfig with burst_limit, burst_window_seconds and the strategy switches; takes effect at commit';
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
   window_duration interval,

@@ -136,3 +136,8 @@ COMMENT ON FUNCTION rate_limit_headers(text, text, bigint) IS
   'HTTP response headers (RateLimit-Policy, RateLimit, Retry-After, x-ratelimit-*) for the limits that apply to the user on the endpoint now; charges nothing';
 
 -- ==== end HTTP headers ====
+
+-- The description of set_user_rate_limit, as plain facts (installations
+-- updated from 1.0 before this version have an older wording).
+COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';

@@ -257,7 +257,7 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
-  'Sets the request limit of a user (on one endpoint when api_endpoint is given): the seed''s RateLimitConfig with burst_limit, burst_window_seconds and the strategy switches; takes effect at commit';
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
   window_duration interval,

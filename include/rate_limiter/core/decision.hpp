@@ -57,7 +57,7 @@ constexpr uint32_t kMinDynamicFactorPpm = 10'000;  // the dynamic factor never g
 struct AppliedLimit {
   LimitKind kind = LimitKind::Tokens;
   ScopeKind scope = ScopeKind::User;  // reported back; Default means "user scope, default rule"
-  // A burst cap (the seed's burst_limit over burst_window_seconds): a short
+  // A burst cap (burst_limit over burst_window_seconds): a short
   // fixed window on top of the scope's limit of the same kind.  It takes no
   // strategy (params are ignored).
   bool burst_cap = false;

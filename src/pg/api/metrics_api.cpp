@@ -37,7 +37,7 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "total_checks", total, true);
   append_metric(&buf, "allowed_requests", pg_atomic_read_u64(&m.allowed));
   append_metric(&buf, "denied_requests", pg_atomic_read_u64(&m.denied));
-  // Seconds, as in the seed, but a moving average (latency_histogram.hpp):
+  // Seconds, but a moving average (latency_histogram.hpp):
   // the mean since startup would hide a recent slowdown.
   append_seconds(&buf, "average_check_time", latency_average_ns(&m.latency));
   append_seconds(&buf, "check_time_p50", static_cast<double>(latency_percentile_ns(&m.latency, 0.50)));

@@ -42,7 +42,7 @@ struct BindingLimit {
   bool present = false;
   core::LimitKind kind = core::LimitKind::Tokens;
   core::ScopeKind scope = core::ScopeKind::User;
-  bool burst_cap = false;  // the seed's burst_limit over burst_window_seconds
+  bool burst_cap = false;  // burst_limit over burst_window_seconds
   core::Algorithm algorithm = core::Algorithm::FixedWindow;
   int64 limit = 0;         // capacity() of the binding limit
   int64 window_micros = 0;
