@@ -12,8 +12,8 @@
 EXTENSION   = rate_limiter
 MODULE_big  = rate_limiter
 # The install script of the current version is built from the topic files
-# of sql/schema (their numbers give the order); the scripts of older
-# versions and the update scripts are committed as they are.
+# of sql/schema (their numbers give the order; scripts/gen_schema.py); the
+# scripts of older versions and the update scripts are committed as they are.
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\\(.*\\)'/\\1/p" $(EXTENSION).control)
 SCHEMA_SRCS = $(sort $(wildcard sql/schema/[0-9]*.sql))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
@@ -62,8 +62,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): $(SCHEMA_SRCS) $(EXTENSION).control
-	cat $(SCHEMA_SRCS) > $@
+# The per-limit options (sql/schema/options.tsv) are expanded into the
+# columns and argument lists of the schema files on the way.
+$(DATA_built): $(SCHEMA_SRCS) sql/schema/options.tsv scripts/gen_schema.py scripts/rl_options.py $(EXTENSION).control
+	python3 scripts/gen_schema.py sql/schema/options.tsv $(SCHEMA_SRCS) > $@.tmp && mv $@.tmp $@
 
 # Objects depend on our headers (PGXS only knows about sources).
 $(OBJS): $(wildcard include/rate_limiter/*/*.hpp include/rate_limiter/pg/*/*.hpp)

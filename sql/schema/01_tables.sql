@@ -22,22 +22,7 @@ CREATE TABLE token_limits (
   -- means "use the setting" (rate_limiter.* GUC); the switches of a token
   -- quota fall back to the request limit of the same scope, then to the GUC.
   -- request_limits has the same columns.
-  algorithm                  text NOT NULL DEFAULT 'fixed_window',
-  burst                      bigint,
-  burst_limit                bigint,
-  burst_window_seconds       integer,
-  enable_dynamic_allocation  boolean,
-  emergency_override_enabled boolean,
-  burst_mode_enabled         boolean,
-  user_history_weight        float8,
-  system_load_weight         float8,
-  time_factor_weight         float8,
-  emergency_threshold        float8,
-  override_percentage        float8,
-  burst_multiplier           float8,
-  burst_window               interval,
-  max_burst_tokens           bigint,
-  shadow_mode                boolean,
+@OPTION_COLUMNS@
   CONSTRAINT token_limits_scope_key UNIQUE NULLS NOT DISTINCT (user_id, api_endpoint),
   CONSTRAINT token_limits_user_id_check
     CHECK (user_id IS NULL OR octet_length(user_id) BETWEEN 1 AND 255),
@@ -60,22 +45,7 @@ CREATE TABLE request_limits (
   window_duration         interval NOT NULL,
   created_at              timestamptz NOT NULL DEFAULT now(),
   updated_at              timestamptz NOT NULL DEFAULT now(),
-  algorithm                  text NOT NULL DEFAULT 'fixed_window',
-  burst                      bigint,
-  burst_limit                bigint,
-  burst_window_seconds       integer,
-  enable_dynamic_allocation  boolean,
-  emergency_override_enabled boolean,
-  burst_mode_enabled         boolean,
-  user_history_weight        float8,
-  system_load_weight         float8,
-  time_factor_weight         float8,
-  emergency_threshold        float8,
-  override_percentage        float8,
-  burst_multiplier           float8,
-  burst_window               interval,
-  max_burst_tokens           bigint,
-  shadow_mode                boolean,
+@OPTION_COLUMNS@
   CONSTRAINT request_limits_scope_key UNIQUE NULLS NOT DISTINCT (user_id, api_endpoint),
   CONSTRAINT request_limits_user_id_check
     CHECK (user_id IS NULL OR octet_length(user_id) BETWEEN 1 AND 255),

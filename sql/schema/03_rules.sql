@@ -16,17 +16,11 @@ COMMENT ON FUNCTION rate_limiter_rules_changed() IS
 
 CREATE TRIGGER rate_limiter_rules_changed
   AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_tokens_per_period, period_interval,
-    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
-    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
-    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
-    max_burst_tokens, shadow_mode
+    @OPTION_NAMES@
   ON token_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
 CREATE TRIGGER rate_limiter_rules_changed
   AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_requests_per_window, window_duration,
-    algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
-    emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
-    time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
-    max_burst_tokens, shadow_mode
+    @OPTION_NAMES@
   ON request_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
 CREATE TRIGGER rate_limiter_rules_truncated
   AFTER TRUNCATE ON token_limits FOR EACH STATEMENT EXECUTE FUNCTION rate_limiter_rules_changed();
@@ -61,12 +55,8 @@ COMMENT ON FUNCTION rule_table_status() IS
 -- Validates the options and writes one row of either rule table; internal.
 CREATE FUNCTION rate_limiter_upsert_limit(
   p_kind text, p_user_id text, p_api_endpoint text, p_max bigint, p_window interval,
-  p_algorithm text, p_burst bigint, p_burst_limit bigint, p_burst_window_seconds integer,
-  p_enable_dynamic_allocation boolean, p_emergency_override_enabled boolean,
-  p_burst_mode_enabled boolean, p_user_history_weight float8, p_system_load_weight float8,
-  p_time_factor_weight float8, p_emergency_threshold float8, p_override_percentage float8,
-  p_burst_multiplier float8, p_burst_window interval, p_max_burst_tokens bigint,
-  p_shadow_mode boolean)
+  @OPTION_UPSERT_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -189,188 +179,100 @@ BEGIN
       shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
   END IF;
 END $$;
-REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint,
-  bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8,
-  interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint,
-  bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8,
-  interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, @OPTION_TYPES@) IS
   'Internal: validates the options and inserts or updates one token_limits or request_limits row';
 
 CREATE FUNCTION set_rate_limit(user_id text, max_tokens_per_period bigint,
   period_interval interval DEFAULT '1 day',
   api_endpoint text DEFAULT NULL,
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', $1, $4, $2, $3,
-    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
+    @OPTION_ARGS(5)@);
 END $$;
-REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_rate_limit(text, bigint, interval, text, @OPTION_TYPES@) IS
   'Sets the token quota of a user (on one endpoint when api_endpoint is given), with its algorithm and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_user_rate_limit(user_id text, max_requests_per_window bigint,
   window_duration interval,
   api_endpoint text DEFAULT NULL,
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', $1, $4, $2, $3,
-    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
+    @OPTION_ARGS(5)@);
 END $$;
-REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, @OPTION_TYPES@) IS
   'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
   window_duration interval,
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, $1, $2, $3,
-    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+    @OPTION_ARGS(4)@);
 END $$;
-REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval, @OPTION_TYPES@) IS
   'Sets the request limit of an endpoint, shared by all users; takes effect at commit';
 
 CREATE FUNCTION set_api_token_limit(api_endpoint text, max_tokens_per_period bigint,
   period_interval interval DEFAULT '1 day',
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, $1, $2, $3,
-    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+    @OPTION_ARGS(4)@);
 END $$;
-REVOKE ALL ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_api_token_limit(text, bigint, interval, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval, @OPTION_TYPES@) IS
   'Sets the token quota of an endpoint, shared by all users; takes effect at commit';
 
 CREATE FUNCTION set_default_rate_limit(max_tokens_per_period bigint,
   period_interval interval DEFAULT '1 day',
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, NULL, $1, $2,
-    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+    @OPTION_ARGS(3)@);
 END $$;
-REVOKE ALL ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_default_rate_limit(bigint, interval, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_rate_limit(bigint, interval, @OPTION_TYPES@) IS
   'Sets the token quota of every user who has no token quota of their own';
 
 CREATE FUNCTION set_default_user_rate_limit(max_requests_per_window bigint,
   window_duration interval,
-  algorithm text DEFAULT 'fixed_window',
-  burst bigint DEFAULT NULL,
-  burst_limit bigint DEFAULT NULL,
-  burst_window_seconds integer DEFAULT NULL,
-  enable_dynamic_allocation boolean DEFAULT NULL,
-  emergency_override_enabled boolean DEFAULT NULL,
-  burst_mode_enabled boolean DEFAULT NULL,
-  user_history_weight float8 DEFAULT NULL,
-  system_load_weight float8 DEFAULT NULL,
-  time_factor_weight float8 DEFAULT NULL,
-  emergency_threshold float8 DEFAULT NULL,
-  override_percentage float8 DEFAULT NULL,
-  burst_multiplier float8 DEFAULT NULL,
-  burst_window interval DEFAULT NULL,
-  max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL)
+  @OPTION_PARAMS@
+)
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, NULL, $1, $2,
-    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+    @OPTION_ARGS(3)@);
 END $$;
-REVOKE ALL ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_default_user_rate_limit(bigint, interval, @OPTION_TYPES@) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval, @OPTION_TYPES@) IS
   'Sets the request limit of every user who has no request limit of their own';
 
 -- Deletes the token quota and request limit of one scope; internal.
