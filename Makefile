@@ -115,8 +115,14 @@ fuzz-run: fuzz
 # .clang-tidy, cppcheck.  Server headers are -isystem, as in the build.
 LINT_SRCS = $(CORE_SRCS) $(PG_SRCS)
 LINT_JOBS ?= 2
-.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers
-lint: lint-tidy lint-cppcheck lint-meta lint-layers
+.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers lint-options
+lint: lint-tidy lint-cppcheck lint-meta lint-layers lint-options
+
+# The per-limit options are named alike in sql/schema/options.tsv, the C++
+# list, the upsert, the update scripts, the settings and the documentation
+# (scripts/check_options.py).
+lint-options:
+	@python3 scripts/check_options.py
 
 # Includes point down the subsystem layers of src/pg (scripts/check_layers.py).
 lint-layers:

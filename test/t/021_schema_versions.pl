@@ -94,6 +94,52 @@ is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname 
 my $want = $node->safe_psql('fresh', $catalog);
 cmp_ok(scalar(split /\n/, $want), '>', 1000, 'the catalog description is not empty');
 
+# The per-limit options of sql/schema/options.tsv are the option columns of
+# both rule tables and the last arguments of every set_* function, with
+# their types and defaults, in order; scripts/check_options.py checks the
+# C++ list, the upsert, the update scripts, the settings and the docs.
+command_ok([ 'python3', 'scripts/check_options.py' ], 'the option list agrees with the sources and docs');
+my %sql_type = (float8 => 'double precision');
+my @options;
+open(my $tsv, '<', 'sql/schema/options.tsv') or die "sql/schema/options.tsv: $!";
+while (my $line = <$tsv>)
+{
+	chomp $line;
+	next if $line =~ /^(#|\s*$)/;
+	my ($name, $type, $default, $not_null) = split /\t/, $line;
+	$type = $sql_type{$type} // $type;
+	push @options, { name => $name, type => $type, default => $default, not_null => $not_null };
+}
+close $tsv;
+cmp_ok(scalar(@options), '>=', 16, 'options.tsv lists the options');
+foreach my $table ('token_limits', 'request_limits')
+{
+	my $want = join("\n", map {
+		join('|', $_->{name}, $_->{type}, $_->{not_null} eq 'yes' ? 't' : 'f',
+			$_->{default} eq 'NULL' ? '' : "$_->{default}::$_->{type}")
+	} @options);
+	is($node->safe_psql('fresh', qq{
+		SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+		  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		 WHERE a.attrelid = '$table'::regclass AND a.attnum > (SELECT attnum FROM pg_attribute
+		        WHERE attrelid = '$table'::regclass AND attname = 'updated_at')
+		   AND NOT a.attisdropped ORDER BY a.attnum}), $want, "$table: the option columns");
+}
+my $want_args = join(', ', map {
+	"$_->{name} $_->{type} DEFAULT " . ($_->{default} eq 'NULL' ? "NULL::$_->{type}" : "$_->{default}::$_->{type}")
+} @options);
+foreach my $f ('set_rate_limit', 'set_user_rate_limit', 'set_api_rate_limit', 'set_api_token_limit',
+	'set_default_rate_limit', 'set_default_user_rate_limit')
+{
+	my $args = $node->safe_psql('fresh', "SELECT pg_get_function_arguments('$f'::regproc)");
+	ok(substr($args, -length($want_args)) eq $want_args, "$f: the option arguments, last and in order")
+	  or diag("$f($args)");
+	is($node->safe_psql('fresh', qq{
+		SELECT array_to_string(p.proargnames[p.pronargs - ${\ scalar(@options)} + 1 : p.pronargs], ',')
+		  FROM pg_proc p WHERE p.oid = '$f'::regproc}), join(',', map { $_->{name} } @options),
+		"$f: proargnames end with the options");
+}
+
 foreach my $from ('1.0', '1.1', '1.2', '1.3')
 {
 	(my $db = "from_$from") =~ s/\./_/;
