@@ -11,7 +11,13 @@
 
 EXTENSION   = rate_limiter
 MODULE_big  = rate_limiter
-DATA        = $(wildcard sql/rate_limiter--*.sql)
+# The install script of the current version is built from the topic files
+# of sql/schema (their numbers give the order; scripts/gen_schema.py); the
+# scripts of older versions and the update scripts are committed as they are.
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\\(.*\\)'/\\1/p" $(EXTENSION).control)
+SCHEMA_SRCS = $(sort $(wildcard sql/schema/[0-9]*.sql))
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 CORE_SRCS   = $(sort $(wildcard src/core/*.cpp))
 PG_SRCS     = $(sort $(wildcard src/pg/*.cpp src/pg/*/*.cpp))
@@ -58,6 +64,11 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The per-limit options (sql/schema/options.tsv) are expanded into the
+# columns and argument lists of the schema files on the way.
+$(DATA_built): $(SCHEMA_SRCS) sql/schema/options.tsv scripts/gen_schema.py scripts/rl_options.py $(EXTENSION).control
+	python3 scripts/gen_schema.py sql/schema/options.tsv $(SCHEMA_SRCS) > $@.tmp && mv $@.tmp $@
 
 # Objects depend on our headers (PGXS only knows about sources).
 $(OBJS): $(wildcard include/rate_limiter/*/*.hpp include/rate_limiter/pg/*/*.hpp)
@@ -107,8 +118,14 @@ fuzz-run: fuzz
 # .clang-tidy, cppcheck.  Server headers are -isystem, as in the build.
 LINT_SRCS = $(CORE_SRCS) $(PG_SRCS)
 LINT_JOBS ?= 2
-.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers
-lint: lint-tidy lint-cppcheck lint-meta lint-layers
+.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers lint-options
+lint: lint-tidy lint-cppcheck lint-meta lint-layers lint-options
+
+# The per-limit options are named alike in sql/schema/options.tsv, the C++
+# list, the upsert, the update scripts, the settings and the documentation
+# (scripts/check_options.py).
+lint-options:
+	@python3 scripts/check_options.py
 
 # Includes point down the subsystem layers of src/pg (scripts/check_layers.py).
 lint-layers:

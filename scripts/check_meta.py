@@ -10,7 +10,9 @@ top and under provides.rate_limiter.
   check_meta.py --zip FILE      also check an archive made by make dist:
                                 every entry under rate_limiter-<version>/,
                                 with the control file, META.json (of that
-                                version) and the install script
+                                version), the 1.0 install script and
+                                the sql/schema files make builds the
+                                current install script from
 """
 import json
 import re
@@ -64,6 +66,9 @@ def main(argv):
             for need in ("META.json", f"{NAME}.control", "Makefile", f"sql/{NAME}--1.0.sql"):
                 if prefix + need not in names:
                     errors.append(f"{argv[2]}: {prefix + need} is missing")
+            # The current install script is built by make from sql/schema.
+            if not any(n.startswith(prefix + "sql/schema/") and n.endswith(".sql") for n in names):
+                errors.append(f"{argv[2]}: {prefix}sql/schema/*.sql is missing")
             if prefix + "META.json" in names:
                 errors += meta_errors(json.loads(z.read(prefix + "META.json")), want, f"{argv[2]}:META.json")
     elif len(argv) != 1:

@@ -1,13 +1,38 @@
--- rate_limiter 1.0 -> 1.1 update script.  CREATE EXTENSION rate_limiter
--- installs 1.0 and applies this script.
+-- rate_limiter 1.0 -> 1.1 update script: ALTER EXTENSION rate_limiter UPDATE
+-- applies it to an installation of 1.0.  CREATE EXTENSION installs the current
+-- version directly (rate_limiter--1.4.sql, built from sql/schema).
+--
+-- After installing a new version of the rate_limiter library, run
+-- ALTER EXTENSION rate_limiter UPDATE in every database that has the
+-- extension: the library is written for the schema of its own version.
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.1'" to load this file. \quit
+
+-- Privileges survive the update.  The rule for every update script: a
+-- function whose signature and result stay is changed with CREATE OR
+-- REPLACE, which keeps its privileges.  A function that must be dropped and
+-- created again (new arguments or result columns) would lose the GRANTs
+-- and REVOKEs a site made on it, so its ACL is saved here, before any DROP,
+-- and applied at the end of the script to the new function of the same
+-- name, whatever its signature.  Internal functions replaced by one of
+-- another name are not carried over (rate_limiter_upsert_token_limit and
+-- rate_limiter_upsert_request_limit: rate_limiter_upsert_limit is internal,
+-- never granted).
+CREATE TEMP TABLE rate_limiter_saved_acl AS
+  SELECT p.proname, p.proowner, p.proacl
+    FROM pg_catalog.pg_proc p
+   WHERE p.pronamespace = '@extschema@'::regnamespace
+     AND p.proname IN ('allocate_tokens', 'check_rate_limit', 'enforce_rate_limit',
+                       'set_rate_limit', 'set_user_rate_limit', 'set_api_rate_limit',
+                       'set_api_token_limit', 'set_default_rate_limit',
+                       'set_default_user_rate_limit', 'get_rate_limit_status',
+                       'rate_limiter_flush', 'rate_limiter_peek_counter');
 
 -- ==== algorithms, strategies, settle ====
 
 ------------------------------------------------------------------------------
 -- Per-limit algorithm and strategy columns.  NULL means "use the setting"
 -- (rate_limiter.* GUC); the switches of a token quota fall back to the
--- request limit of the same scope (the seed's RateLimitConfig), then to the
+-- request limit of the same scope, then to the
 -- GUC.  Both tables take the same columns; which ones act on which kind of
 -- limit is documented in the README ("Strategies").
 ------------------------------------------------------------------------------
@@ -455,7 +480,7 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
-  'Sets the request limit of a user (on one endpoint when api_endpoint is given): the seed''s RateLimitConfig with burst_limit, burst_window_seconds and the strategy switches; takes effect at commit';
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
   window_duration interval,
@@ -1048,3 +1073,46 @@ SELECT pg_catalog.pg_extension_config_dump('rate_limit_alerts_id_seq', '');
 
 -- ==== end monitoring: alerts and shadow mode ====
 
+-- The saved privileges (see the top of this script), on the new functions:
+-- every grant but the owner's is replaced by the saved ones.  pg_init_privs
+-- keeps what the update itself set, so that pg_dump still dumps the site's
+-- grants, as it does for a new installation with the same grants.
+DO $$
+DECLARE
+  s record;
+  f record;
+  a record;
+  initial pg_catalog.aclitem[];
+BEGIN
+  FOR s IN SELECT * FROM pg_temp.rate_limiter_saved_acl LOOP
+    FOR f IN SELECT p.oid, p.oid::pg_catalog.regprocedure AS sig, p.proowner, p.proacl
+               FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = s.proname LOOP
+      SELECT i.initprivs INTO initial FROM pg_catalog.pg_init_privs i
+       WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      FOR a IN SELECT x.grantee FROM pg_catalog.aclexplode(
+                 coalesce(f.proacl, pg_catalog.acldefault('f', f.proowner))) x
+                WHERE x.grantee <> f.proowner LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', f.sig,
+          CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END);
+      END LOOP;
+      FOR a IN SELECT x.grantee, x.is_grantable FROM pg_catalog.aclexplode(
+                 coalesce(s.proacl, pg_catalog.acldefault('f', s.proowner))) x
+                WHERE x.grantee <> s.proowner AND x.privilege_type = 'EXECUTE' LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.sig,
+          CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END,
+          CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+      END LOOP;
+      -- The grants just made are the site's, not the extension's: the
+      -- initial privileges stay what this script set.
+      IF initial IS NULL THEN
+        DELETE FROM pg_catalog.pg_init_privs i
+         WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      ELSE
+        UPDATE pg_catalog.pg_init_privs i SET initprivs = initial
+         WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      END IF;
+    END LOOP;
+  END LOOP;
+END $$;
+DROP TABLE pg_temp.rate_limiter_saved_acl;

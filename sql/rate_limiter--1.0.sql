@@ -1,4 +1,6 @@
--- rate_limiter 1.0 install script.
+-- rate_limiter 1.0 install script, kept for CREATE EXTENSION rate_limiter
+-- VERSION '1.0' (the update scripts take such an installation to the
+-- current version).  A new installation gets rate_limiter--1.4.sql.
 \echo Use "CREATE EXTENSION rate_limiter" to load this file. \quit
 
 -- Fail early and clearly when the library is not preloaded: the counters
@@ -43,7 +45,7 @@ CREATE TABLE token_limits (
 COMMENT ON TABLE token_limits IS
   'Token quotas: max_tokens_per_period per period_interval. tokens_used_in_period and period_start are a snapshot written by rate_limiter_flush(); the live counters are in shared memory (get_rate_limit_status)';
 
--- Request limits (the seed's RateLimitConfig), with the same scope rules.
+-- Request limits, with the same scope rules.
 CREATE TABLE request_limits (
   id                      bigserial PRIMARY KEY,
   user_id                 text,

@@ -1,7 +1,21 @@
--- rate_limiter 1.1 -> 1.2 update script.  CREATE EXTENSION rate_limiter
--- installs 1.0 and applies the update scripts in turn.
+-- rate_limiter 1.1 -> 1.2 update script: ALTER EXTENSION rate_limiter UPDATE
+-- applies it to an installation of 1.1.  CREATE EXTENSION installs the current
+-- version directly (rate_limiter--1.4.sql, built from sql/schema).
 
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.2'" to load this file. \quit
+
+-- Privileges survive the update.  The rule for every update script: a
+-- function whose signature and result stay is changed with CREATE OR
+-- REPLACE, which keeps its privileges.  A function that must be dropped and
+-- created again (new arguments or result columns) would lose the GRANTs
+-- and REVOKEs a site made on it, so its ACL is saved here, before any DROP,
+-- and applied at the end of the script to the new function of the same
+-- name, whatever its signature.  Here: rate_limiter_counter_key.
+CREATE TEMP TABLE rate_limiter_saved_acl AS
+  SELECT p.proname, p.proowner, p.proacl
+    FROM pg_catalog.pg_proc p
+   WHERE p.pronamespace = '@extschema@'::regnamespace
+     AND p.proname IN ('rate_limiter_counter_key');
 
 -- ==== production scale: rules in shared memory ====
 
@@ -329,3 +343,51 @@ COMMENT ON COLUMN token_usage_dead_letters.id IS
   'The allocation_id the call returned (NULL for a counted check_rate_limit request)';
 
 -- ==== end exact: usage rows and the queue ====
+
+-- The saved privileges (see the top of this script), on the new functions:
+-- every grant but the owner's is replaced by the saved ones.  pg_init_privs
+-- keeps what the update itself set, so that pg_dump still dumps the site's
+-- grants, as it does for a new installation with the same grants.
+DO $$
+DECLARE
+  s record;
+  f record;
+  a record;
+  initial pg_catalog.aclitem[];
+BEGIN
+  FOR s IN SELECT * FROM pg_temp.rate_limiter_saved_acl LOOP
+    FOR f IN SELECT p.oid, p.oid::pg_catalog.regprocedure AS sig, p.proowner, p.proacl
+               FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = s.proname LOOP
+      SELECT i.initprivs INTO initial FROM pg_catalog.pg_init_privs i
+       WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      FOR a IN SELECT x.grantee FROM pg_catalog.aclexplode(
+                 coalesce(f.proacl, pg_catalog.acldefault('f', f.proowner))) x
+                WHERE x.grantee <> f.proowner LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', f.sig,
+          CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END);
+      END LOOP;
+      FOR a IN SELECT x.grantee, x.is_grantable FROM pg_catalog.aclexplode(
+                 coalesce(s.proacl, pg_catalog.acldefault('f', s.proowner))) x
+                WHERE x.grantee <> s.proowner AND x.privilege_type = 'EXECUTE' LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.sig,
+          CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END,
+          CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+      END LOOP;
+      -- The grants just made are the site's, not the extension's: the
+      -- initial privileges stay what this script set.
+      IF initial IS NULL THEN
+        DELETE FROM pg_catalog.pg_init_privs i
+         WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      ELSE
+        UPDATE pg_catalog.pg_init_privs i SET initprivs = initial
+         WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objsubid = 0;
+      END IF;
+    END LOOP;
+  END LOOP;
+END $$;
+DROP TABLE pg_temp.rate_limiter_saved_acl;
+
+-- rate_limiter_counter_key is open to PUBLIC from this version on (see
+-- above), whatever the saved ACL of the old one said.
+GRANT EXECUTE ON FUNCTION rate_limiter_counter_key(text, text, text, text, text, text, interval) TO PUBLIC;

@@ -1,7 +1,16 @@
--- rate_limiter 1.2 -> 1.3 update script.  CREATE EXTENSION rate_limiter
--- installs 1.0 and applies the update scripts in turn.
+-- rate_limiter 1.2 -> 1.3 update script: ALTER EXTENSION rate_limiter UPDATE
+-- applies it to an installation of 1.2.  CREATE EXTENSION installs the current
+-- version directly (rate_limiter--1.4.sql, built from sql/schema).
 
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.3'" to load this file. \quit
+
+-- Privileges survive the update.  The rule for every update script: a
+-- function whose signature and result stay is changed with CREATE OR
+-- REPLACE, which keeps its privileges; one that must be dropped and created
+-- again has its ACL saved before the DROP and applied to the new function
+-- at the end (see rate_limiter--1.0--1.1.sql).  Here: settle_tokens is
+-- replaced in place; rate_limiter_schedule_refund, internal, is dropped for
+-- good.
 
 -- ==== exact settle ====
 

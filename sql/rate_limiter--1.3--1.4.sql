@@ -1,7 +1,15 @@
--- rate_limiter 1.3 -> 1.4 update script.  CREATE EXTENSION rate_limiter
--- installs 1.0 and applies the update scripts in turn.
+-- rate_limiter 1.3 -> 1.4 update script: ALTER EXTENSION rate_limiter UPDATE
+-- applies it to an installation of 1.3.  CREATE EXTENSION installs the current
+-- version directly (rate_limiter--1.4.sql, built from sql/schema).
 
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.4'" to load this file. \quit
+
+-- Privileges survive the update.  The rule for every update script: a
+-- function whose signature and result stay is changed with CREATE OR
+-- REPLACE, which keeps its privileges; one that must be dropped and created
+-- again has its ACL saved before the DROP and applied to the new function
+-- at the end (see rate_limiter--1.0--1.1.sql).  This script only adds
+-- functions.
 
 -- ==== HTTP headers ====
 
@@ -128,3 +136,8 @@ COMMENT ON FUNCTION rate_limit_headers(text, text, bigint) IS
   'HTTP response headers (RateLimit-Policy, RateLimit, Retry-After, x-ratelimit-*) for the limits that apply to the user on the endpoint now; charges nothing';
 
 -- ==== end HTTP headers ====
+
+-- The description of set_user_rate_limit, as plain facts (installations
+-- updated from 1.0 before this version have an older wording).
+COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+  'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';

@@ -24,7 +24,11 @@ int attnum_of(TupleDesc desc, const char* name) {
   return 0;
 }
 
-// The burst multiplier is stored in ppm of a factor between 1 and 100.
+// The options stored in ppm (core::RuleRecord::ppm, in this order); the
+// burst multiplier is a factor between 1 and 100.
+constexpr RuleOption kPpmOptions[6] = {RuleOption::user_history_weight, RuleOption::system_load_weight,
+                                       RuleOption::time_factor_weight,  RuleOption::emergency_threshold,
+                                       RuleOption::override_percentage, RuleOption::burst_multiplier};
 constexpr int kBurstMultiplierPpm = 5;
 
 }  // namespace
@@ -123,20 +127,7 @@ void RuleColumns::bind(TupleDesc desc, core::LimitKind kind) {
   endpoint_ = attnum_of(desc, "api_endpoint");
   limit_ = attnum_of(desc, tokens ? "max_tokens_per_period" : "max_requests_per_window");
   window_ = attnum_of(desc, tokens ? "period_interval" : "window_duration");
-  algorithm_ = attnum_of(desc, "algorithm");
-  burst_ = attnum_of(desc, "burst");
-  cap_limit_ = attnum_of(desc, "burst_limit");
-  cap_window_ = attnum_of(desc, "burst_window_seconds");
-  dynamic_ = attnum_of(desc, "enable_dynamic_allocation");
-  emergency_ = attnum_of(desc, "emergency_override_enabled");
-  burst_mode_ = attnum_of(desc, "burst_mode_enabled");
-  static const char* const kPpmColumns[6] = {"user_history_weight", "system_load_weight",
-                                             "time_factor_weight",  "emergency_threshold",
-                                             "override_percentage", "burst_multiplier"};
-  for (int i = 0; i < 6; ++i) ppm_[i] = attnum_of(desc, kPpmColumns[i]);
-  burst_window_ = attnum_of(desc, "burst_window");
-  max_burst_tokens_ = attnum_of(desc, "max_burst_tokens");
-  shadow_ = attnum_of(desc, "shadow_mode");
+  for (int i = 0; i < kRuleOptionCount; ++i) option_[i] = attnum_of(desc, kRuleOptionNames[i]);
   if (user_ == 0 || endpoint_ == 0 || limit_ == 0 || window_ == 0)
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
                     errmsg("rate_limiter rule table is missing a scope or limit column"),
@@ -171,42 +162,42 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
                            : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)), core::kMinWindowMicros,
                                                core::kMaxWindowMicros);
   core::Algorithm algorithm = core::Algorithm::FixedWindow;
-  d = get(algorithm_);
+  d = get(at(RuleOption::algorithm));
   if (!isnull) {
     text* t = DatumGetTextPP(d);
     if (!core::parse_algorithm(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &algorithm))
       algorithm = core::Algorithm::FixedWindow;
   }
   r.algorithm = static_cast<uint8>(algorithm);
-  d = get(burst_);
+  d = get(at(RuleOption::burst));
   r.burst = isnull ? 0 : std::clamp<int64>(DatumGetInt64(d), 0, core::kMaxQuantity - 1);
-  d = get(cap_limit_);
+  d = get(at(RuleOption::burst_limit));
   const int64 cap_limit = isnull ? 0 : std::clamp<int64>(DatumGetInt64(d), 1, core::kMaxQuantity);
-  d = get(cap_window_);
+  d = get(at(RuleOption::burst_window_seconds));
   const bool cap_window_null = isnull;
   if (cap_limit > 0 && !cap_window_null) {
     r.cap_limit = cap_limit;
     r.cap_window_s = std::max<int32>(DatumGetInt32(d), 1);
   }
-  d = get(dynamic_);
+  d = get(at(RuleOption::enable_dynamic_allocation));
   r.dynamic = isnull ? -1 : switch_of(d);
-  d = get(emergency_);
+  d = get(at(RuleOption::emergency_override_enabled));
   r.emergency = isnull ? -1 : switch_of(d);
-  d = get(burst_mode_);
+  d = get(at(RuleOption::burst_mode_enabled));
   r.burst_mode = isnull ? -1 : switch_of(d);
   for (int i = 0; i < 6; ++i) {
-    d = get(ppm_[i]);
+    d = get(at(kPpmOptions[i]));
     const int64 hi = i == kBurstMultiplierPpm ? int64{100} * core::kShareScale : core::kShareScale;
     const int64 lo = i == kBurstMultiplierPpm ? core::kShareScale : 0;
     r.ppm[i] = isnull ? -1 : static_cast<int32>(ppm_of(d, lo, hi));
   }
-  d = get(burst_window_);
+  d = get(at(RuleOption::burst_window));
   r.burst_window_micros = isnull ? -1
                                  : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)),
                                                      core::kMinWindowMicros, core::kMaxWindowMicros);
-  d = get(max_burst_tokens_);
+  d = get(at(RuleOption::max_burst_tokens));
   r.max_burst_tokens = isnull ? -1 : std::clamp<int64>(DatumGetInt64(d), 0, core::kMaxQuantity);
-  d = get(shadow_);
+  d = get(at(RuleOption::shadow_mode));
   r.shadow = isnull ? -1 : switch_of(d);
   return r;
 }

@@ -14,6 +14,7 @@
 #include "rate_limiter/core/decision.hpp"
 #include "rate_limiter/core/rule_table.hpp"
 #include "rate_limiter/core/types.hpp"
+#include "rate_limiter/pg/rules/rule_options.hpp"
 #include "rate_limiter/pg/support/postgres.hpp"
 
 namespace rate_limiter::pg {
@@ -45,9 +46,11 @@ int64 replay_horizon(const core::RuleRecord& r) noexcept;
 // (a month is 30 days).
 int64 interval_to_micros(const Interval* interval);
 
-// Reads rule rows by column name, so that the same code serves the row
-// trigger (the table's own descriptor), the loader (SELECT *) and tables of
-// older extension versions (missing option columns read as NULL).
+// The one reader of rule rows: by column name, so that the same code serves
+// the row trigger (the table's own descriptor), the loader and the lookups
+// (SELECT *), and with them the counter rebuild; the options are those of
+// rule_options.hpp.  Tables of older extension versions read a missing
+// option column as NULL.
 class RuleColumns {
  public:
   // kind: which table the descriptor belongs to.
@@ -60,12 +63,12 @@ class RuleColumns {
   core::RuleRecord record(HeapTuple tuple) const;
 
  private:
+  int at(RuleOption o) const { return option_[static_cast<int>(o)]; }
+
   TupleDesc desc_ = nullptr;
   core::LimitKind kind_ = core::LimitKind::Tokens;
-  int user_ = 0, endpoint_ = 0, limit_ = 0, window_ = 0, algorithm_ = 0, burst_ = 0;
-  int cap_limit_ = 0, cap_window_ = 0, dynamic_ = 0, emergency_ = 0, burst_mode_ = 0;
-  int ppm_[6] = {0, 0, 0, 0, 0, 0};
-  int burst_window_ = 0, max_burst_tokens_ = 0, shadow_ = 0;
+  int user_ = 0, endpoint_ = 0, limit_ = 0, window_ = 0;
+  int option_[kRuleOptionCount] = {};  // attribute numbers, 0: no such column
 };
 
 }  // namespace rate_limiter::pg
