@@ -13,8 +13,8 @@ list; this checks against it:
     installation (test/t/021 compares the catalogs);
   - the settings: an option with a fallback setting has that GUC
     (src/pg/support/settings.cpp);
-  - the documentation: the per-limit option table of docs/settings.md, or
-    of README.md while docs/settings.md does not exist.
+  - the documentation: the per-limit option table of docs/settings.md
+    (section "Per-limit options").
 
 The columns and set_* arguments of an installed schema are generated from
 the list (scripts/gen_schema.py); test/t/021 checks them in the catalog.
@@ -26,11 +26,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rl_options import read_options  # noqa: E402
-
-# Options the README's table does not list yet (README.md is edited on
-# other branches).  Reported, not failed; an entry the table has gained
-# since fails, so that the list shrinks.
-README_KNOWN_MISSING = {"shadow_mode": "documented in README \"Shadow mode\", not in the option table"}
 
 
 def read(path):
@@ -90,7 +85,7 @@ def documented_names(path):
     """Option names of the per-limit option table: the backticked names in the
     first column of the table after the sentence that introduces it."""
     text = read(path)
-    start = text.find("function also takes")
+    start = text.find("## Per-limit options")
     if start < 0:
         return None
     rows = []
@@ -107,20 +102,15 @@ def documented_names(path):
 
 
 def check_docs(options, errors, notes):
-    path = "docs/settings.md" if os.path.exists("docs/settings.md") else "README.md"
+    path = "docs/settings.md"
     names = documented_names(path)
     if names is None:
         errors.append(f"{path}: no per-limit option table")
         return
-    known = README_KNOWN_MISSING if path == "README.md" else {}
     want = {o.name for o in options}
     for o in options:
-        if o.name not in names and o.name not in known:
+        if o.name not in names:
             errors.append(f"{path}: the option table lacks {o.name}")
-        elif o.name in known and o.name in names:
-            errors.append(f"{path}: now lists {o.name}: remove it from README_KNOWN_MISSING")
-        elif o.name in known:
-            notes.append(f"{path}: the option table lacks {o.name} ({known[o.name]})")
     for n in names:
         if n not in want:
             errors.append(f"{path}: the option table lists {n}, which is not an option")
