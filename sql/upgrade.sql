@@ -8,6 +8,10 @@ SELECT extversion FROM pg_extension WHERE extname = 'rate_limiter';
 SELECT set_rate_limit('up_user', 100, '3650 days');
 SELECT set_user_rate_limit('up_user', 5, '3650 days');
 SELECT tokens_allocated, tokens_remaining FROM allocate_tokens('up_user', 80, 'high');
+-- 1.0's status function passes its counter reader fewer arguments than the
+-- library reads now: a clear error naming the fix, not a crash.
+SELECT code, message, hint
+  FROM pg_temp.error_of($$SELECT count(*) FROM get_rate_limit_status('up_user')$$);
 ALTER EXTENSION rate_limiter UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'rate_limiter';
 SELECT user_id, max_tokens_per_period, algorithm, burst_mode_enabled FROM token_limits;

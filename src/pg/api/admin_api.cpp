@@ -163,6 +163,13 @@ RL_SQL_FUNCTION(rate_limiter_counter_key) {
 // the bucket algorithms, which have no window.
 RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   require_shared_state();
+  // Version 1.0 declared five arguments (no algorithm, limit or burst):
+  // its get_rate_limit_status() cannot be served by this library, and
+  // reading arguments it did not pass would read past the call's.
+  if (PG_NARGS() < 8)
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("this function of rate_limiter needs the extension's current version"),
+                    errhint("Run ALTER EXTENSION rate_limiter UPDATE;")));
   const core::Hash128 scope = counter_scope_args(fcinfo);
   for (int arg = 3; arg <= 6; ++arg)
     if (PG_ARGISNULL(arg))
