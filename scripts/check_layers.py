@@ -2,8 +2,9 @@
 """Checks that the PostgreSQL layer's includes point down the layers.
 
 src/pg/<subsystem>/*.cpp and include/rate_limiter/pg/<subsystem>/*.hpp may
-include headers of their own subsystem, of a lower one, and the pure core
-(rate_limiter/core/).  Files directly in src/pg/ and include/rate_limiter/pg/
+include the headers of their own subsystem, the public header of a lower
+one (include/rate_limiter/pg/<subsystem>.hpp, which lists that subsystem's
+headers and nothing else), and the pure core (rate_limiter/core/).  Files directly in src/pg/ and include/rate_limiter/pg/
 (module.cpp, the shared memory map) wire every subsystem together and may
 include anything; no subsystem may include them.  The
 core (src/core, include/rate_limiter/core) may include nothing of the
@@ -38,7 +39,7 @@ ALLOWED = {
         "(register_installation lives with the reclaim code)",
 }
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"rate_limiter/(pg|core)/(?:([a-z_]+)/)?[a-z_]+\.hpp"')
+INCLUDE = re.compile(r'^\s*#\s*include\s+"rate_limiter/(pg|core)/(?:([a-z_]+)/)?([a-z_]+)\.hpp"')
 
 
 def rank(sub):
@@ -49,6 +50,15 @@ def main():
     root = pathlib.Path(".")
     errors = []
     files = list(root.glob("src/pg/**/*.cpp")) + list(root.glob("include/rate_limiter/pg/**/*.hpp"))
+    for name in RANK:
+        public = root / "include/rate_limiter/pg" / f"{name}.hpp"
+        if not public.exists():
+            errors.append(f"{public}: the public header of '{name}' is missing")
+            continue
+        listed = set(re.findall(r'#include "rate_limiter/pg/' + name + r'/([a-z_]+\.hpp)"', public.read_text()))
+        present = {p.name for p in (root / "include/rate_limiter/pg" / name).glob("*.hpp")}
+        for h in sorted(present - listed):
+            errors.append(f"{public}: does not list {name}/{h}")
     core = list(root.glob("src/core/*.cpp")) + list(root.glob("include/rate_limiter/core/*.hpp"))
     for f in core:
         for n, line in enumerate(f.read_text().splitlines(), 1):
@@ -59,6 +69,8 @@ def main():
         parts = f.parts
         top = (parts[:2] == ("src", "pg") and len(parts) == 3) or \
               (parts[:3] == ("include", "rate_limiter", "pg") and len(parts) == 4)
+        if top and len(parts) == 4 and f.stem in RANK:
+            continue  # a public header: lists its own subsystem's files
         sub = None if top else (parts[2] if parts[0] == "src" else parts[3])
         if not top and sub not in RANK:
             errors.append(f"{f}: subsystem folder '{sub}' is not in scripts/check_layers.py")
@@ -68,6 +80,11 @@ def main():
             if not m or m.group(1) == "core":
                 continue
             target = m.group(2)
+            if target is None and m.group(3) in RANK:
+                target = m.group(3)  # a subsystem's public header
+            elif target is not None and target != sub:
+                errors.append(f"{f}:{n}: includes a file of '{target}' instead of rate_limiter/pg/{target}.hpp")
+                continue
             if target is None and top:
                 continue
             if target is None:
@@ -86,7 +103,7 @@ def main():
     for e in errors:
         print(e)
     if errors:
-        print(f"layers: {len(errors)} upward include(s)")
+        print(f"layers: {len(errors)} include violation(s)")
         return 1
     print(f"layers: clean ({len(files)} files, {len(LAYERS)} subsystems)")
     return 0

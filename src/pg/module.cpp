@@ -5,23 +5,15 @@
 // _PG_init does nothing and every function raises a clear error
 // (require_shared_state()); the install script calls one, so CREATE
 // EXTENSION fails with that error too.
-#include "rate_limiter/pg/workers/database_commands.hpp"
-#include "rate_limiter/pg/engine/emergency_access.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/workers/launcher.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/api/rate_limit_trigger.hpp"
-#include "rate_limiter/pg/revocations/revocation_lookup.hpp"
-#include "rate_limiter/pg/workers/reclaim.hpp"
-#include "rate_limiter/pg/rules/rule_changes.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/support/transaction_log.hpp"
+#include "rate_limiter/pg/workers.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/api.hpp"
+#include "rate_limiter/pg/revocations.hpp"
+#include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shared_memory.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/engine/transaction_effects.hpp"
-#include "rate_limiter/pg/usage/usage_log.hpp"
-#include "rate_limiter/pg/usage/usage_pending.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;

@@ -55,17 +55,13 @@
 
 #include <array>
 
-#include "rate_limiter/pg/alerts/alert_queue.hpp"
-#include "rate_limiter/pg/engine/counter_file.hpp"
-#include "rate_limiter/pg/engine/fail_open.hpp"
-#include "rate_limiter/pg/engine/key_budget.hpp"
-#include "rate_limiter/pg/revocations/revocation_cache.hpp"
-#include "rate_limiter/pg/rules/rule_table.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
-#include "rate_limiter/pg/usage/usage_queue_file.hpp"
-#include "rate_limiter/pg/workers/launcher.hpp"
+#include "rate_limiter/pg/alerts.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/revocations.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/usage.hpp"
+#include "rate_limiter/pg/workers.hpp"
 
 namespace rate_limiter::pg {
 

@@ -2,10 +2,9 @@
 
 #include <type_traits>
 
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/usage/queue_drain.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/usage.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -3,15 +3,11 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/engine/key_budget.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/usage/usage_log.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 namespace {

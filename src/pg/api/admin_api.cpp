@@ -4,18 +4,11 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support/arguments.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/engine/counter_recovery.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/api/counters_view.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/engine/transaction_effects.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
 
 namespace rate_limiter::pg {
 namespace {

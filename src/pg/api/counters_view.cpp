@@ -11,15 +11,11 @@
 
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/counter_table.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/engine/counter_recovery.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/api/counters_view.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
 
 namespace rate_limiter::pg {
 

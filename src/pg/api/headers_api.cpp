@@ -7,15 +7,10 @@
 //
 // Phases as in sql_api.cpp: arguments and rule lookups (may ereport), then
 // preview_call() (shared locks, arithmetic only), then the record.
-#include "rate_limiter/pg/support/arguments.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/engine/counter_recovery.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/engine/result_names.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
 
 using namespace rate_limiter;
 using namespace rate_limiter::pg;

@@ -1,12 +1,11 @@
 // get_performance_metrics() and reset_performance_metrics(): the metrics of
 // shared memory (shmem/metrics.hpp) and the gauges of the rule table and the
 // usage queue, as one jsonb.
-#include "rate_limiter/pg/shmem/metrics.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
-#include "rate_limiter/pg/rules/rule_table.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 

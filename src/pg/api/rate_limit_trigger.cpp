@@ -4,10 +4,9 @@
 #include <cstdlib>
 
 #include "rate_limiter/core/priority.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
 
 namespace rate_limiter::pg {
 namespace {

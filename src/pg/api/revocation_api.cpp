@@ -3,13 +3,9 @@
 // revoke_token() and unrevoke_token() are SQL functions of the install
 // script that write token_revocations; the trigger does the rest.
 #include "rate_limiter/core/revocation_set.hpp"
-#include "rate_limiter/pg/support/arguments.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/revocations/revocation_cache.hpp"
-#include "rate_limiter/pg/revocations/revocation_changes.hpp"
-#include "rate_limiter/pg/revocations/revocation_lookup.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/revocations.hpp"
 
 namespace rate_limiter::pg {
 namespace {

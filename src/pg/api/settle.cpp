@@ -28,16 +28,10 @@
 // (AsExtensionOwner: search_path pinned).
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/engine/grant_charges.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/engine/transaction_effects.hpp"
-#include "rate_limiter/pg/usage/usage_log.hpp"
-#include "rate_limiter/pg/usage/usage_pending.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 namespace {

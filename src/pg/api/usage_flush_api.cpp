@@ -13,14 +13,10 @@
 //
 // Rows the flusher commits are visible to the caller's next statement under
 // READ COMMITTED; a REPEATABLE READ snapshot taken earlier does not see them.
-#include "rate_limiter/pg/alerts/alert_queue.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/usage/usage_log.hpp"
-#include "rate_limiter/pg/usage/usage_pending.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/alerts.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 using namespace rate_limiter::pg;
 

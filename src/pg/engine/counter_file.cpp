@@ -5,10 +5,8 @@
 #include <unistd.h>
 
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/engine/key_budget.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
 
 namespace rate_limiter::pg {
 namespace {

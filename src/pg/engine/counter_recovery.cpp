@@ -7,12 +7,9 @@
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/rules/rule_changes.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -1,8 +1,7 @@
 #include "rate_limiter/pg/engine/emergency_access.hpp"
 
-#include "rate_limiter/pg/support/boundary.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -3,11 +3,9 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

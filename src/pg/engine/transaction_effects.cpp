@@ -2,10 +2,8 @@
 
 #include "rate_limiter/pg/engine/fail_open.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
-#include "rate_limiter/pg/support/transaction_log.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

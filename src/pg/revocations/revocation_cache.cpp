@@ -3,7 +3,7 @@
 #include <type_traits>
 
 #include "rate_limiter/core/revocation_set.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

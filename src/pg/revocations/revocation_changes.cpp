@@ -1,6 +1,6 @@
 #include "rate_limiter/pg/revocations/revocation_changes.hpp"
 
-#include "rate_limiter/pg/support/transaction_log.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

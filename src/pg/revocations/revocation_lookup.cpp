@@ -3,11 +3,10 @@
 #include <algorithm>
 
 #include "rate_limiter/core/revocation_set.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/revocations/revocation_cache.hpp"
 #include "rate_limiter/pg/revocations/revocation_changes.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -3,11 +3,10 @@
 #include <csignal>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support/boundary.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -1,12 +1,10 @@
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -1,7 +1,7 @@
 #include "rate_limiter/pg/rules/rule_table.hpp"
 
 #include "rate_limiter/core/counter_table.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

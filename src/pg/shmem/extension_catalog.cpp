@@ -1,6 +1,6 @@
 #include "rate_limiter/pg/shmem/extension_catalog.hpp"
 
-#include "rate_limiter/pg/workers/reclaim.hpp"
+#include "rate_limiter/pg/workers.hpp"
 #include "rate_limiter/pg/shmem/shared_state.hpp"
 
 namespace rate_limiter::pg {

@@ -1,6 +1,6 @@
 #include "rate_limiter/pg/shmem/installations.hpp"
 
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

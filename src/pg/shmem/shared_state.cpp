@@ -1,7 +1,7 @@
 #include "rate_limiter/pg/shmem/shared_state.hpp"
 
 #include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -2,7 +2,7 @@
 
 #include <type_traits>
 
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -1,9 +1,8 @@
 #include "rate_limiter/pg/usage/usage_log.hpp"
 
 #include "rate_limiter/core/priority.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage/usage_pending.hpp"
 
 namespace rate_limiter::pg {

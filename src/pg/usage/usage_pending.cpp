@@ -1,8 +1,8 @@
 #include "rate_limiter/pg/usage/usage_pending.hpp"
 
-#include "rate_limiter/pg/support/transaction_log.hpp"
+#include "rate_limiter/pg/support.hpp"
 
-#include "rate_limiter/pg/shmem/stream_pool.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/usage/usage_log.hpp"
 #include "rate_limiter/pg/usage/usage_queue.hpp"
 

@@ -1,9 +1,8 @@
 #include "rate_limiter/pg/usage/usage_queue.hpp"
 
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/usage/queue_drain.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

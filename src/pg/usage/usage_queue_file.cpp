@@ -3,9 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "rate_limiter/pg/engine/counter_file.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/usage/usage_queue.hpp"
 
 namespace rate_limiter::pg {

@@ -1,10 +1,9 @@
 #include "rate_limiter/pg/workers/database_commands.hpp"
 
 #include "rate_limiter/pg/workers/database_worker.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/workers/launcher.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

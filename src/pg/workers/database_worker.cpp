@@ -1,13 +1,12 @@
 #include "rate_limiter/pg/workers/database_worker.hpp"
 
-#include "rate_limiter/pg/alerts/alert_queue.hpp"
-#include "rate_limiter/pg/alerts/alerts.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
+#include "rate_limiter/pg/alerts.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/workers/launcher.hpp"
 #include "rate_limiter/pg/workers/queue_flush.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/workers/upkeep.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 extern "C" {
 PGDLLEXPORT void rate_limiter_database_worker_main(Datum);

@@ -1,11 +1,8 @@
 #include "rate_limiter/pg/workers/launcher.hpp"
 
-#include "rate_limiter/pg/support/boundary.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/workers/database_worker.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 extern "C" {
 PGDLLEXPORT void rate_limiter_launcher_main(Datum);

@@ -1,13 +1,12 @@
 #include "rate_limiter/pg/workers/queue_flush.hpp"
 
 #include "rate_limiter/core/priority.hpp"
-#include "rate_limiter/pg/alerts/alert_queue.hpp"
-#include "rate_limiter/pg/alerts/alerts.hpp"
-#include "rate_limiter/pg/shmem/metrics.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/alerts.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/workers/upkeep.hpp"
 #include "rate_limiter/pg/workers/usage_batch_insert.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 namespace {

@@ -1,10 +1,9 @@
 #include "rate_limiter/pg/workers/reclaim.hpp"
 
 #include "rate_limiter/pg/workers/database_worker.hpp"
-#include "rate_limiter/pg/revocations/revocation_cache.hpp"
-#include "rate_limiter/pg/rules/rule_table.hpp"
-#include "rate_limiter/pg/shmem/partition_locks.hpp"
-#include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/revocations.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 namespace {

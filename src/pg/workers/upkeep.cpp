@@ -2,8 +2,8 @@
 
 #include "rate_limiter/pg/workers/reclaim.hpp"
 
-#include "rate_limiter/pg/rules/rule_loader.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
+#include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

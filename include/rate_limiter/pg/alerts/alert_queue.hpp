@@ -23,11 +23,10 @@
 // (wait_for_alert_flush()).
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/shmem/stream_pool.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -28,7 +28,7 @@
 #include <string_view>
 
 #include "rate_limiter/pg/alerts/alert_queue.hpp"
-#include "rate_limiter/pg/engine/hot_path.hpp"
+#include "rate_limiter/pg/engine.hpp"
 
 namespace rate_limiter::pg {
 

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -20,7 +20,7 @@
 // when some saved counters did not fit (rate_limiter.max_keys lowered).
 #pragma once
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -33,7 +33,7 @@
 // so a repeated rebuild never lowers a counter.
 #pragma once
 
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 

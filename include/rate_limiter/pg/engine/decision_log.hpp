@@ -13,9 +13,8 @@
 // that with "off" the hot path costs one predictable branch on a global.
 #pragma once
 
-#include "rate_limiter/pg/support/arguments.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/support/settings.hpp"
 
 namespace rate_limiter::pg {
 

@@ -14,10 +14,10 @@
 // with another lock.
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

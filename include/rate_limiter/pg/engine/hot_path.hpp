@@ -13,8 +13,8 @@
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/decision.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/rules/rule_lookup.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/rules.hpp"
 
 namespace rate_limiter::pg {
 

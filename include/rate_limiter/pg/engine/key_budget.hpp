@@ -17,10 +17,10 @@
 // memory, written under the installations lock, read without it.
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 #include "rate_limiter/core/counter_table.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -36,12 +36,12 @@
 // NotLoaded: never a lost or resurrected revocation, at worst one reload.
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 #include <cstddef>
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -26,7 +26,7 @@
 #pragma once
 
 #include "rate_limiter/core/rule_table.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -22,8 +22,7 @@
 #pragma once
 
 #include "rate_limiter/core/rule_table.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/shmem/installations.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 

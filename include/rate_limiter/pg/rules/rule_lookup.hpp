@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "rate_limiter/core/decision.hpp"
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
 
 namespace rate_limiter::pg {

@@ -15,7 +15,7 @@
 #include "rate_limiter/core/rule_table.hpp"
 #include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/rules/rule_options.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

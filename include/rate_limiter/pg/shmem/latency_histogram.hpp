@@ -26,7 +26,7 @@
 
 #include <cstdint>
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

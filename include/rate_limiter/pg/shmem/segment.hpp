@@ -7,7 +7,7 @@
 // from the map in the same order.
 #pragma once
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

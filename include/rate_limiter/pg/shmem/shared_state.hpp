@@ -9,7 +9,7 @@
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/shmem/latency_histogram.hpp"
 #include "rate_limiter/pg/shmem/segment.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -42,7 +42,7 @@
 
 #include "rate_limiter/pg/shmem/segment.hpp"
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -34,7 +34,7 @@
 #pragma once
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/support/arguments.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage/usage_queue.hpp"
 
 namespace rate_limiter::pg {

@@ -27,7 +27,7 @@
 // A charge and its row therefore live or die together on every path.
 #pragma once
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -31,12 +31,11 @@
 // their stream's `progress`.
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 #include "rate_limiter/core/types.hpp"
-#include "rate_limiter/pg/engine/grant_charges.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
-#include "rate_limiter/pg/shmem/stream_pool.hpp"
+#include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

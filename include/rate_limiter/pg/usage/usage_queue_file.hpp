@@ -27,7 +27,7 @@
 // counted in a WARNING.
 #pragma once
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -29,8 +29,8 @@
 //    template or stops accepting connections.
 #pragma once
 
-#include "rate_limiter/pg/shmem/installations.hpp"
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

@@ -25,9 +25,9 @@
 // Worker slots: the launcher takes one, each served database one more.
 #pragma once
 
-#include "rate_limiter/pg/shmem/segment.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
-#include "rate_limiter/pg/support/postgres.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

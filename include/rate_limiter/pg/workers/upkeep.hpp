@@ -20,7 +20,7 @@
 // stop request, so a shutdown never waits for a whole round.
 #pragma once
 
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/usage.hpp"
 #include "rate_limiter/pg/workers/worker_sql.hpp"
 
 namespace rate_limiter::pg {

@@ -21,8 +21,8 @@
 // attempts; a clean batch takes one.
 #pragma once
 
-#include "rate_limiter/pg/shmem/extension_catalog.hpp"
-#include "rate_limiter/pg/usage/usage_queue.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 
