@@ -150,7 +150,8 @@ CounterState relimited(const Shape& s, const CounterState& state, int64_t now) n
     old.limit = state.limit;
     // The debt is kept whole, even beyond the new capacity: lowering a
     // limit and raising it again must not hand out the difference.
-    const i128 debt = std::max<i128>(scaled_tat(old, state) - static_cast<i128>(now) * old.limit, 0);
+    const i128 debt =
+        std::max<i128>(scaled_tat(old, state) - static_cast<i128>(now) * old.limit, 0);
     st.limit = s.limit;
     set_scaled_tat(s, &st, static_cast<i128>(now) * s.limit + debt);
   } else {
@@ -307,8 +308,8 @@ void charge_unclamped(const LimitRule& rule, CounterState* state, int64_t n, int
     const i128 base = std::max<i128>(scaled_tat(s, st), static_cast<i128>(now) * s.limit);
     set_scaled_tat(s, &st, base + static_cast<i128>(n) * s.window);
   } else {
-    st.used = static_cast<int64_t>(std::min<i128>(static_cast<i128>(std::max<int64_t>(0, st.used)) + n,
-                                                  kMaxQuantity * static_cast<i128>(2)));
+    st.used = static_cast<int64_t>(std::min<i128>(
+        static_cast<i128>(std::max<int64_t>(0, st.used)) + n, kMaxQuantity * static_cast<i128>(2)));
   }
   *state = st;
 }

@@ -13,15 +13,18 @@ TableGeometry geometry_for(uint32_t max_keys) noexcept {
   TableGeometry g;
   max_keys = std::max<uint32_t>(max_keys, 1);
   uint32_t p = 1;
-  while (p * 2 <= kMaxPartitions && static_cast<uint64_t>(p) * 2 * kKeysPerPartitionTarget <= max_keys)
+  while (p * 2 <= kMaxPartitions &&
+         static_cast<uint64_t>(p) * 2 * kKeysPerPartitionTarget <= max_keys)
     p *= 2;
   g.partitions = p;
   const uint64_t per = (static_cast<uint64_t>(max_keys) + p - 1) / p;
-  const uint64_t slack = p > 1 ? static_cast<uint64_t>(std::ceil(4.0 * std::sqrt(static_cast<double>(per)))) : 0;
+  const uint64_t slack =
+      p > 1 ? static_cast<uint64_t>(std::ceil(4.0 * std::sqrt(static_cast<double>(per)))) : 0;
   g.capacity_per_partition = static_cast<uint32_t>(per + slack);
   // Load factor <= 3/4 keeps linear-probe sequences short; +1 so that even a
   // full partition always has an empty slot to end a probe.
-  g.slots_per_partition = static_cast<uint32_t>(g.capacity_per_partition + g.capacity_per_partition / 3 + 1);
+  g.slots_per_partition =
+      static_cast<uint32_t>(g.capacity_per_partition + g.capacity_per_partition / 3 + 1);
   return g;
 }
 
@@ -72,8 +75,9 @@ bool CounterPartition::admits(const Admission& a, AcquireStatus* status) const n
   return true;
 }
 
-CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now, const Admission& admission,
-                                              uint32_t* evicted, AcquireStatus* status) noexcept {
+CounterSlot* CounterPartition::find_or_insert(const Hash128& key, int64_t now,
+                                              const Admission& admission, uint32_t* evicted,
+                                              AcquireStatus* status) noexcept {
   *evicted = 0;
   *status = AcquireStatus::Ok;
   CounterSlot* slot = find(key);
@@ -172,7 +176,8 @@ bool CounterPartition::reset(const Hash128& key) noexcept {
 
 uint16_t CounterPartition::next_generation() noexcept {
   // 0 .. 0xFFFE: kRebuiltGeneration is never handed out.
-  header_->generation_clock = static_cast<uint16_t>((header_->generation_clock + 1) % kRebuiltGeneration);
+  header_->generation_clock =
+      static_cast<uint16_t>((header_->generation_clock + 1) % kRebuiltGeneration);
   return header_->generation_clock;
 }
 

@@ -280,7 +280,8 @@ Decision decide(const CallRequest& request, AppliedLimit* limits, std::size_t n,
   return d;
 }
 
-Decision decide_fail_open(const CallRequest& request, bool token_quotas, int64_t reserved) noexcept {
+Decision decide_fail_open(const CallRequest& request, bool token_quotas,
+                          int64_t reserved) noexcept {
   Decision d;
   if (request.kind == CallKind::Check) {
     d.outcome = Outcome::NoLimit;

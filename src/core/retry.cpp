@@ -88,8 +88,8 @@ int64_t first_with_step(const AppliedLimit& l, const Step& s, int64_t k_now, int
 }
 
 // A token quota on the normal path with a given share.
-int64_t share_chance(const CallShape& c, const AppliedLimit& l, const Evaluation& e,
-                     uint32_t share, int64_t t) noexcept {
+int64_t share_chance(const CallShape& c, const AppliedLimit& l, const Evaluation& e, uint32_t share,
+                     int64_t t) noexcept {
   const int64_t r_top = units_for_share(c.top_share, 1);
   if (!c.allocate) return when_available(l, r_top, t);
   const int64_t plain = when_available(l, std::max(r_top, units_for_share(share, c.need)), t);
@@ -106,12 +106,12 @@ int64_t share_chance(const CallShape& c, const AppliedLimit& l, const Evaluation
 
 int64_t emergency_chance(const CallShape& c, const AppliedLimit& l, const Evaluation& e,
                          int64_t t) noexcept {
-  const int64_t k =
-      l.kind == LimitKind::Requests || !c.allocate ? 1 : std::max<int64_t>(1, c.need);
+  const int64_t k = l.kind == LimitKind::Requests || !c.allocate ? 1 : std::max<int64_t>(1, c.need);
   const int64_t own = when_available(l, k, t);
   if (e.emergency_rule.limit <= 0) return own;
   // usage_ppm >= threshold  <=>  available <= C - ceil(threshold * C / 1e6).
-  const i128 over = (static_cast<i128>(l.params.emergency_threshold_ppm) * e.capacity + kPpm - 1) / kPpm;
+  const i128 over =
+      (static_cast<i128>(l.params.emergency_threshold_ppm) * e.capacity + kPpm - 1) / kPpm;
   const i128 r_thr = static_cast<i128>(e.capacity) - over;
   if (r_thr < 0) return own;  // a threshold above 1: never past it
   const int64_t past_until = when_available(l, static_cast<int64_t>(r_thr) + 1, t);

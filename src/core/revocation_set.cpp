@@ -4,9 +4,7 @@
 
 namespace rate_limiter::core {
 
-uint32_t revocation_slots_for(uint32_t capacity) noexcept {
-  return capacity + capacity / 3 + 1;
-}
+uint32_t revocation_slots_for(uint32_t capacity) noexcept { return capacity + capacity / 3 + 1; }
 
 Hash128 revocation_key(const SipKey& key, uint64_t installation, std::string_view token) noexcept {
   // Framing: installation (8 bytes, little endian), a domain byte that no
@@ -25,8 +23,8 @@ Hash128 revocation_key(const SipKey& key, uint64_t installation, std::string_vie
   return k;
 }
 
-void RevocationSet::initialize(RevocationSetHeader* header, RevocationSlot* slots, uint32_t capacity,
-                               uint32_t nslots) noexcept {
+void RevocationSet::initialize(RevocationSetHeader* header, RevocationSlot* slots,
+                               uint32_t capacity, uint32_t nslots) noexcept {
   *header = RevocationSetHeader{};
   header->capacity = capacity;
   header->nslots = nslots;

@@ -97,7 +97,8 @@ bool RulePartition::erase(const Hash128& key, bool tombstone) noexcept {
 
 void RulePartition::erase_at(uint32_t hole) noexcept {
   if (slots_[hole].record.deleted) --header_->tombstones;
-  backward_shift_erase(slots_, header_->nslots, hole, [this](const Hash128& key) { return home_of(key); });
+  backward_shift_erase(slots_, header_->nslots, hole,
+                       [this](const Hash128& key) { return home_of(key); });
   --header_->count;
 }
 

@@ -5,15 +5,15 @@
 // _PG_init does nothing and every function raises a clear error
 // (require_shared_state()); the install script calls one, so CREATE
 // EXTENSION fails with that error too.
-#include "rate_limiter/pg/workers.hpp"
-#include "rate_limiter/pg/engine.hpp"
-#include "rate_limiter/pg/shmem.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/api.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/revocations.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shared_memory.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage.hpp"
+#include "rate_limiter/pg/workers.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;

@@ -68,9 +68,9 @@ namespace rate_limiter::pg {
 namespace {
 
 std::array<SegmentRequest, 9> segments() {
-  return {counter_segment(),     rule_table_segment(),  installations_segment(),
-          revocation_segment(),  usage_queue_segment(), alert_queue_segment(),
-          key_budget_segment(),  fail_open_segment(),   launcher_segment()};
+  return {counter_segment(),    rule_table_segment(),  installations_segment(),
+          revocation_segment(), usage_queue_segment(), alert_queue_segment(),
+          key_budget_segment(), fail_open_segment(),   launcher_segment()};
 }
 
 }  // namespace

@@ -12,13 +12,12 @@
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/types.hpp"
 
-#define FUZZ_CHECK(cond)                                                         \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                       \
-      __builtin_trap();                                                          \
-    }                                                                            \
+#define FUZZ_CHECK(cond)                                                                  \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      std::fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      __builtin_trap();                                                                   \
+    }                                                                                     \
   } while (0)
 
 namespace fuzz {
@@ -28,16 +27,17 @@ using namespace rate_limiter::core;
 // Small values most of the time (where the interesting edges are), the
 // whole documented range otherwise.
 inline int64_t quantity(FuzzedDataProvider& in, int64_t lo, int64_t hi) {
-  if (in.ConsumeBool()) return in.ConsumeIntegralInRange<int64_t>(lo, std::min<int64_t>(hi, lo + 20));
+  if (in.ConsumeBool())
+    return in.ConsumeIntegralInRange<int64_t>(lo, std::min<int64_t>(hi, lo + 20));
   return in.ConsumeIntegralInRange<int64_t>(lo, hi);
 }
 
 inline LimitRule rule(FuzzedDataProvider& in) {
   LimitRule r;
   r.limit = quantity(in, 1, kMaxQuantity);
-  r.window_micros = in.ConsumeBool() ? kMinWindowMicros * in.ConsumeIntegralInRange<int64_t>(1, 120)
-                                     : in.ConsumeIntegralInRange<int64_t>(kMinWindowMicros,
-                                                                          kMaxWindowMicros);
+  r.window_micros = in.ConsumeBool()
+                        ? kMinWindowMicros * in.ConsumeIntegralInRange<int64_t>(1, 120)
+                        : in.ConsumeIntegralInRange<int64_t>(kMinWindowMicros, kMaxWindowMicros);
   r.algorithm = static_cast<Algorithm>(in.ConsumeIntegralInRange<int>(0, kAlgorithms - 1));
   r.burst = in.ConsumeBool() ? 0 : quantity(in, 0, kMaxQuantity - 1);
   return r;

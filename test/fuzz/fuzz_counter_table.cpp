@@ -82,7 +82,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 2: {  // reset: a new generation
         const CounterSlot* before = part.find(key);
-        const uint16_t old_generation = before != nullptr ? CounterPartition::generation_of(*before) : 0;
+        const uint16_t old_generation =
+            before != nullptr ? CounterPartition::generation_of(*before) : 0;
         const bool ok = part.reset(key);
         FUZZ_CHECK(ok == (model.count(key) != 0));
         if (ok) FUZZ_CHECK(CounterPartition::generation_of(*part.find(key)) != old_generation);

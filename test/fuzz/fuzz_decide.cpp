@@ -71,7 +71,8 @@ void check_retry(const CallRequest& req, const AppliedLimit* limits, std::size_t
     FUZZ_CHECK(d.retry_after == 0);
     int64_t longest = 0;
     for (std::size_t i = 0; i < n; ++i)
-      longest = std::max({longest, limits[i].rule.window_micros, limits[i].params.burst_window_micros});
+      longest =
+          std::max({longest, limits[i].rule.window_micros, limits[i].params.burst_window_micros});
     for (const int64_t later : {int64_t{1}, longest, 3 * longest + 1})
       if (later < kFar - now) FUZZ_CHECK(!allowed_at(req, limits, n, shares, now + later));
     return;
@@ -121,7 +122,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   AppliedLimit limits[kMaxAppliedLimits];
   CounterState main[kMaxAppliedLimits], emerg[kMaxAppliedLimits], burst[kMaxAppliedLimits];
   CounterState main0[kMaxAppliedLimits], emerg0[kMaxAppliedLimits], burst0[kMaxAppliedLimits];
-  int64_t rem0[kMaxAppliedLimits] = {}, erem0[kMaxAppliedLimits] = {}, brem0[kMaxAppliedLimits] = {};
+  int64_t rem0[kMaxAppliedLimits] = {}, erem0[kMaxAppliedLimits] = {},
+          brem0[kMaxAppliedLimits] = {};
   for (std::size_t i = 0; i < n; ++i) {
     AppliedLimit& l = limits[i];
     l.kind = in.ConsumeBool() ? LimitKind::Tokens : LimitKind::Requests;

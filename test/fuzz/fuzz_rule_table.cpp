@@ -23,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Hash128 pool[16];
   for (Hash128& k : pool) {
     k.hi = in.ConsumeIntegral<uint64_t>();
-    k.lo = (static_cast<uint64_t>(in.ConsumeIntegralInRange<int>(0, 3)) << 62) | in.ConsumeIntegral<uint8_t>();
+    k.lo = (static_cast<uint64_t>(in.ConsumeIntegralInRange<int>(0, 3)) << 62) |
+           in.ConsumeIntegral<uint8_t>();
     k = with_tag(k, static_cast<uint16_t>(in.ConsumeIntegralInRange<int>(1, 3)));
   }
   std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, bool>> model;
@@ -86,7 +87,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             ++it;
           }
         }
-        FUZZ_CHECK((tombstones_only ? table.sweep_tombstones(tag) : table.sweep_tag(tag)) == expected);
+        FUZZ_CHECK((tombstones_only ? table.sweep_tombstones(tag) : table.sweep_tag(tag)) ==
+                   expected);
         break;
       }
       default: {

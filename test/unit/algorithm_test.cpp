@@ -810,6 +810,6 @@ TEST(ChargeUnclamped, KeepsEveryUnitARebuildReplays) {
   CounterState b;
   charge_unclamped(bucket, &b, 15, kNow);
   EXPECT_EQ(available(bucket, b, kNow), 0);
-  EXPECT_EQ(available(bucket, b, kNow + 5 * kSecond), 0);   // 5 s repay 5 of the 15
+  EXPECT_EQ(available(bucket, b, kNow + 5 * kSecond), 0);  // 5 s repay 5 of the 15
   EXPECT_EQ(available(bucket, b, kNow + 10 * kSecond), 5);
 }

@@ -332,11 +332,14 @@ TEST(CounterAdmission, OwnerCapStopsOneOwnerButNotAnother) {
   AcquireStatus status;
   const Admission attacker = default_owner(1, 16, 8);
   for (uint64_t i = 0; i < 8; ++i)
-    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
-  EXPECT_EQ(t.view().acquire(key_of(8), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, attacker, &evicted, &status),
+              nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(8), fixed(kMinute), kNow, attacker, &evicted, &status),
+            nullptr);
   EXPECT_EQ(status, AcquireStatus::OwnerFull);
   // An existing key of the owner is still served.
-  EXPECT_NE(t.view().acquire(key_of(3), fixed(kMinute), kNow, attacker, &evicted, &status), nullptr);
+  EXPECT_NE(t.view().acquire(key_of(3), fixed(kMinute), kNow, attacker, &evicted, &status),
+            nullptr);
   // Another owner has its own tally.
   const Admission other = default_owner(2, 16, 8);
   EXPECT_NE(t.view().acquire(key_of(100), fixed(kMinute), kNow, other, &evicted, &status), nullptr);
@@ -350,15 +353,20 @@ TEST(CounterAdmission, ClassCapKeepsARoomForConfiguredCounters) {
   uint32_t evicted;
   AcquireStatus status;
   for (uint64_t i = 0; i < 7; ++i)
-    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, default_owner(static_cast<uint8_t>(1 + i), 7, 10),
-                               &evicted, &status),
-              nullptr);
-  EXPECT_EQ(t.view().acquire(key_of(7), fixed(kMinute), kNow, default_owner(9, 7, 10), &evicted, &status), nullptr);
+    ASSERT_NE(
+        t.view().acquire(key_of(i), fixed(kMinute), kNow,
+                         default_owner(static_cast<uint8_t>(1 + i), 7, 10), &evicted, &status),
+        nullptr);
+  EXPECT_EQ(
+      t.view().acquire(key_of(7), fixed(kMinute), kNow, default_owner(9, 7, 10), &evicted, &status),
+      nullptr);
   EXPECT_EQ(status, AcquireStatus::ClassFull);
   // Configured counters take the reserve up to the capacity ...
   for (uint64_t i = 20; i < 23; ++i)
-    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, Admission{}, &evicted, &status), nullptr);
-  EXPECT_EQ(t.view().acquire(key_of(23), fixed(kMinute), kNow, Admission{}, &evicted, &status), nullptr);
+    ASSERT_NE(t.view().acquire(key_of(i), fixed(kMinute), kNow, Admission{}, &evicted, &status),
+              nullptr);
+  EXPECT_EQ(t.view().acquire(key_of(23), fixed(kMinute), kNow, Admission{}, &evicted, &status),
+            nullptr);
   EXPECT_EQ(status, AcquireStatus::TableFull);
 }
 
@@ -383,7 +391,8 @@ TEST(CounterAdmission, OwnerSurvivesStateRewrites) {
   Table t(10, 14);
   uint32_t evicted;
   AcquireStatus status;
-  CounterSlot* s = t.view().acquire(key_of(1), fixed(kMinute), kNow, default_owner(7, 10, 10), &evicted, &status);
+  CounterSlot* s = t.view().acquire(key_of(1), fixed(kMinute), kNow, default_owner(7, 10, 10),
+                                    &evicted, &status);
   ASSERT_NE(s, nullptr);
   consume(fixed(kMinute), &s->state, 10, kNow);
   // A new window restarts the state (advance) and a reset clears it: the
@@ -404,7 +413,9 @@ TEST(CounterReclaim, SweepTagRemovesOnlyThatInstallation) {
   AcquireStatus status;
   for (uint64_t i = 0; i < 30; ++i) {
     const Hash128 k = with_tag(key_of(i), static_cast<uint16_t>(i % 3 + 1));
-    ASSERT_NE(t.view().acquire(k, fixed(kMinute), kNow, default_owner(1, 40, 40), &evicted, &status), nullptr);
+    ASSERT_NE(
+        t.view().acquire(k, fixed(kMinute), kNow, default_owner(1, 40, 40), &evicted, &status),
+        nullptr);
   }
   EXPECT_EQ(t.view().sweep_tag(2), 10u);
   EXPECT_EQ(t.view().count(), 20u);
@@ -425,8 +436,8 @@ TEST(CounterReclaim, DeadTagsAreEvictedWhenRoomIsNeeded) {
   uint32_t evicted;
   // Four hour-long counters of tag 9, five of tag 8, one minute-long of tag 8.
   for (uint64_t i = 0; i < 10; ++i)
-    ASSERT_NE(p.acquire(with_tag(key_of(i), i < 4 ? 9 : 8), fixed(i == 9 ? kMinute : 60 * kMinute), kNow,
-                        &evicted),
+    ASSERT_NE(p.acquire(with_tag(key_of(i), i < 4 ? 9 : 8), fixed(i == 9 ? kMinute : 60 * kMinute),
+                        kNow, &evicted),
               nullptr);
   EXPECT_EQ(p.acquire(with_tag(key_of(50), 8), fixed(60 * kMinute), kNow, &evicted), nullptr);
   live[9] = 0;  // the installation of tag 9 was dropped

@@ -11,7 +11,8 @@ using namespace rate_limiter::core::test;
 
 TEST(PriorityShare, DefaultSharesOfRemaining) {
   // 1000 remaining: high takes at most 500, medium 300, low 200.
-  for (auto [p, expected] : {std::pair{Priority::High, 500}, {Priority::Medium, 300}, {Priority::Low, 200}}) {
+  for (auto [p, expected] :
+       {std::pair{Priority::High, 500}, {Priority::Medium, 300}, {Priority::Low, 200}}) {
     Fixture f;
     f.add(LimitKind::Tokens, 1000);
     Decision d = f.run(alloc(10'000, p));
@@ -192,8 +193,8 @@ TEST(Check, ExhaustedTokenQuotaDeniesWithoutCharging) {
 
 TEST(Check, BindingIsTheSmallestFraction) {
   Fixture f;
-  f.add(LimitKind::Requests, 1000, kHour, 500);   // 499/1000 after the call
-  f.add(LimitKind::Tokens, 100, kHour, 90);       // 10/100: tighter
+  f.add(LimitKind::Requests, 1000, kHour, 500);  // 499/1000 after the call
+  f.add(LimitKind::Tokens, 100, kHour, 90);      // 10/100: tighter
   Decision d = f.run(check());
   EXPECT_EQ(d.binding, 1);
   EXPECT_EQ(d.binding_remaining, 10);
@@ -240,8 +241,9 @@ TEST(Property, NeverGrantsMoreThanTheLimitInAnyWindow) {
         granted_tokens = granted_requests = 0;
       }
       const CounterState before_t = tokens, before_r = requests;
-      CallRequest r = rng() % 4 == 0 ? check() : alloc(1 + static_cast<int64_t>(rng() % 800),
-                                                       static_cast<Priority>(rng() % 3), rng() % 2);
+      CallRequest r = rng() % 4 == 0 ? check()
+                                     : alloc(1 + static_cast<int64_t>(rng() % 800),
+                                             static_cast<Priority>(rng() % 3), rng() % 2);
       Decision d = decide(r, limits, 2, PriorityShares{}, now);
       if (d.allowed()) {
         granted_tokens += d.granted;
@@ -1032,13 +1034,14 @@ TEST(Shadow, ShadowLimitStillCountsUsage) {
 
 TEST(Shadow, ShadowQuotaDoesNotCapTheGrantButEnforcingOneDoes) {
   Fixture f;
-  f.add(LimitKind::Tokens, 100, kHour, 0).shadow = true;  // high share: 50
+  f.add(LimitKind::Tokens, 100, kHour, 0).shadow = true;          // high share: 50
   f.add(LimitKind::Tokens, 1000, kHour, 0, ScopeKind::Endpoint);  // high share: 500
   Decision d = f.run(alloc(300, Priority::High));
   EXPECT_TRUE(d.allowed());
   EXPECT_EQ(d.granted, 300);
   EXPECT_TRUE(d.shadowed);
-  EXPECT_EQ(d.shadow_outcome, Outcome::PartialGrant);  // the shadow quota would have capped it at 50
+  EXPECT_EQ(d.shadow_outcome,
+            Outcome::PartialGrant);  // the shadow quota would have capped it at 50
   EXPECT_EQ(f.states[0].used, 100);  // charged what it had
   EXPECT_EQ(f.states[1].used, 300);
 }

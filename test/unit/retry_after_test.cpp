@@ -107,7 +107,7 @@ TEST(RetryAfter, TheLongestWaitOfSeveralLimitsBinds) {
   const LimitRule bucket{10, 10 * kSecond, Algorithm::TokenBucket};
   Fixture f;
   f.add_rule(LimitKind::Tokens, bucket);
-  consume(bucket, &f.states[0], 9, kNow);  // 4 at high: 7 s
+  consume(bucket, &f.states[0], 9, kNow);                         // 4 at high: 7 s
   f.add(LimitKind::Tokens, 100, kHour, 95, ScopeKind::Endpoint);  // 5 left: the next hour
   f.add(LimitKind::Requests, 5, kMinute, 5);                      // 29.75 s
   const CallRequest r = all_or_nothing(4, Priority::High);
@@ -158,7 +158,7 @@ TEST(RetryAfter, EmergencyAllowanceOnlyPastTheThreshold) {
   Fixture f;
   f.add_rule(LimitKind::Tokens, bucket);
   f.with_emergency(0);
-  consume(bucket, &f.states[0], 97, kNow);  // 3 left, usage 0.97
+  consume(bucket, &f.states[0], 97, kNow);                                 // 3 left, usage 0.97
   const LimitRule allowance = emergency_rule(bucket, f.limits[0].params);  // 80 per 100 s
   f.emergency[0] = advance(allowance, CounterState{}, kNow);
   consume(allowance, &f.emergency[0], 70, kNow);  // 10 left
@@ -196,7 +196,7 @@ TEST(RetryAfter, ShadowLimitsDoNotDelayTheRetry) {
   const LimitRule slow{10, 1000 * kSecond, Algorithm::TokenBucket};
   Fixture f;
   f.add_rule(LimitKind::Tokens, slow).shadow = true;
-  consume(slow, &f.states[0], 10, kNow);  // 200 s for high's 2 tokens
+  consume(slow, &f.states[0], 10, kNow);                           // 200 s for high's 2 tokens
   f.add(LimitKind::Requests, 5, kMinute, 5, ScopeKind::Endpoint);  // 29.75 s
   const CallRequest r = alloc(1, Priority::High);
   const Decision d = f.run(r);
@@ -316,15 +316,16 @@ LimitRule small_rule(std::mt19937_64& rng) {
   LimitRule r;
   r.algorithm = static_cast<Algorithm>(rng() % kAlgorithms);
   r.limit = 1 + static_cast<int64_t>(rng() % (rng() % 2 ? 12 : 200)) + (rng() % 4 != 0);
-  r.window_micros = (1 + static_cast<int64_t>(rng() % 90)) * kSecond + static_cast<int64_t>(rng() % 3);
+  r.window_micros =
+      (1 + static_cast<int64_t>(rng() % 90)) * kSecond + static_cast<int64_t>(rng() % 3);
   if (r.algorithm == Algorithm::TokenBucket || r.algorithm == Algorithm::Gcra)
     r.burst = static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * r.limit + 1));
   return r;
 }
 
 struct RandomSetup {
-  bool dynamic = false;           // strategies may include dynamic allocation
-  bool endpoint_scopes = true;    // limits may be endpoint-wide (the load S)
+  bool dynamic = false;         // strategies may include dynamic allocation
+  bool endpoint_scopes = true;  // limits may be endpoint-wide (the load S)
 };
 
 void add_random_limits(Fixture& f, std::mt19937_64& rng, const RandomSetup& setup) {

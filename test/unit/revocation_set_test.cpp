@@ -116,7 +116,8 @@ TEST(RevocationSet, MatchesAModel) {
         }
       }
       ASSERT_EQ(s.view().count(), model.size());
-      for (uint64_t k = 0; k < 64; ++k) ASSERT_EQ(s.view().contains(key_of(k)), model.count(k) == 1);
+      for (uint64_t k = 0; k < 64; ++k)
+        ASSERT_EQ(s.view().contains(key_of(k)), model.count(k) == 1);
     }
   }
 }

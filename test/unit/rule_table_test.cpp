@@ -48,7 +48,8 @@ TEST(RuleTable, UpsertFindErase) {
 
 TEST(RuleTable, FullTableRefusesNewKeysButUpdatesOldOnes) {
   Table t(4, 6);
-  for (uint64_t i = 0; i < 4; ++i) ASSERT_EQ(t.view().upsert(key_of(i), record(1)), RuleWrite::Inserted);
+  for (uint64_t i = 0; i < 4; ++i)
+    ASSERT_EQ(t.view().upsert(key_of(i), record(1)), RuleWrite::Inserted);
   EXPECT_EQ(t.view().upsert(key_of(9), record(1)), RuleWrite::Full);
   EXPECT_EQ(t.view().insert_if_absent(key_of(9), record(1)), RuleWrite::Full);
   EXPECT_EQ(t.view().upsert(key_of(2), record(5)), RuleWrite::Updated);
@@ -78,11 +79,13 @@ TEST(RuleTable, TombstonesKeepTheLoaderFromResurrectingADeletedRule) {
 
 TEST(RuleTable, SweepTagLeavesOtherInstallations) {
   Table t(64, 86);
-  for (uint64_t i = 0; i < 60; ++i) t.view().upsert(key_of(i, static_cast<uint16_t>(1 + i % 4)), record(1));
+  for (uint64_t i = 0; i < 60; ++i)
+    t.view().upsert(key_of(i, static_cast<uint16_t>(1 + i % 4)), record(1));
   EXPECT_EQ(t.view().sweep_tag(3), 15u);
   EXPECT_EQ(t.view().count(), 45u);
   for (uint64_t i = 0; i < 60; ++i)
-    EXPECT_EQ(t.view().find(key_of(i, static_cast<uint16_t>(1 + i % 4))) != nullptr, 1 + i % 4 != 3) << i;
+    EXPECT_EQ(t.view().find(key_of(i, static_cast<uint16_t>(1 + i % 4))) != nullptr, 1 + i % 4 != 3)
+        << i;
 }
 
 // Seeded random operations against a std::map: lookups agree after every
@@ -90,7 +93,8 @@ TEST(RuleTable, SweepTagLeavesOtherInstallations) {
 TEST(RuleTable, MatchesAMapModel) {
   std::mt19937_64 rng(20261202);
   Table t(200, 267);
-  std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, bool>> model;  // key -> (limit, deleted)
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, bool>>
+      model;  // key -> (limit, deleted)
   auto mk = [](const Hash128& k) { return std::make_pair(k.hi, k.lo); };
   for (int step = 0; step < 200000; ++step) {
     const Hash128 k = key_of(rng() % 300, static_cast<uint16_t>(1 + rng() % 2));
@@ -123,8 +127,10 @@ TEST(RuleTable, MatchesAMapModel) {
       const bool removed = t.view().erase(k, tomb);
       EXPECT_EQ(removed, it != model.end() && !it->second.second);
       if (tomb) {
-        if (it != model.end()) it->second.second = true;
-        else if (model.size() < 200) model[mk(k)] = {0, true};
+        if (it != model.end())
+          it->second.second = true;
+        else if (model.size() < 200)
+          model[mk(k)] = {0, true};
       } else if (it != model.end()) {
         model.erase(it);
       }
@@ -132,7 +138,8 @@ TEST(RuleTable, MatchesAMapModel) {
       const uint16_t tag = static_cast<uint16_t>(1 + rng() % 2);
       t.view().sweep_tombstones(tag);
       for (auto m = model.begin(); m != model.end();)
-        m = (m->second.second && (m->first.first & kTagMask) == tag) ? model.erase(m) : std::next(m);
+        m = (m->second.second && (m->first.first & kTagMask) == tag) ? model.erase(m)
+                                                                     : std::next(m);
     } else {
       const RuleSlot* s = t.view().find(k);
       ASSERT_EQ(s != nullptr, it != model.end());

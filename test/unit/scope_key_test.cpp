@@ -71,8 +71,10 @@ TEST(ScopeHash, FramingSeparatesFields) {
             scope_hash(key, 1, ScopeKind::UserEndpoint, "a", "bc"));
   EXPECT_NE(scope_hash(key, 1, ScopeKind::User, "u", ""),
             scope_hash(key, 1, ScopeKind::Endpoint, "", "u"));
-  EXPECT_NE(scope_hash(key, 1, ScopeKind::User, "u", ""), scope_hash(key, 2, ScopeKind::User, "u", ""));
-  EXPECT_EQ(scope_hash(key, 7, ScopeKind::User, "u", ""), scope_hash(key, 7, ScopeKind::User, "u", ""));
+  EXPECT_NE(scope_hash(key, 1, ScopeKind::User, "u", ""),
+            scope_hash(key, 2, ScopeKind::User, "u", ""));
+  EXPECT_EQ(scope_hash(key, 7, ScopeKind::User, "u", ""),
+            scope_hash(key, 7, ScopeKind::User, "u", ""));
 }
 
 TEST(ScopeHash, KeyChangesEverything) {
@@ -150,8 +152,10 @@ TEST(LimitKey, ShapesGetTheirOwnCounterInTheSamePartitionAndTag) {
   EXPECT_NE(day, hour);
   EXPECT_NE(day, sliding);
   EXPECT_NE(day, limit_key(scope, LimitKind::Requests, 0, 86'400 * kMicrosPerSecond));
-  EXPECT_NE(day, limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond, CounterRole::BurstCap));
-  EXPECT_EQ(day, limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond));  // deterministic
+  EXPECT_NE(day, limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond,
+                           CounterRole::BurstCap));
+  EXPECT_EQ(day,
+            limit_key(scope, LimitKind::Tokens, 0, 86'400 * kMicrosPerSecond));  // deterministic
   for (const Hash128& k : {day, hour, sliding}) {
     EXPECT_EQ(k.hi, scope.hi);  // same partition (top of hi) and same tag (bottom of hi)
     EXPECT_EQ(tag_of(k), 42);

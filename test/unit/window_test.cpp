@@ -14,8 +14,8 @@ constexpr int64_t kNow = 1'795'787'130'250'000;
 }  // namespace
 
 TEST(Window, AlignsToCalendarUnits) {
-  EXPECT_EQ(aligned_window_start(kNow, kMinute), 1'795'787'100'000'000);    // 13:45:00
-  EXPECT_EQ(aligned_window_start(kNow, kHour), 1'795'784'400'000'000);      // 13:00:00
+  EXPECT_EQ(aligned_window_start(kNow, kMinute), 1'795'787'100'000'000);        // 13:45:00
+  EXPECT_EQ(aligned_window_start(kNow, kHour), 1'795'784'400'000'000);          // 13:00:00
   EXPECT_EQ(aligned_window_start(kNow, kMicrosPerDay), 1'795'737'600'000'000);  // midnight UTC
   // 1 week: Monday 2026-11-23 00:00 UTC.
   EXPECT_EQ(aligned_window_start(kNow, 7 * kMicrosPerDay), 1'795'392'000'000'000);

@@ -38,7 +38,7 @@
 namespace rate_limiter::core {
 
 struct CounterSlot {
-  Hash128 key;         // {0,0}: empty
+  Hash128 key;  // {0,0}: empty
   // window_micros == 0: never used.  state.reserved[0] is the slot's owner,
   // reserved[1..2] its generation (below); CounterPartition keeps both
   // across every rewrite of the state.
@@ -86,20 +86,20 @@ enum class AcquireStatus : uint8_t {
 // Per-partition bookkeeping, padded to a cache line so that partitions do
 // not share one.
 struct alignas(64) PartitionHeader {
-  uint32_t count = 0;         // occupied slots
-  uint32_t capacity = 0;      // the most keys this partition admits
-  uint32_t nslots = 0;        // array length, > capacity
+  uint32_t count = 0;          // occupied slots
+  uint32_t capacity = 0;       // the most keys this partition admits
+  uint32_t nslots = 0;         // array length, > capacity
   uint32_t default_count = 0;  // occupied slots of the default class (owner != 0)
   // No occupied slot can expire before this instant (expiry_of(), per
   // algorithm), so an eviction scan before it would find nothing.  Lowered
   // whenever a slot is written through acquire() or refund().
   int64_t earliest_expiry = 0;
   uint32_t owner_count[kMaxOwners + 1] = {};  // occupied slots per owner; [0] unused
-  uint16_t generation_clock = 0;  // the last generation handed out (CounterSlot)
+  uint16_t generation_clock = 0;              // the last generation handed out (CounterSlot)
 };
 
 struct TableGeometry {
-  uint32_t partitions = 1;          // power of two
+  uint32_t partitions = 1;  // power of two
   uint32_t capacity_per_partition = 0;
   uint32_t slots_per_partition = 0;
 
@@ -149,8 +149,9 @@ class CounterPartition {
                        uint32_t* evicted) noexcept;
   // The same under an Admission (a new key only; an existing key is always
   // served).  *status tells why nullptr was returned.
-  CounterSlot* acquire(const Hash128& key, const LimitRule& rule, int64_t now, const Admission& admission,
-                       uint32_t* evicted, AcquireStatus* status) noexcept;
+  CounterSlot* acquire(const Hash128& key, const LimitRule& rule, int64_t now,
+                       const Admission& admission, uint32_t* evicted,
+                       AcquireStatus* status) noexcept;
 
   // core::refund() on the key's slot, if it exists (returns whether it
   // does), lowering the eviction hint: a bucket refund moves the state's
@@ -187,12 +188,13 @@ class CounterPartition {
   static uint16_t generation_of(const CounterState& state) noexcept {
     return static_cast<uint16_t>(state.reserved[1] | (state.reserved[2] << 8));
   }
-  static uint16_t generation_of(const CounterSlot& slot) noexcept { return generation_of(slot.state); }
+  static uint16_t generation_of(const CounterSlot& slot) noexcept {
+    return generation_of(slot.state);
+  }
   static void set_generation(CounterState* state, uint16_t generation) noexcept {
     state->reserved[1] = static_cast<uint8_t>(generation & 0xFF);
     state->reserved[2] = static_cast<uint8_t>(generation >> 8);
   }
-
 
   // Calls fn(const CounterSlot&) for every occupied slot.
   template <typename Fn>

@@ -46,7 +46,7 @@ struct StrategyParams {
   // the tokens above the normal cap are charged to a burst budget of
   // max_burst_tokens per aligned burst window.
   bool burst_mode = true;
-  uint32_t burst_multiplier_ppm = 2'000'000;  // 1.0 .. 100.0
+  uint32_t burst_multiplier_ppm = 2'000'000;             // 1.0 .. 100.0
   int64_t burst_window_micros = 900 * kMicrosPerSecond;  // 15 minutes
   int64_t max_burst_tokens = 1000;
 };
@@ -120,17 +120,17 @@ struct Charge {
 };
 
 enum class Outcome : uint8_t {
-  Granted,             // allowed; an allocation got everything it asked for
-  PartialGrant,        // allowed; capped by floor(share * remaining)
-  NoLimit,             // allowed; no limit applies
-  DeniedRequestLimit,  // a request limit has no request left in its window
-  DeniedTokenQuota,    // a token quota is exhausted: not even the largest
-                       // priority share of what remains is a whole token
-  DeniedPriorityShare, // a larger share would get tokens, this priority's gets 0
-  DeniedAllOrNothing,  // all_or_nothing and the grant would have been partial
+  Granted,                // allowed; an allocation got everything it asked for
+  PartialGrant,           // allowed; capped by floor(share * remaining)
+  NoLimit,                // allowed; no limit applies
+  DeniedRequestLimit,     // a request limit has no request left in its window
+  DeniedTokenQuota,       // a token quota is exhausted: not even the largest
+                          // priority share of what remains is a whole token
+  DeniedPriorityShare,    // a larger share would get tokens, this priority's gets 0
+  DeniedAllOrNothing,     // all_or_nothing and the grant would have been partial
   DeniedExceedsCapacity,  // no retry can ever succeed: the request needs more than
                           // some limit can ever give it (retry_after is 0: never)
-  DeniedRevoked,       // the session id is revoked; set by the caller, never by decide()
+  DeniedRevoked,          // the session id is revoked; set by the caller, never by decide()
 };
 
 constexpr bool outcome_allows(Outcome o) noexcept {
@@ -139,16 +139,16 @@ constexpr bool outcome_allows(Outcome o) noexcept {
 
 struct Decision {
   Outcome outcome = Outcome::NoLimit;
-  int64_t granted = 0;             // tokens granted; 0 when denied and for Check
-  int binding = -1;                // index of the limit the result describes, -1: none
-  int64_t tokens_remaining = -1;   // min over token quotas after the call; -1: none applies
-  int64_t requests_remaining = -1; // min over request limits after the call; -1: none applies
-  int64_t binding_remaining = -1;  // remaining of the binding limit after the call
-  int64_t reset_at = 0;            // reset_at() of the binding limit (us since epoch); 0: none
-  int64_t retry_after = 0;         // us until this call's retry succeeds (see decide());
-                                   // 0 when allowed and when never (DeniedExceedsCapacity)
-  bool retry_found = false;        // denied: the retry search found the instant (always
-                                   // without dynamic allocation; see retry.hpp)
+  int64_t granted = 0;              // tokens granted; 0 when denied and for Check
+  int binding = -1;                 // index of the limit the result describes, -1: none
+  int64_t tokens_remaining = -1;    // min over token quotas after the call; -1: none applies
+  int64_t requests_remaining = -1;  // min over request limits after the call; -1: none applies
+  int64_t binding_remaining = -1;   // remaining of the binding limit after the call
+  int64_t reset_at = 0;             // reset_at() of the binding limit (us since epoch); 0: none
+  int64_t retry_after = 0;          // us until this call's retry succeeds (see decide());
+                                    // 0 when allowed and when never (DeniedExceedsCapacity)
+  bool retry_found = false;         // denied: the retry search found the instant (always
+                                    // without dynamic allocation; see retry.hpp)
   Strategy strategy = Strategy::None;
   int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
   int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)

@@ -22,7 +22,7 @@
 namespace rate_limiter::core {
 
 struct RevocationSlot {
-  Hash128 key;              // {0,0}: empty
+  Hash128 key;  // {0,0}: empty
   uint64_t installation = 0;
 };
 

@@ -39,17 +39,17 @@ struct RuleRecord {
   int64_t cap_limit = 0;             // burst cap (burst_limit); 0: none
   int64_t burst_window_micros = -1;  // burst mode window
   int64_t max_burst_tokens = -1;
-  int32_t cap_window_s = 0;          // burst cap window (burst_window_seconds)
+  int32_t cap_window_s = 0;  // burst cap window (burst_window_seconds)
   // user_history_weight, system_load_weight, time_factor_weight,
   // emergency_threshold, override_percentage, burst_multiplier (ppm).
   int32_t ppm[6] = {-1, -1, -1, -1, -1, -1};
-  uint8_t algorithm = 0;  // Algorithm
-  int8_t dynamic = -1;    // enable_dynamic_allocation
-  int8_t emergency = -1;  // emergency_override_enabled
-  int8_t burst_mode = -1; // burst_mode_enabled
-  int8_t shadow = -1;     // shadow_mode
-  uint8_t kind = 0;       // LimitKind
-  uint8_t deleted = 0;    // tombstone (see above)
+  uint8_t algorithm = 0;   // Algorithm
+  int8_t dynamic = -1;     // enable_dynamic_allocation
+  int8_t emergency = -1;   // emergency_override_enabled
+  int8_t burst_mode = -1;  // burst_mode_enabled
+  int8_t shadow = -1;      // shadow_mode
+  uint8_t kind = 0;        // LimitKind
+  uint8_t deleted = 0;     // tombstone (see above)
   uint8_t reserved = 0;
 };
 
@@ -69,7 +69,8 @@ enum class RuleWrite : uint8_t { Inserted, Updated, Present, Full };
 
 class RulePartition {
  public:
-  RulePartition(RulePartitionHeader* header, RuleSlot* slots) noexcept : header_(header), slots_(slots) {}
+  RulePartition(RulePartitionHeader* header, RuleSlot* slots) noexcept
+      : header_(header), slots_(slots) {}
 
   static void initialize(RulePartitionHeader* header, RuleSlot* slots, uint32_t capacity,
                          uint32_t nslots) noexcept;

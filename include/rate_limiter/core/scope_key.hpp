@@ -31,9 +31,9 @@ class SipHasher128 {
   void compress(uint64_t m) noexcept;
 
   uint64_t v0_, v1_, v2_, v3_;
-  uint64_t tail_ = 0;       // pending bytes, little endian
-  std::size_t ntail_ = 0;   // how many bytes of tail_ are used
-  std::size_t total_ = 0;   // bytes hashed so far
+  uint64_t tail_ = 0;      // pending bytes, little endian
+  std::size_t ntail_ = 0;  // how many bytes of tail_ are used
+  std::size_t total_ = 0;  // bytes hashed so far
 };
 
 Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcept;
@@ -48,11 +48,11 @@ Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, st
 
 // Which counter of a limit a key names.  Hashed: never renumber.
 enum class CounterRole : uint8_t {
-  Main = 0,         // the limit's own counter
-  Emergency = 1,    // its emergency allowance
-  BurstBudget = 2,  // its burst-mode budget
-  BurstCap = 3,     // the burst cap (burst_limit over burst_window_seconds) on top of it
-  AbuseDenials = 4, // a user's denials in the abuse window (alerts; user scope, requests kind)
+  Main = 0,          // the limit's own counter
+  Emergency = 1,     // its emergency allowance
+  BurstBudget = 2,   // its burst-mode budget
+  BurstCap = 3,      // the burst cap (burst_limit over burst_window_seconds) on top of it
+  AbuseDenials = 4,  // a user's denials in the abuse window (alerts; user scope, requests kind)
 };
 constexpr int kCounterRoles = 5;
 
@@ -77,7 +77,9 @@ constexpr uint64_t kTagMask = 0xffff;
 constexpr Hash128 with_tag(const Hash128& h, uint16_t tag) noexcept {
   return Hash128{(h.hi & ~kTagMask) | tag, h.lo};
 }
-constexpr uint16_t tag_of(const Hash128& h) noexcept { return static_cast<uint16_t>(h.hi & kTagMask); }
+constexpr uint16_t tag_of(const Hash128& h) noexcept {
+  return static_cast<uint16_t>(h.hi & kTagMask);
+}
 
 // The key of one counter of a limit: counter_key() with the limit's shape
 // (algorithm and window length) folded into the low half too.  A rule whose

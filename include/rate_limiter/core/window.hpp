@@ -15,7 +15,8 @@
 
 namespace rate_limiter::core {
 
-constexpr int64_t kWindowOriginMicros = 4 * kMicrosPerDay;  // 1970-01-05, microseconds since Unix epoch
+constexpr int64_t kWindowOriginMicros =
+    4 * kMicrosPerDay;  // 1970-01-05, microseconds since Unix epoch
 
 // The state of one counter.  Trivially copyable and fixed-size: it lives
 // inside a shared-memory slot.  window_micros == 0 marks a counter that has

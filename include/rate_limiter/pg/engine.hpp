@@ -1,4 +1,5 @@
-// The public header of src/pg/engine/: the decision: the hot path, fail-open grants, grant charges, counters across restarts.
+// The public header of src/pg/engine/: the decision: the hot path, fail-open grants, grant charges,
+// counters across restarts.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/revocations/: revoked sessions: the shared cache, lookups, transactional changes.
+// The public header of src/pg/revocations/: revoked sessions: the shared cache, lookups,
+// transactional changes.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/rules/: rules: rows, the shared rule table, loading, lookup, transactional changes.
+// The public header of src/pg/rules/: rules: rows, the shared rule table, loading, lookup,
+// transactional changes.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/shmem/: shared memory: the counter segment, partition locks, stream pools, installations, metrics.
+// The public header of src/pg/shmem/: shared memory: the counter segment, partition locks, stream
+// pools, installations, metrics.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/support/: PostgreSQL headers, the C++/ereport boundary, settings, argument checks, the transaction-effects log.
+// The public header of src/pg/support/: PostgreSQL headers, the C++/ereport boundary, settings,
+// argument checks, the transaction-effects log.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/usage/: token_usage rows: the queue, the log, pending events, the queue file.
+// The public header of src/pg/usage/: token_usage rows: the queue, the log, pending events, the
+// queue file.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -1,4 +1,5 @@
-// The public header of src/pg/workers/: background workers: launcher, per-database flusher and upkeep, reclaim.
+// The public header of src/pg/workers/: background workers: launcher, per-database flusher and
+// upkeep, reclaim.
 //
 // Other subsystems include this header only, never the files it lists
 // (scripts/check_layers.py).

@@ -3,8 +3,8 @@
 #include <type_traits>
 
 #include "rate_limiter/pg/shmem.hpp"
-#include "rate_limiter/pg/usage.hpp"
 #include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -29,19 +29,21 @@ uint32 chunk_count() {
 }  // namespace
 
 SegmentRequest alert_queue_segment() {
-  return StreamPool::segment(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()),
-                             chunk_count(), kChunkBytes);
+  return StreamPool::segment(kSegmentName, kTrancheName,
+                             static_cast<uint32>(configured_installation_slots()), chunk_count(),
+                             kChunkBytes);
 }
 
 void attach_alert_queue_memory() {
-  pool.attach(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()), chunk_count(),
-              kChunkBytes);
+  pool.attach(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()),
+              chunk_count(), kChunkBytes);
 }
 
 void alert_queue_push(int stream, const AlertRecord& record) noexcept {
   if (!pool.attached() || stream < 0 || stream >= static_cast<int>(pool.streams())) return;
   Latch* wake = nullptr;
-  const bool fits = pool.append(stream, reinterpret_cast<const char*>(&record), sizeof record, &wake);
+  const bool fits =
+      pool.append(stream, reinterpret_cast<const char*>(&record), sizeof record, &wake);
   metric_add(fits ? &shared->metrics.alerts_queued : &shared->metrics.alerts_dropped);
 }
 

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage.hpp"
 
@@ -59,11 +59,14 @@ AlertRecord blank_for(AlertKind kind, int64 now, Oid database, Oid extension) {
 // ... for the caller's installation.
 AlertRecord blank(AlertKind kind, int64 now) {
   const uint64 installation = extension_catalog()->installation;  // cached by the call
-  return blank_for(kind, now, static_cast<Oid>(installation >> 32), static_cast<Oid>(installation & 0xffffffffu));
+  return blank_for(kind, now, static_cast<Oid>(installation >> 32),
+                   static_cast<Oid>(installation & 0xffffffffu));
 }
 
 // Into the stream of the caller's installation (cached by the call).
-void push(const AlertRecord& r) { alert_queue_push(installation_index(extension_catalog()->slot), r); }
+void push(const AlertRecord& r) {
+  alert_queue_push(installation_index(extension_catalog()->slot), r);
+}
 
 void set_ids(AlertRecord* r, std::string_view user, bool has_endpoint, std::string_view endpoint) {
   // Ids are at most kMaxIdBytes (validated by arguments.cpp); min() only guards.
@@ -76,7 +79,8 @@ void set_ids(AlertRecord* r, std::string_view user, bool has_endpoint, std::stri
 }
 
 int64 alert_interval_start(int64 now) {
-  return core::aligned_window_start(now, static_cast<int64>(settings.alert_interval_s) * USECS_PER_SEC);
+  return core::aligned_window_start(now,
+                                    static_cast<int64>(settings.alert_interval_s) * USECS_PER_SEC);
 }
 
 // Counts one denial of `user` in its abuse counter (a fixed window of
@@ -90,12 +94,14 @@ bool count_denial(std::string_view user, int64 now, int64* window_start) {
   core::LimitRule rule;
   rule.algorithm = core::Algorithm::FixedWindow;
   rule.limit = static_cast<int64>(settings.abuse_denials) + 1;
-  rule.window_micros = std::clamp<int64>(static_cast<int64>(settings.abuse_window_s) * USECS_PER_SEC,
-                                         core::kMinWindowMicros, core::kMaxWindowMicros);
+  rule.window_micros =
+      std::clamp<int64>(static_cast<int64>(settings.abuse_window_s) * USECS_PER_SEC,
+                        core::kMinWindowMicros, core::kMaxWindowMicros);
   const core::Hash128 scope = scope_of(extension_catalog(), core::ScopeKind::User, user, {});
   // Like a default-rule counter: counted against the calling role's share.
   const core::Admission admission = key_admission(true);
-  const core::Hash128 key = core::counter_key(scope, core::LimitKind::Requests, core::CounterRole::AbuseDenials);
+  const core::Hash128 key =
+      core::counter_key(scope, core::LimitKind::Requests, core::CounterRole::AbuseDenials);
   const uint32 partition = core::partition_of(key, shared->geometry.partitions);
   PartitionSet set;
   set.add(partition);
@@ -139,8 +145,9 @@ struct LimitUsage {
 
 LimitUsage usage_of(const DecidedLimit& l, uint32 top_share, int64 now) {
   const auto exhausted = [&](int64 remaining) {
-    return l.kind == core::LimitKind::Requests || l.burst_cap ? remaining <= 0
-                                                              : core::priority_cap(top_share, remaining) < 1;
+    return l.kind == core::LimitKind::Requests || l.burst_cap
+               ? remaining <= 0
+               : core::priority_cap(top_share, remaining) < 1;
   };
   const int64 cap = l.capacity();
   return LimitUsage{cap,
@@ -166,10 +173,11 @@ void quota_alerts(const CallInput& in, const CallResult& r, int64 now) {
       const int pct = alert_thresholds.pct[t];
       // 100 is "exhausted" (what the core denies on); the others compare
       // usage with pct% of the capacity, exactly (__int128: no overflow).
-      const bool crossed =
-          pct >= 100 ? (!u.exhausted_before && u.exhausted_after)
-                     : (static_cast<__int128>(u.used_before) * 100 < static_cast<__int128>(pct) * u.capacity &&
-                        static_cast<__int128>(u.used_after) * 100 >= static_cast<__int128>(pct) * u.capacity);
+      const bool crossed = pct >= 100 ? (!u.exhausted_before && u.exhausted_after)
+                                      : (static_cast<__int128>(u.used_before) * 100 <
+                                             static_cast<__int128>(pct) * u.capacity &&
+                                         static_cast<__int128>(u.used_after) * 100 >=
+                                             static_cast<__int128>(pct) * u.capacity);
       if (!crossed) continue;
       AlertRecord a = blank(AlertKind::QuotaThreshold, now);
       set_ids(&a, in.user, in.has_endpoint, in.endpoint);
@@ -217,8 +225,8 @@ void append_utc(StringInfo buf, int64 unix_micros) {
     appendStringInfoString(buf, "null");
     return;
   }
-  appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"", tm.tm_year, tm.tm_mon, tm.tm_mday,
-                   tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(fsec));
+  appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"", tm.tm_year, tm.tm_mon,
+                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(fsec));
 }
 
 void append_string(StringInfo buf, const char* key, const char* bytes, int len) {
@@ -283,8 +291,8 @@ void raise_degradation_alert(AlertKind kind, int64 now) {
   push(a);
 }
 
-void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms, int64 threshold_ms,
-                           int64 now) {
+void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms,
+                           int64 threshold_ms, int64 now) {
   // No catalog lookup: the worker raises it outside any transaction.
   AlertRecord a = blank_for(AlertKind::FlushLag, now, database, extension);
   a.limit = threshold_ms;
@@ -322,7 +330,9 @@ const char* alert_kind_text(const AlertRecord& r) {
   return "unknown";
 }
 
-const char* alert_scope_text(const AlertRecord& r) { return r.scope == kNoScope ? nullptr : scope_text(r.scope); }
+const char* alert_scope_text(const AlertRecord& r) {
+  return r.scope == kNoScope ? nullptr : scope_text(r.scope);
+}
 
 char* alert_payload(const AlertRecord& r) {
   StringInfoData buf;

@@ -4,16 +4,18 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/api/counters_view.hpp"
-#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {
 
-std::string_view text_view(text* t) { return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)); }
+std::string_view text_view(text* t) {
+  return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
 
 core::ScopeKind scope_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno))
@@ -44,7 +46,8 @@ core::Hash128 counter_scope_args(FunctionCallInfo fcinfo) {
 
 core::LimitKind limit_kind_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("limit_kind must not be NULL")));
+    ereport(ERROR,
+            (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("limit_kind must not be NULL")));
   const char* s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
   if (strcmp(s, "tokens") == 0) return core::LimitKind::Tokens;
   if (strcmp(s, "requests") == 0) return core::LimitKind::Requests;
@@ -62,8 +65,9 @@ core::CounterRole role_arg(FunctionCallInfo fcinfo, int argno) {
   if (strcmp(s, "emergency") == 0) return core::CounterRole::Emergency;
   if (strcmp(s, "burst_budget") == 0) return core::CounterRole::BurstBudget;
   if (strcmp(s, "burst_cap") == 0) return core::CounterRole::BurstCap;
-  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown counter role \"%s\"", s),
-                  errhint("Use 'limit', 'burst_cap', 'burst_budget' or 'emergency'.")));
+  ereport(ERROR,
+          (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown counter role \"%s\"", s),
+           errhint("Use 'limit', 'burst_cap', 'burst_budget' or 'emergency'.")));
   pg_unreachable();
 }
 
@@ -78,7 +82,8 @@ void record_reset(FunctionCallInfo fcinfo) {
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   const char* sql = psprintf(
-      "INSERT INTO %s.rate_limit_resets (scope, user_id, api_endpoint, reset_at) VALUES ($1, $2, $3, $4) "
+      "INSERT INTO %s.rate_limit_resets (scope, user_id, api_endpoint, reset_at) VALUES ($1, $2, "
+      "$3, $4) "
       "ON CONFLICT (scope, user_id, api_endpoint) DO UPDATE SET reset_at = "
       "GREATEST(rate_limit_resets.reset_at, EXCLUDED.reset_at)",
       ext->quoted_schema);
@@ -88,7 +93,8 @@ void record_reset(FunctionCallInfo fcinfo) {
                      TimestampTzGetDatum(unix_to_timestamptz(limiter_now_unix()))};
   const char nulls[4] = {' ', PG_ARGISNULL(1) ? 'n' : ' ', PG_ARGISNULL(2) ? 'n' : ' ', ' '};
   const int rc = SPI_execute_with_args(sql, 4, types, values, nulls, false, 0);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter: could not record the reset: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_INSERT)
+    elog(ERROR, "rate_limiter: could not record the reset: %s", SPI_result_code_string(rc));
   SPI_finish();
   owner.restore();
 }
@@ -119,8 +125,10 @@ RL_SQL_FUNCTION(rate_limiter_schedule_reset) {
   const ExtensionCatalog* ext = extension_catalog();
   prepare_rule_lookups(ext);
   const core::ScopeKind scope = scope_arg(fcinfo, 0);
-  const std::string_view user = PG_ARGISNULL(1) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(1));
-  const std::string_view endpoint = PG_ARGISNULL(2) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(2));
+  const std::string_view user =
+      PG_ARGISNULL(1) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(1));
+  const std::string_view endpoint =
+      PG_ARGISNULL(2) ? std::string_view() : text_view(PG_GETARG_TEXT_PP(2));
   core::Hash128 keys[core::kLimitKinds];
   const int n = main_counter_keys(ext, scope, user, endpoint, RuleView::Transaction, keys);
   for (int i = 0; i < n; ++i) schedule_counter_reset(keys[i]);
@@ -142,9 +150,10 @@ RL_SQL_FUNCTION(rate_limiter_counter_key) {
   core::Algorithm a = core::Algorithm::FixedWindow;
   if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &a))
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown algorithm")));
-  const int64 window = std::clamp<int64>(interval_to_micros(PG_GETARG_INTERVAL_P(6)), core::kMinWindowMicros,
-                                         core::kMaxWindowMicros);
-  PG_RETURN_TEXT_P(counter_key_text(core::limit_key(scope, kind, static_cast<uint8>(a), window, role)));
+  const int64 window = std::clamp<int64>(interval_to_micros(PG_GETARG_INTERVAL_P(6)),
+                                         core::kMinWindowMicros, core::kMaxWindowMicros);
+  PG_RETURN_TEXT_P(
+      counter_key_text(core::limit_key(scope, kind, static_cast<uint8>(a), window, role)));
 }
 
 // rate_limiter_peek_counter(scope, user_id, api_endpoint, limit_kind, window,
@@ -194,8 +203,10 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
                            VARDATA_ANY(algorithm))));
   rule.limit = PG_GETARG_INT64(6);
   rule.burst = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT64(7);
-  if (rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 || rule.burst >= core::kMaxQuantity)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("limit or burst out of range")));
+  if (rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 ||
+      rule.burst >= core::kMaxQuantity)
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("limit or burst out of range")));
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
@@ -242,7 +253,8 @@ RL_SQL_FUNCTION(rate_limiter_schedule_refund) {
   (void)required_id(fcinfo, 0, "user_id");
   (void)optional_id(fcinfo, 1, "api_endpoint");
   if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("tokens and charged_at must not be NULL")));
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                    errmsg("tokens and charged_at must not be NULL")));
   const int64 tokens = PG_GETARG_INT64(2);
   if (tokens < 1 || tokens > core::kMaxQuantity)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("tokens out of range")));

@@ -11,11 +11,11 @@
 
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/counter_table.hpp"
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/api/counters_view.hpp"
-#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 
@@ -55,14 +55,16 @@ RL_SQL_FUNCTION(rate_limiter_counter_slots) {
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
   const core::TableGeometry g = shared->geometry;
-  auto* copy = static_cast<core::CounterSlot*>(palloc(sizeof(core::CounterSlot) * g.slots_per_partition));
+  auto* copy =
+      static_cast<core::CounterSlot*>(palloc(sizeof(core::CounterSlot) * g.slots_per_partition));
   const int64 now = limiter_now_unix();
   for (uint32 p = 0; p < g.partitions; ++p) {
     PartitionSet set;
     set.add(p);
     if (!acquire_partitions(set, LW_SHARED, settings.lock_timeout_ms))
       ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-                      errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms)));
+                      errmsg("could not obtain a rate limiter lock within %d ms",
+                             settings.lock_timeout_ms)));
     uint32 n = 0;
     // Bounded by the array length: a partition has slots_per_partition slots.
     counter_partition(p).for_each([&](const core::CounterSlot& s) {
@@ -75,9 +77,10 @@ RL_SQL_FUNCTION(rate_limiter_counter_slots) {
       bytea* raw = static_cast<bytea*>(palloc(VARHDRSZ + sizeof st));
       SET_VARSIZE(raw, VARHDRSZ + sizeof st);
       memcpy(VARDATA(raw), &st, sizeof st);
-      Datum values[5] = {PointerGetDatum(counter_key_text(copy[i].key)),
-                         CStringGetTextDatum(core::algorithm_name(static_cast<core::Algorithm>(st.algorithm))),
-                         Int64GetDatum(st.window_micros), Int64GetDatum(st.limit), PointerGetDatum(raw)};
+      Datum values[5] = {
+          PointerGetDatum(counter_key_text(copy[i].key)),
+          CStringGetTextDatum(core::algorithm_name(static_cast<core::Algorithm>(st.algorithm))),
+          Int64GetDatum(st.window_micros), Int64GetDatum(st.limit), PointerGetDatum(raw)};
       bool nulls[5] = {false, false, false, false, false};
       tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
@@ -109,20 +112,22 @@ RL_SQL_FUNCTION(rate_limiter_counter_usage) {
   rule.window_micros = state.window_micros;
   if (!PG_ARGISNULL(1)) {
     text* algorithm = PG_GETARG_TEXT_PP(1);
-    if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm), &rule.algorithm))
+    if (!core::parse_algorithm(VARDATA_ANY(algorithm), VARSIZE_ANY_EXHDR(algorithm),
+                               &rule.algorithm))
       ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                       errmsg("unknown algorithm \"%.*s\"",
-                           // Clipped on a character boundary: a 1 MB argument must not
-                           // become a 1 MB message.
-                           pg_mbcliplen(VARDATA_ANY(algorithm),
-                                        std::min<int>(VARSIZE_ANY_EXHDR(algorithm), 256), 64),
-                           VARDATA_ANY(algorithm))));
+                             // Clipped on a character boundary: a 1 MB argument must not
+                             // become a 1 MB message.
+                             pg_mbcliplen(VARDATA_ANY(algorithm),
+                                          std::min<int>(VARSIZE_ANY_EXHDR(algorithm), 256), 64),
+                             VARDATA_ANY(algorithm))));
   }
   if (!PG_ARGISNULL(2)) rule.limit = PG_GETARG_INT64(2);
   if (!PG_ARGISNULL(3)) rule.window_micros = interval_to_micros(PG_GETARG_INTERVAL_P(3));
   rule.burst = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
   if (rule.window_micros < core::kMinWindowMicros || rule.window_micros > core::kMaxWindowMicros ||
-      rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 || rule.burst >= core::kMaxQuantity)
+      rule.limit < 1 || rule.limit > core::kMaxQuantity || rule.burst < 0 ||
+      rule.burst >= core::kMaxQuantity)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("rule out of range")));
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
@@ -133,7 +138,8 @@ RL_SQL_FUNCTION(rate_limiter_counter_usage) {
   const int64 capacity = core::capacity(rule);
   const bool windowed = rule.algorithm == core::Algorithm::FixedWindow ||
                         rule.algorithm == core::Algorithm::SlidingWindow;
-  Datum values[5] = {Int64GetDatum(capacity - remaining), Int64GetDatum(capacity), Int64GetDatum(remaining),
+  Datum values[5] = {Int64GetDatum(capacity - remaining), Int64GetDatum(capacity),
+                     Int64GetDatum(remaining),
                      TimestampTzGetDatum(unix_to_timestamptz(state.window_start)),
                      TimestampTzGetDatum(unix_to_timestamptz(core::reset_at(rule, state, now)))};
   bool nulls[5] = {false, false, false, !windowed, false};

@@ -7,10 +7,10 @@
 //
 // Phases as in sql_api.cpp: arguments and rule lookups (may ereport), then
 // preview_call() (shared locks, arithmetic only), then the record.
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/engine.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 using namespace rate_limiter;
 using namespace rate_limiter::pg;
@@ -64,9 +64,10 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
 
   preview_call(p.input, now, &p.result);
   if (p.result.status == CallStatus::LockTimeout)
-    ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-                    errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms),
-                    errhint("Retry, or raise rate_limiter.lock_timeout.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+             errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms),
+             errhint("Retry, or raise rate_limiter.lock_timeout.")));
 
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
@@ -76,7 +77,8 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   const bool none = b == nullptr;
   const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
   Datum values[11];
-  bool nulls[11] = {false, none, none, none, d.retry_after <= 0, none, none, false, none, none, false};
+  bool nulls[11] = {false, none, none, none, d.retry_after <= 0, none, none,
+                    false, none, none, false};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);

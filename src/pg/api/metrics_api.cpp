@@ -39,10 +39,14 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   // Seconds, as a moving average (latency_histogram.hpp):
   // the mean since startup would hide a recent slowdown.
   append_seconds(&buf, "average_check_time", latency_average_ns(&m.latency));
-  append_seconds(&buf, "check_time_p50", static_cast<double>(latency_percentile_ns(&m.latency, 0.50)));
-  append_seconds(&buf, "check_time_p95", static_cast<double>(latency_percentile_ns(&m.latency, 0.95)));
-  append_seconds(&buf, "check_time_p99", static_cast<double>(latency_percentile_ns(&m.latency, 0.99)));
-  append_seconds(&buf, "check_time_total", static_cast<double>(pg_atomic_read_u64(&m.check_time_ns)));
+  append_seconds(&buf, "check_time_p50",
+                 static_cast<double>(latency_percentile_ns(&m.latency, 0.50)));
+  append_seconds(&buf, "check_time_p95",
+                 static_cast<double>(latency_percentile_ns(&m.latency, 0.95)));
+  append_seconds(&buf, "check_time_p99",
+                 static_cast<double>(latency_percentile_ns(&m.latency, 0.99)));
+  append_seconds(&buf, "check_time_total",
+                 static_cast<double>(pg_atomic_read_u64(&m.check_time_ns)));
   append_metric(&buf, "emergency_overrides", pg_atomic_read_u64(&m.emergency_overrides));
   append_metric(&buf, "burst_allocations", pg_atomic_read_u64(&m.burst_allocations));
   append_metric(&buf, "emergency_override_refused", pg_atomic_read_u64(&m.emergency_refused));
@@ -56,8 +60,9 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "partitions", shared->geometry.partitions);
   // Percent of the counter table in use, rounded down (the table_filling
   // alert compares it with rate_limiter.alert_table_fill).
-  append_metric(&buf, "keys_fill_pct",
-                pg_atomic_read_u64(&m.keys_in_use) * 100 / Max(shared->geometry.total_capacity(), 1));
+  append_metric(
+      &buf, "keys_fill_pct",
+      pg_atomic_read_u64(&m.keys_in_use) * 100 / Max(shared->geometry.total_capacity(), 1));
   append_metric(&buf, "key_budget_refusals", pg_atomic_read_u64(&m.key_refusals));
   const RuleTableStats rules = rule_table_stats();
   append_metric(&buf, "rules_in_use", rules.live);
@@ -67,7 +72,8 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   for (int i = 0; i < installation_slot_count(); ++i) {
     if (slots[i].installation == 0 || slots[i].dropping) continue;
     ++databases;
-    if (pg_atomic_read_u32(const_cast<pg_atomic_uint32*>(&slots[i].rules_overflowed)) != 0) ++overflowed;
+    if (pg_atomic_read_u32(const_cast<pg_atomic_uint32*>(&slots[i].rules_overflowed)) != 0)
+      ++overflowed;
   }
   append_metric(&buf, "rules_overflowed_databases", overflowed);
   append_metric(&buf, "rule_sql_lookups", pg_atomic_read_u64(&m.rule_sql_lookups));
@@ -80,7 +86,8 @@ RL_SQL_FUNCTION(get_performance_metrics) {
   append_metric(&buf, "usage_rows_flushed", pg_atomic_read_u64(&m.usage_rows_flushed));
   append_metric(&buf, "usage_queue_full_waits", pg_atomic_read_u64(&m.usage_queue_full_waits));
   append_metric(&buf, "usage_sync_fallbacks", pg_atomic_read_u64(&m.usage_sync_fallbacks));
-  append_metric(&buf, "usage_transaction_cap_fallbacks", pg_atomic_read_u64(&m.usage_cap_fallbacks));
+  append_metric(&buf, "usage_transaction_cap_fallbacks",
+                pg_atomic_read_u64(&m.usage_cap_fallbacks));
   append_metric(&buf, "usage_dead_letters", pg_atomic_read_u64(&m.usage_dead_letters));
   append_metric(&buf, "shadow_denials", pg_atomic_read_u64(&m.shadow_denials));
   append_metric(&buf, "alerts_queued", pg_atomic_read_u64(&m.alerts_queued));

@@ -4,9 +4,9 @@
 #include <cstdlib>
 
 #include "rate_limiter/core/priority.hpp"
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -23,7 +23,7 @@ struct Callees {
   bool valid;
   Oid enforce_oid;
   Oid allocate_oid;
-  uint32 enforce_hash;   // PROCOID syscache hash values, to filter invalidations
+  uint32 enforce_hash;  // PROCOID syscache hash values, to filter invalidations
   uint32 allocate_hash;
   FmgrInfo* enforce;     // enforce_rate_limit(text, text, text)
   FmgrInfo* allocate;    // allocate_tokens(text, bigint, text, text, text, jsonb)
@@ -58,7 +58,8 @@ const Callees& current_callees(const ExtensionCatalog* ext) {
     fmgr_info_cxt(enforce_oid, enforce, cxt);
     fmgr_info_cxt(allocate_oid, allocate, cxt);
     MemoryContext old = MemoryContextSwitchTo(cxt);
-    const Datum context = DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"all_or_nothing\": true}"));
+    const Datum context =
+        DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"all_or_nothing\": true}"));
     MemoryContextSwitchTo(old);
     callees.enforce = enforce;
     callees.allocate = allocate;
@@ -136,8 +137,9 @@ TriggerArgs parse_args(const TriggerData* trig) {
   TriggerArgs a{};
   a.user_column = t->tgargs[0];
   if (a.user_column[0] == '\0')
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("the user column name passed to rate_limit_trigger() must not be empty")));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+             errmsg("the user column name passed to rate_limit_trigger() must not be empty")));
   a.user_attno = column_of(rel, a.user_column, "user id");
   a.endpoint = t->tgargs[1];
   a.has_endpoint = a.endpoint[0] != '\0';
@@ -148,17 +150,19 @@ TriggerArgs parse_args(const TriggerData* trig) {
     if (parse_integer(cost, &a.cost)) {
       check_cost(a.cost, "the cost passed to rate_limit_trigger()");
     } else if (cost[0] == '\0' || looks_numeric(cost)) {
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("invalid cost \"%s\" for rate_limit_trigger()", cost),
-                      errhint("Pass an integer from 1 to 10^15, or the name of an integer column.")));
+      ereport(ERROR,
+              (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+               errmsg("invalid cost \"%s\" for rate_limit_trigger()", cost),
+               errhint("Pass an integer from 1 to 10^15, or the name of an integer column.")));
     } else {
       a.cost_column = cost;
       a.cost_attno = column_of(rel, cost, "token cost");
       const Oid type = TupleDescAttr(RelationGetDescr(rel), a.cost_attno - 1)->atttypid;
       if (type != INT2OID && type != INT4OID && type != INT8OID)
-        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-                        errmsg("cost column \"%s\" must be of type smallint, integer or bigint, not %s",
-                               cost, format_type_be(type))));
+        ereport(ERROR,
+                (errcode(ERRCODE_DATATYPE_MISMATCH),
+                 errmsg("cost column \"%s\" must be of type smallint, integer or bigint, not %s",
+                        cost, format_type_be(type))));
     }
   }
   return a;
@@ -216,8 +220,8 @@ struct Allocation {
 // Reads the columns by name: the record may gain columns in later versions.
 Allocation read_allocation(Datum record) {
   HeapTupleHeader header = DatumGetHeapTupleHeader(record);
-  TupleDesc desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(header),
-                                          HeapTupleHeaderGetTypMod(header));
+  TupleDesc desc =
+      lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(header), HeapTupleHeaderGetTypMod(header));
   HeapTupleData tuple;
   tuple.t_len = HeapTupleHeaderGetDatumLength(header);
   ItemPointerSetInvalid(&tuple.t_self);
@@ -275,18 +279,19 @@ const char* priority_word(const char* priority) {
     appendStringInfo(&detail, " Limit: " INT64_FORMAT " %s (%s scope).", a.limit,
                      a.limit_kind != nullptr ? a.limit_kind : "tokens",
                      a.scope != nullptr ? a.scope : "unknown");
-  if (a.has_remaining) appendStringInfo(&detail, " Tokens remaining: " INT64_FORMAT ".", a.tokens_remaining);
+  if (a.has_remaining)
+    appendStringInfo(&detail, " Tokens remaining: " INT64_FORMAT ".", a.tokens_remaining);
   ereport(ERROR,
           (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
-           args.has_endpoint
-               ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"", user, args.endpoint)
-               : errmsg("rate limit exceeded for user \"%s\"", user),
+           args.has_endpoint ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
+                                      user, args.endpoint)
+                             : errmsg("rate limit exceeded for user \"%s\"", user),
            errdetail_internal("%s", detail.data),
            a.has_retry ? errhint("Retry after %.3f seconds.",
                                  static_cast<double>(a.retry_after_micros) / USECS_PER_SEC)
            : never     ? errhint("Retrying cannot succeed: the limit never grants " INT64_FORMAT
                                  " tokens at once at %s priority. Lower the cost, raise the limit, or "
-                                 "raise rate_limiter.priority_share_%s.",
+                                     "raise rate_limiter.priority_share_%s.",
                                  cost, priority_word(args.priority), priority_word(args.priority))
                        : 0));
   pg_unreachable();
@@ -312,10 +317,11 @@ RL_SQL_FUNCTION(rate_limit_trigger) {
   const TriggerEvent event = trig->tg_event;
   if (!TRIGGER_FIRED_BEFORE(event) || !TRIGGER_FIRED_FOR_ROW(event) ||
       !(TRIGGER_FIRED_BY_INSERT(event) || TRIGGER_FIRED_BY_UPDATE(event)))
-    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-                    errmsg("rate_limit_trigger() must be fired BEFORE INSERT or UPDATE FOR EACH ROW"),
-                    errdetail("Trigger \"%s\" on table \"%s\" is not.", trig->tg_trigger->tgname,
-                              RelationGetRelationName(trig->tg_relation))));
+    ereport(ERROR,
+            (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+             errmsg("rate_limit_trigger() must be fired BEFORE INSERT or UPDATE FOR EACH ROW"),
+             errdetail("Trigger \"%s\" on table \"%s\" is not.", trig->tg_trigger->tgname,
+                       RelationGetRelationName(trig->tg_relation))));
   Relation rel = trig->tg_relation;
   TupleDesc desc = RelationGetDescr(rel);
   HeapTuple row = TRIGGER_FIRED_BY_UPDATE(event) ? trig->tg_newtuple : trig->tg_trigtuple;

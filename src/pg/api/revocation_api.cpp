@@ -3,9 +3,9 @@
 // revoke_token() and unrevoke_token() are SQL functions of the install
 // script that write token_revocations; the trigger does the rest.
 #include "rate_limiter/core/revocation_set.hpp"
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/revocations.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {

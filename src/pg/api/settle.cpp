@@ -28,9 +28,9 @@
 // (AsExtensionOwner: search_path pinned).
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
@@ -57,7 +57,8 @@ GrantRow read_grant(const ExtensionCatalog* ext, int64 id, bool lock) {
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   const char* sql = psprintf(
-      "SELECT t.granted_to, t.tokens_used, t.settled_at, t.\"timestamp\", t.user_id, t.api_endpoint, t.charges, "
+      "SELECT t.granted_to, t.tokens_used, t.settled_at, t.\"timestamp\", t.user_id, "
+      "t.api_endpoint, t.charges, "
       "t.priority_level IS NOT NULL FROM %s.token_usage t WHERE t.id = $1%s",
       ext->quoted_schema, lock ? " FOR UPDATE" : "");
   Oid types[1] = {INT8OID};
@@ -120,7 +121,8 @@ uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g) {
       "(r.scope = 'endpoint' AND r.user_id IS NULL AND r.api_endpoint = $2))",
       ext->quoted_schema);
   Oid types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  Datum values[3] = {PointerGetDatum(g.user), PointerGetDatum(g.endpoint), TimestampTzGetDatum(g.at)};
+  Datum values[3] = {PointerGetDatum(g.user), PointerGetDatum(g.endpoint),
+                     TimestampTzGetDatum(g.at)};
   const char nulls[3] = {' ', g.endpoint == nullptr ? 'n' : ' ', ' '};
   if (SPI_execute_with_args(sql, 3, types, values, nulls, true, 0) != SPI_OK_SELECT)
     elog(ERROR, "rate_limiter: could not read rate_limit_resets");
@@ -130,7 +132,8 @@ uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g) {
     if (isnull) continue;
     const char* name = TextDatumGetCString(scope);
     if (strcmp(name, "user") == 0)
-      mask |= 1u << static_cast<int>(core::ScopeKind::User) | 1u << static_cast<int>(core::ScopeKind::Default);
+      mask |= 1u << static_cast<int>(core::ScopeKind::User) |
+              1u << static_cast<int>(core::ScopeKind::Default);
     else if (strcmp(name, "user_endpoint") == 0)
       mask |= 1u << static_cast<int>(core::ScopeKind::UserEndpoint);
     else if (strcmp(name, "endpoint") == 0)
@@ -145,12 +148,14 @@ void mark_settled(const ExtensionCatalog* ext, int64 id, int64 granted, int64 us
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   const char* sql = psprintf(
-      "UPDATE %s.token_usage t SET tokens_granted = $2, tokens_used = $3, settled_at = pg_catalog.clock_timestamp() "
+      "UPDATE %s.token_usage t SET tokens_granted = $2, tokens_used = $3, settled_at = "
+      "pg_catalog.clock_timestamp() "
       "WHERE t.id = $1",
       ext->quoted_schema);
   Oid types[3] = {INT8OID, INT8OID, INT8OID};
   Datum values[3] = {Int64GetDatum(id), Int64GetDatum(granted), Int64GetDatum(used)};
-  if (SPI_execute_with_args(sql, 3, types, values, nullptr, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+  if (SPI_execute_with_args(sql, 3, types, values, nullptr, false, 0) != SPI_OK_UPDATE ||
+      SPI_processed != 1)
     elog(ERROR, "rate_limiter: could not settle the allocation");
   SPI_finish();
   owner.restore();
@@ -165,9 +170,10 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
   if (n <= 0) return;  // malformed or empty: nothing is known to have been charged
   const uint32 reset = scopes_reset_since(ext, g);
   const std::string_view user(VARDATA_ANY(g.user), VARSIZE_ANY_EXHDR(g.user));
-  const std::string_view endpoint = g.endpoint != nullptr
-                                        ? std::string_view(VARDATA_ANY(g.endpoint), VARSIZE_ANY_EXHDR(g.endpoint))
-                                        : std::string_view();
+  const std::string_view endpoint =
+      g.endpoint != nullptr
+          ? std::string_view(VARDATA_ANY(g.endpoint), VARSIZE_ANY_EXHDR(g.endpoint))
+          : std::string_view();
   for (int i = 0; i < n; ++i) {
     const GrantCharge& c = charges[i];
     if (reset & (1u << static_cast<int>(c.scope))) continue;
@@ -189,14 +195,15 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
         break;
     }
     const core::Hash128 key =
-        core::limit_key(scope, core::LimitKind::Tokens, static_cast<uint8>(c.rule.algorithm), c.rule.window_micros,
-                        core::CounterRole::Main);
+        core::limit_key(scope, core::LimitKind::Tokens, static_cast<uint8>(c.rule.algorithm),
+                        c.rule.window_micros, core::CounterRole::Main);
     schedule_refund_at_commit(key, c.rule, back, c.window, c.generation);
   }
 }
 
 [[noreturn]] void no_such_allocation(int64 id) {
-  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("allocation " INT64_FORMAT " does not exist", id),
+  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                  errmsg("allocation " INT64_FORMAT " does not exist", id),
                   errhint("allocation_id is the value allocate_tokens returned for a grant.")));
   pg_unreachable();
 }
@@ -210,9 +217,11 @@ using namespace rate_limiter::pg;
 RL_SQL_FUNCTION(settle_tokens) {
   require_shared_state();
   if (PG_ARGISNULL(0))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("allocation_id must not be NULL")));
+    ereport(ERROR,
+            (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("allocation_id must not be NULL")));
   if (PG_ARGISNULL(1))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("tokens_used must not be NULL")));
+    ereport(ERROR,
+            (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("tokens_used must not be NULL")));
   const int64 id = PG_GETARG_INT64(0);
   const int64 used = PG_GETARG_INT64(1);
   if (used < 0)
@@ -237,22 +246,25 @@ RL_SQL_FUNCTION(settle_tokens) {
   }
   if (!g.found || !g.is_grant) no_such_allocation(id);
   if (!may_settle(ext, caller, g.granted_to))
-    ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-                    errmsg("permission denied to settle allocation " INT64_FORMAT, id),
-                    errdetail(OidIsValid(g.granted_to)
-                                  ? "Only the role that allocated it, its members and the extension's "
-                                    "administrators may settle an allocation."
-                                  : "No role that exists now made it (it was recorded before version 1.3, or its "
-                                    "role was dropped or renamed): only the extension's administrators may "
-                                    "settle it.")));
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+         errmsg("permission denied to settle allocation " INT64_FORMAT, id),
+         errdetail(
+             OidIsValid(g.granted_to)
+                 ? "Only the role that allocated it, its members and the extension's "
+                   "administrators may settle an allocation."
+                 : "No role that exists now made it (it was recorded before version 1.3, or its "
+                   "role was dropped or renamed): only the extension's administrators may "
+                   "settle it.")));
   g = read_grant(ext, id, true);
   if (!g.found) no_such_allocation(id);
   if (g.settled)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("allocation " INT64_FORMAT " is already settled", id),
                     errdetail("It was settled at %s.",
-                              DatumGetCString(DirectFunctionCall1(timestamptz_out,
-                                                                  TimestampTzGetDatum(g.settled_at))))));
+                              DatumGetCString(DirectFunctionCall1(
+                                  timestamptz_out, TimestampTzGetDatum(g.settled_at))))));
   if (used > g.tokens)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("tokens_used (" INT64_FORMAT ") exceeds the " INT64_FORMAT

@@ -10,11 +10,11 @@
 #include "rate_limiter/core/priority.hpp"
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/alerts.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/engine.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/revocations.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
@@ -185,8 +185,8 @@ void fail_open_grant(Call* call) {
   core::LimitRule rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
   bool default_class[2 * core::kMaxAppliedLimits];
-  const int n =
-      applicable_counter_rules(call->rules, keys, rules, kinds, default_class, 2 * core::kMaxAppliedLimits);
+  const int n = applicable_counter_rules(call->rules, keys, rules, kinds, default_class,
+                                         2 * core::kMaxAppliedLimits);
   const core::CallRequest& req = call->input.request;
   core::Hash128 token_keys[2 * core::kMaxAppliedLimits];
   int64 capacities[2 * core::kMaxAppliedLimits];
@@ -228,9 +228,11 @@ void run_call(Call* call) {
   call->input.user = call->user.value;
   call->input.has_endpoint = call->endpoint.present;
   call->input.endpoint = call->endpoint.value;
-  collect_applicable_rules(ext, call->input.user, call->input.has_endpoint, call->input.endpoint, &call->rules);
+  collect_applicable_rules(ext, call->input.user, call->input.has_endpoint, call->input.endpoint,
+                           &call->rules);
   call->input.rules = &call->rules;
-  if (call->rules.fallback.has[0] || call->rules.fallback.has[1]) call->input.default_class = key_admission(true);
+  if (call->rules.fallback.has[0] || call->rules.fallback.has[1])
+    call->input.default_class = key_admission(true);
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
@@ -252,7 +254,8 @@ void run_call(Call* call) {
       }
       metric_add(&m.fail_closed);
       ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-                      errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms),
+                      errmsg("could not obtain a rate limiter lock within %d ms",
+                             settings.lock_timeout_ms),
                       errdetail("Nothing was charged."),
                       errhint("Retry, or raise rate_limiter.lock_timeout.")));
       break;
@@ -261,32 +264,36 @@ void run_call(Call* call) {
       if (call->result.refusal == core::AcquireStatus::OwnerFull) {
         metric_add(&m.key_refusals);
         const char* role = GetUserNameFromId(GetUserId(), true);
-        ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
-                        errmsg("role \"%s\" holds its whole share of the rate limiter counter table",
-                               role != nullptr ? role : "?"),
-                        errdetail("A role may hold at most %u counters of users under the default rule "
-                                  "in each of the %u partitions (rate_limiter.role_key_share = %g). "
-                                  "Nothing was charged.",
-                                  role_cap(shared->geometry.capacity_per_partition), shared->geometry.partitions,
-                                  settings.role_key_share),
-                        errhint("Counters free up as their windows end.  A superuser can raise the share "
-                                "of a trusted role: ALTER ROLE ... SET rate_limiter.role_key_share = 1.")));
+        ereport(
+            ERROR,
+            (errcode(ERRCODE_COUNTER_TABLE_FULL),
+             errmsg("role \"%s\" holds its whole share of the rate limiter counter table",
+                    role != nullptr ? role : "?"),
+             errdetail("A role may hold at most %u counters of users under the default rule "
+                       "in each of the %u partitions (rate_limiter.role_key_share = %g). "
+                       "Nothing was charged.",
+                       role_cap(shared->geometry.capacity_per_partition),
+                       shared->geometry.partitions, settings.role_key_share),
+             errhint("Counters free up as their windows end.  A superuser can raise the share "
+                     "of a trusted role: ALTER ROLE ... SET rate_limiter.role_key_share = 1.")));
       }
       if (call->result.refusal == core::AcquireStatus::ClassFull)
-        ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
-                        errmsg("rate limiter counters for users under the default rule are used up"),
-                        errdetail("The rest of the table (rate_limiter.configured_key_reserve = %g) is kept "
-                                  "for users and endpoints with a rule of their own. Nothing was charged.",
-                                  settings.configured_key_reserve),
-                        errhint("Counters free up as their windows end.  Raise rate_limiter.max_keys "
-                                "(takes a restart), or lower rate_limiter.configured_key_reserve.")));
-      ereport(ERROR, (errcode(ERRCODE_COUNTER_TABLE_FULL),
-                      errmsg("rate limiter counter table is full"),
-                      errdetail("All %zu counters hold live windows; none could be evicted. "
-                                "Nothing was charged.",
-                                shared->geometry.total_capacity()),
-                      errhint("Raise rate_limiter.max_keys (takes a restart), or set "
-                              "rate_limiter.failure_mode = 'open' to allow such calls.")));
+        ereport(
+            ERROR,
+            (errcode(ERRCODE_COUNTER_TABLE_FULL),
+             errmsg("rate limiter counters for users under the default rule are used up"),
+             errdetail("The rest of the table (rate_limiter.configured_key_reserve = %g) is kept "
+                       "for users and endpoints with a rule of their own. Nothing was charged.",
+                       settings.configured_key_reserve),
+             errhint("Counters free up as their windows end.  Raise rate_limiter.max_keys "
+                     "(takes a restart), or lower rate_limiter.configured_key_reserve.")));
+      ereport(ERROR,
+              (errcode(ERRCODE_COUNTER_TABLE_FULL), errmsg("rate limiter counter table is full"),
+               errdetail("All %zu counters hold live windows; none could be evicted. "
+                         "Nothing was charged.",
+                         shared->geometry.total_capacity()),
+               errhint("Raise rate_limiter.max_keys (takes a restart), or set "
+                       "rate_limiter.failure_mode = 'open' to allow such calls.")));
       break;
   }
   if (call->result.fail_open && call->result.status == CallStatus::Decided &&
@@ -349,37 +356,50 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
 
   const core::Decision& d = call.result.decision;
   if (d.allowed()) {
-    UsageRow row{&call.user, &call.endpoint, &call.session, 0, kNoPriority, unix_to_timestamptz(call.now),
-                 charge_follows_transaction, &call};
+    UsageRow row{&call.user,
+                 &call.endpoint,
+                 &call.session,
+                 0,
+                 kNoPriority,
+                 unix_to_timestamptz(call.now),
+                 charge_follows_transaction,
+                 &call};
     log_usage(row, call.refund_on_abort);
   }
   record_decision(d.allowed(), call.started_ns);
   // Before enforce_rate_limit raises: a denial is logged too.
   if (log_decisions_enabled())
-    log_decision(enforce ? "enforce_rate_limit" : "check_rate_limit", call.user, call.endpoint, call.result,
-                 core::CallKind::Check, -1);
+    log_decision(enforce ? "enforce_rate_limit" : "check_rate_limit", call.user, call.endpoint,
+                 call.result, core::CallKind::Check, -1);
 
   if (enforce && revoked)
-    ereport(ERROR, (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
-                    errmsg("session \"%s\" is revoked", text_to_cstring(call.session.datum)),
-                    errdetail("Reason: revoked.  Retrying does not help until the session is unrevoked.")));
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
+         errmsg("session \"%s\" is revoked", text_to_cstring(call.session.datum)),
+         errdetail("Reason: revoked.  Retrying does not help until the session is unrevoked.")));
   if (enforce && !d.allowed()) {
-    const DecidedLimit b = call.result.binding() != nullptr ? *call.result.binding() : DecidedLimit{};
-    ereport(ERROR,
-            (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
-             call.endpoint.present
-                 ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
-                          text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
-                 : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
-             errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
-                       b.capacity(), b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
-                                            : kind_name(b.kind),
-                       window_words(b.rule.window_micros),
-                       scope_name(b.scope), d.binding_remaining),
-             d.outcome == core::Outcome::DeniedExceedsCapacity
-                 ? errhint("Retrying cannot succeed: the largest priority share of this limit is less than "
-                           "one token. Raise the limit or rate_limiter.priority_share_high.")
-                 : errhint("Retry after %.3f seconds.", static_cast<double>(d.retry_after) / USECS_PER_SEC)));
+    const DecidedLimit b =
+        call.result.binding() != nullptr ? *call.result.binding() : DecidedLimit{};
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_RATE_LIMIT_EXCEEDED),
+         call.endpoint.present
+             ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
+                      text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
+             : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
+         errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
+                   b.capacity(),
+                   b.burst_cap
+                       ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
+                       : kind_name(b.kind),
+                   window_words(b.rule.window_micros), scope_name(b.scope), d.binding_remaining),
+         d.outcome == core::Outcome::DeniedExceedsCapacity
+             ? errhint(
+                   "Retrying cannot succeed: the largest priority share of this limit is less than "
+                   "one token. Raise the limit or rate_limiter.priority_share_high.")
+             : errhint("Retry after %.3f seconds.",
+                       static_cast<double>(d.retry_after) / USECS_PER_SEC)));
   }
   return check_record(fcinfo, call);
 }
@@ -445,8 +465,8 @@ RL_SQL_FUNCTION(allocate_tokens) {
                  call.input.request.tokens);
 
   Datum values[14];
-  bool nulls[14] = {false, false, false, false, false, none, none, d.retry_after <= 0, false, none, none,
-                    false, false, false};
+  bool nulls[14] = {false, false, false, false, false, none, none, d.retry_after <= 0,
+                    false, none,  none,  false, false, false};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(d.granted);
   values[2] = nullable_int8(d.tokens_remaining, &nulls[2]);

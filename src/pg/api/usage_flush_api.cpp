@@ -14,8 +14,8 @@
 // Rows the flusher commits are visible to the caller's next statement under
 // READ COMMITTED; a REPEATABLE READ snapshot taken earlier does not see them.
 #include "rate_limiter/pg/alerts.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/usage.hpp"
 
 using namespace rate_limiter::pg;

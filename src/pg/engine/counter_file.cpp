@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/engine/key_budget.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -23,11 +23,11 @@ constexpr uint32 kFileVersion = 4;
 struct FileHeader {
   uint32 magic;
   uint32 version;
-  uint32 slot_size;   // sizeof(core::CounterSlot), a cheap layout check
+  uint32 slot_size;  // sizeof(core::CounterSlot), a cheap layout check
   uint32 reserved;
-  uint64 entries;       // counter slots, after the header
-  uint64 installations; // SavedInstallation each, after the slots
-  core::SipKey hash_key;  // the slots' keys are keyed hashes under this key
+  uint64 entries;                        // counter slots, after the header
+  uint64 installations;                  // SavedInstallation each, after the slots
+  core::SipKey hash_key;                 // the slots' keys are keyed hashes under this key
   Oid key_owners[core::kMaxOwners + 1];  // key_budget.hpp's role map
 };
 
@@ -68,7 +68,8 @@ char* read_file(Size* size) {
   FILE* f = AllocateFile(kFile, PG_BINARY_R);
   if (f == nullptr) {
     if (errno != ENOENT)
-      ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not open \"%s\": %m", kFile)));
+      ereport(LOG, (errcode_for_file_access(),
+                    errmsg("rate_limiter: could not open \"%s\": %m", kFile)));
     return nullptr;
   }
   struct stat st;
@@ -119,7 +120,8 @@ void load_counter_file() {
   if (data == nullptr) return;  // no file: a first start, or the last stop was a crash
 
   FileHeader header;
-  const char* problem = starting_in_recovery() ? "the server starts in recovery" : check_file(data, size, &header);
+  const char* problem =
+      starting_in_recovery() ? "the server starts in recovery" : check_file(data, size, &header);
   if (problem != nullptr) {
     ereport(LOG, (errmsg("rate_limiter: ignoring saved counters in \"%s\": %s", kFile, problem),
                   errdetail("Counters will be rebuilt from token_usage.")));
@@ -162,15 +164,19 @@ void load_counter_file() {
       }
     }
     pfree(tag_restored);
-    ereport(LOG, (errmsg("rate_limiter: loaded " UINT64_FORMAT " saved counters from \"%s\"", stored, kFile),
-                  dropped > 0 ? errdetail(UINT64_FORMAT " did not fit; counters will be rebuilt from token_usage.",
-                                          dropped)
-                              : 0));
+    ereport(
+        LOG,
+        (errmsg("rate_limiter: loaded " UINT64_FORMAT " saved counters from \"%s\"", stored, kFile),
+         dropped > 0
+             ? errdetail(UINT64_FORMAT " did not fit; counters will be rebuilt from token_usage.",
+                         dropped)
+             : 0));
   }
   pfree(data);
   // Never load the same file twice: after a crash it would be stale.
   if (unlink(kFile) != 0 && errno != ENOENT)
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not remove \"%s\": %m", kFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not remove \"%s\": %m", kFile)));
 }
 
 void save_counter_file_at_exit(int code, Datum) {
@@ -179,7 +185,8 @@ void save_counter_file_at_exit(int code, Datum) {
   if (code != 0 || shared == nullptr || !server_shut_down_cleanly()) return;
   FILE* f = AllocateFile(kTempFile, PG_BINARY_W);
   if (f == nullptr) {
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
     return;
   }
   FileHeader header{};
@@ -222,14 +229,16 @@ void save_counter_file_at_exit(int code, Datum) {
     });
   }
   if (ok && header.installations > 0) {
-    ok = fwrite(complete, sizeof(SavedInstallation), header.installations, f) == header.installations;
+    ok = fwrite(complete, sizeof(SavedInstallation), header.installations, f) ==
+         header.installations;
     COMP_CRC32C(crc, complete, header.installations * sizeof(SavedInstallation));
   }
   FIN_CRC32C(crc);
   ok = ok && written == header.entries && fwrite(&crc, sizeof crc, 1, f) == 1;
   if (FreeFile(f) != 0) ok = false;
   if (!ok) {
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
     unlink(kTempFile);
     return;
   }

@@ -7,8 +7,8 @@
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
@@ -36,7 +36,8 @@ HTAB* create_states() {
   ctl.keysize = sizeof(core::Hash128);
   ctl.entrysize = sizeof(Rebuilt);
   ctl.hcxt = CurrentMemoryContext;
-  return hash_create("rate_limiter rebuilt counters", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+  return hash_create("rate_limiter rebuilt counters", 1024, &ctl,
+                     HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 struct ResetEntry {
@@ -49,9 +50,10 @@ struct ResetEntry {
 // database is at a version without the table).
 HTAB* load_resets(const ExtensionCatalog* ext, int64 since) {
   if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return nullptr;
-  const char* sql = psprintf("SELECT scope, user_id, api_endpoint, reset_at FROM %s.rate_limit_resets "
-                             "WHERE reset_at >= $1",
-                             ext->quoted_schema);
+  const char* sql = psprintf(
+      "SELECT scope, user_id, api_endpoint, reset_at FROM %s.rate_limit_resets "
+      "WHERE reset_at >= $1",
+      ext->quoted_schema);
   Oid types[1] = {TIMESTAMPTZOID};
   Datum values[1] = {TimestampTzGetDatum(unix_to_timestamptz(since))};
   if (SPI_execute_with_args(sql, 1, types, values, nullptr, true, 0) != SPI_OK_SELECT)
@@ -101,12 +103,13 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
   core::LimitRule limit_rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
   bool default_class[2 * core::kMaxAppliedLimits];
-  const int n =
-      applicable_counter_rules(rules, keys, limit_rules, kinds, default_class, 2 * core::kMaxAppliedLimits);
+  const int n = applicable_counter_rules(rules, keys, limit_rules, kinds, default_class,
+                                         2 * core::kMaxAppliedLimits);
   for (int i = 0; i < n; ++i) {
     bool found = false;
     if (resets != nullptr) {
-      const auto* reset = static_cast<const ResetEntry*>(hash_search(resets, &keys[i], HASH_FIND, &found));
+      const auto* reset =
+          static_cast<const ResetEntry*>(hash_search(resets, &keys[i], HASH_FIND, &found));
       if (found && at < reset->reset_at) continue;
     }
     auto* r = static_cast<Rebuilt*>(hash_search(states, &keys[i], HASH_ENTER, &found));
@@ -117,7 +120,8 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
     // Unclamped: a row counts whole even when it exceeds the current rule
     // (granted under a limit lowered since, or from an emergency
     // allowance), as the live counter held it.
-    core::charge_unclamped(r->rule, &r->state, kinds[i] == core::LimitKind::Tokens ? tokens : 1, at);
+    core::charge_unclamped(r->rule, &r->state, kinds[i] == core::LimitKind::Tokens ? tokens : 1,
+                           at);
   }
 }
 
@@ -132,16 +136,18 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
   // well: they count as if token_usage held them.
   const bool letters = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
   const char* sql =
-      letters ? psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint FROM ("
-                         "SELECT t.\"timestamp\", t.tokens_used, t.user_id, t.api_endpoint "
-                         "FROM %s.token_usage t WHERE t.\"timestamp\" >= $1 UNION ALL "
-                         "SELECT l.\"timestamp\", l.tokens_used, l.user_id, l.api_endpoint "
-                         "FROM %s.token_usage_dead_letters l WHERE l.\"timestamp\" >= $1"
-                         ") u ORDER BY u.\"timestamp\"",
-                         ext->quoted_schema, ext->quoted_schema)
-              : psprintf("SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
-                         "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
-                         ext->quoted_schema);
+      letters ? psprintf(
+                    "SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint FROM ("
+                    "SELECT t.\"timestamp\", t.tokens_used, t.user_id, t.api_endpoint "
+                    "FROM %s.token_usage t WHERE t.\"timestamp\" >= $1 UNION ALL "
+                    "SELECT l.\"timestamp\", l.tokens_used, l.user_id, l.api_endpoint "
+                    "FROM %s.token_usage_dead_letters l WHERE l.\"timestamp\" >= $1"
+                    ") u ORDER BY u.\"timestamp\"",
+                    ext->quoted_schema, ext->quoted_schema)
+              : psprintf(
+                    "SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
+                    "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
+                    ext->quoted_schema);
   Oid types[1] = {TIMESTAMPTZOID};
   SPIPlanPtr plan = SPI_prepare(sql, 1, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage replay");
@@ -194,7 +200,8 @@ uint64 merge(HTAB* states, int64 now) {
     core::CounterPartition part = counter_partition(p);
     const uint32 before = part.count();
     const core::CounterSlot* slot = part.find(r->key);
-    if (slot == nullptr || core::available(r->rule, state, now) < core::available(r->rule, slot->state, now))
+    if (slot == nullptr ||
+        core::available(r->rule, state, now) < core::available(r->rule, slot->state, now))
       part.store(r->key, state, now);
     const uint32 after = part.count();
     unlock_partition(p);
@@ -219,12 +226,14 @@ void run_rebuild(const ExtensionCatalog* ext) {
   // they must be loaded; a transaction with a TRUNCATE of a rule table
   // pending cannot load them (prepare_rule_lookups()).
   if (ext->slot->rules_state != RulesState::Loaded || own_rules_reload_pending())
-    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                    errmsg("rate_limiter counters of this database must be rebuilt first"),
-                    errdetail("After a crash or a promotion the counters are rebuilt from token_usage with the "
-                              "committed rules; this transaction has a statement-level change to the rule "
-                              "tables pending."),
-                    errhint("Commit or roll back, then retry.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+             errmsg("rate_limiter counters of this database must be rebuilt first"),
+             errdetail(
+                 "After a crash or a promotion the counters are rebuilt from token_usage with the "
+                 "committed rules; this transaction has a statement-level change to the rule "
+                 "tables pending."),
+             errhint("Commit or roll back, then retry.")));
   const TimestampTz started = GetCurrentTimestamp();
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
@@ -237,7 +246,8 @@ void run_rebuild(const ExtensionCatalog* ext) {
   long secs;
   int usecs;
   TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
-  ereport(LOG, (errmsg("rate_limiter: rebuilt " UINT64_FORMAT " counters of database \"%s\" from " UINT64_FORMAT
+  ereport(LOG, (errmsg("rate_limiter: rebuilt " UINT64_FORMAT
+                       " counters of database \"%s\" from " UINT64_FORMAT
                        " token_usage rows in %ld.%03d s",
                        merged, get_database_name(MyDatabaseId), rows, secs, usecs / 1000)));
 }
@@ -255,7 +265,8 @@ void ensure_counters_recovered(const ExtensionCatalog* ext) {
   InstallationSlot* slot = ext->slot;
   if (slot->counters_state == CountersState::Complete) return;
   const uint64 installation = ext->installation;
-  const TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), settings.recovery_timeout_ms);
+  const TimestampTz deadline =
+      TimestampTzPlusMilliseconds(GetCurrentTimestamp(), settings.recovery_timeout_ms);
   for (;;) {
     bool rebuild = false;
     LWLockAcquire(installations_lock(), LW_EXCLUSIVE);
@@ -286,11 +297,12 @@ void ensure_counters_recovered(const ExtensionCatalog* ext) {
       return slot->counters_state != CountersState::Rebuilding || !alive(slot->counters_rebuilder);
     });
     if (!moved)
-      ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-                      errmsg("rate_limiter counters of this database are still being rebuilt"),
-                      errdetail("After a crash or a promotion the counters are rebuilt from token_usage "
-                                "before the first decision."),
-                      errhint("Retry, or raise rate_limiter.recovery_timeout.")));
+      ereport(ERROR,
+              (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+               errmsg("rate_limiter counters of this database are still being rebuilt"),
+               errdetail("After a crash or a promotion the counters are rebuilt from token_usage "
+                         "before the first decision."),
+               errhint("Retry, or raise rate_limiter.recovery_timeout.")));
   }
 }
 

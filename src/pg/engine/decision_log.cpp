@@ -36,8 +36,8 @@ void append_id(StringInfo buf, const char* field, const IdArg& id) {
 
 }  // namespace
 
-void log_decision(const char* function, const IdArg& user, const IdArg& endpoint, const CallResult& result,
-                  core::CallKind kind, int64 requested) {
+void log_decision(const char* function, const IdArg& user, const IdArg& endpoint,
+                  const CallResult& result, core::CallKind kind, int64 requested) {
   const core::Decision& d = result.decision;
   const bool allowed = d.allowed();
   if (settings.log_decisions == kLogDecisionsOff) return;
@@ -54,10 +54,11 @@ void log_decision(const char* function, const IdArg& user, const IdArg& endpoint
   append_id(&buf, "user", user);
   append_id(&buf, "endpoint", endpoint);
   appendStringInfo(&buf, " outcome=%s reason=%s", allowed ? "allowed" : "denied",
-                   result.status == CallStatus::LockTimeout ? "fail_open_lock_timeout" : reason_of(result, kind));
+                   result.status == CallStatus::LockTimeout ? "fail_open_lock_timeout"
+                                                            : reason_of(result, kind));
   if (b != nullptr)
-    appendStringInfo(&buf, " scope=%s kind=%s limit=" INT64_FORMAT " remaining=" INT64_FORMAT, scope_name(b->scope),
-                     limit_kind_name(*b), b->capacity(), d.binding_remaining);
+    appendStringInfo(&buf, " scope=%s kind=%s limit=" INT64_FORMAT " remaining=" INT64_FORMAT,
+                     scope_name(b->scope), limit_kind_name(*b), b->capacity(), d.binding_remaining);
   else
     appendStringInfoString(&buf, " scope=none kind=none limit=none remaining=none");
   appendStringInfo(&buf, " strategy=%s", strategy_name(d.strategy));
@@ -67,7 +68,8 @@ void log_decision(const char* function, const IdArg& user, const IdArg& endpoint
     appendStringInfoString(&buf, " requested=none");
   appendStringInfo(&buf, " granted=" INT64_FORMAT, d.granted);
   if (d.retry_after > 0)
-    appendStringInfo(&buf, " retry_after=%.3fs", static_cast<double>(d.retry_after) / USECS_PER_SEC);
+    appendStringInfo(&buf, " retry_after=%.3fs",
+                     static_cast<double>(d.retry_after) / USECS_PER_SEC);
   else
     appendStringInfoString(&buf, " retry_after=none");
   // The statement is not repeated: the line says everything (auto_explain

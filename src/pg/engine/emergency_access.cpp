@@ -1,7 +1,7 @@
 #include "rate_limiter/pg/engine/emergency_access.hpp"
 
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -15,7 +15,8 @@ void forget_marker() { marker_oid = InvalidOid; }
 Oid marker_function() {
   if (!OidIsValid(marker_oid)) {
     const ExtensionCatalog* ext = extension_catalog();
-    List* name = list_make2(makeString(pstrdup(ext->schema_name)), makeString(pstrdup(kMarkerFunction)));
+    List* name =
+        list_make2(makeString(pstrdup(ext->schema_name)), makeString(pstrdup(kMarkerFunction)));
     marker_oid = LookupFuncName(name, 0, nullptr, false);
   }
   return marker_oid;
@@ -27,12 +28,13 @@ void require_emergency_privilege() {
   const Oid fn = marker_function();
   if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK) return;
   metric_add(&shared->metrics.emergency_refused);
-  ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-                  errmsg("permission denied to use emergency_override"),
-                  errdetail("Role \"%s\" lacks EXECUTE on %s.%s().",
-                            GetUserNameFromId(GetUserId(), false), extension_catalog()->schema_name,
-                            kMarkerFunction),
-                  errhint("GRANT EXECUTE ON FUNCTION %s() TO the roles that may use it.", kMarkerFunction)));
+  ereport(
+      ERROR,
+      (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+       errmsg("permission denied to use emergency_override"),
+       errdetail("Role \"%s\" lacks EXECUTE on %s.%s().", GetUserNameFromId(GetUserId(), false),
+                 extension_catalog()->schema_name, kMarkerFunction),
+       errhint("GRANT EXECUTE ON FUNCTION %s() TO the roles that may use it.", kMarkerFunction)));
 }
 
 void register_emergency_access_reset() { on_extension_catalog_reset(forget_marker); }

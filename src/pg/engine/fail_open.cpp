@@ -51,7 +51,8 @@ int64 reserve_fail_open(const core::Hash128* keys, const int64* capacities, int 
     const Entry* e = find(keys[i]);
     const int64 outstanding = e != nullptr ? e->outstanding : 0;
     if (e == nullptr) ++free_needed;
-    granted = Min(granted, core::priority_cap(share_ppm, std::max<int64>(capacities[i] - outstanding, 0)));
+    granted = Min(granted,
+                  core::priority_cap(share_ppm, std::max<int64>(capacities[i] - outstanding, 0)));
   }
   int free_slots = 0;
   for (const Entry& e : ledger->entries) free_slots += e.key.is_zero() ? 1 : 0;

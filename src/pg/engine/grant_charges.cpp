@@ -23,8 +23,12 @@ char* put_varint(char* p, uint64 v) noexcept {
   return p;
 }
 
-uint64 zigzag(int64 v) noexcept { return (static_cast<uint64>(v) << 1) ^ static_cast<uint64>(v >> 63); }
-int64 unzigzag(uint64 v) noexcept { return static_cast<int64>(v >> 1) ^ -static_cast<int64>(v & 1); }
+uint64 zigzag(int64 v) noexcept {
+  return (static_cast<uint64>(v) << 1) ^ static_cast<uint64>(v >> 63);
+}
+int64 unzigzag(uint64 v) noexcept {
+  return static_cast<int64>(v >> 1) ^ -static_cast<int64>(v & 1);
+}
 
 // Reads one varint from [*p, end); false when it runs past the end or
 // beyond 64 bits.
@@ -63,10 +67,12 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     // to them is never needed for exactness (they only ever deny).
     if (c.role != 0 || l.kind != core::LimitKind::Tokens || c.units <= 0 || l.burst_cap) continue;
     const core::Algorithm a = c.rule.algorithm;
-    uint8 flags = static_cast<uint8>(static_cast<uint8>(l.scope) & 3) | static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
+    uint8 flags = static_cast<uint8>(static_cast<uint8>(l.scope) & 3) |
+                  static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
     if (c.units == tokens) flags |= kUnitsAreTokens;
     if (c.rule.burst != 0) flags |= kHasBurst;
-    if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros)) flags |= kAlignedWindow;
+    if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros))
+      flags |= kAlignedWindow;
     *p++ = static_cast<char>(flags);
     *p++ = static_cast<char>(c.generation & 0xFF);
     *p++ = static_cast<char>(c.generation >> 8);
@@ -82,7 +88,8 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
   return static_cast<uint32>(p - out);
 }
 
-int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now, GrantCharge* out) noexcept {
+int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now,
+                         GrantCharge* out) noexcept {
   if (length < 1 || static_cast<uint8>(bytes[0]) != kGrantChargesVersion) return -1;
   const char* p = bytes + 1;
   const char* end = bytes + length;
@@ -103,7 +110,8 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
     c.rule.burst = 0;
     if ((flags & kHasBurst) && !get_positive(&p, end, core::kMaxQuantity, &c.rule.burst)) return -1;
     c.units = tokens;
-    if (!(flags & kUnitsAreTokens) && !get_positive(&p, end, core::kMaxQuantity, &c.units)) return -1;
+    if (!(flags & kUnitsAreTokens) && !get_positive(&p, end, core::kMaxQuantity, &c.units))
+      return -1;
     if (flags & kAlignedWindow) {
       if (!windowed(c.rule.algorithm)) return -1;
       c.window = core::aligned_window_start(now, c.rule.window_micros);

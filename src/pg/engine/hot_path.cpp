@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
@@ -24,7 +24,7 @@ struct PlannedCounter {
   core::LimitRule rule;
   uint32 partition = 0;
   core::CounterState** target = nullptr;  // where decide() finds it
-  bool default_class = false;  // made for a user under the default rule (key_budget.hpp)
+  bool default_class = false;             // made for a user under the default rule (key_budget.hpp)
   bool have = false;
   uint16 generation = 0;  // the slot's (CounterSlot), read under the lock
 };
@@ -40,7 +40,8 @@ struct PlannedLimits {
 
   bool default_class = false;  // the limit being added is the default rule's
 
-  int add_counter(const core::Hash128& key, const core::LimitRule& rule, core::CounterState** target) {
+  int add_counter(const core::Hash128& key, const core::LimitRule& rule,
+                  core::CounterState** target) {
     PlannedCounter& c = counters[ncounters];
     c = PlannedCounter{};
     c.key = key;
@@ -52,8 +53,8 @@ struct PlannedLimits {
     return ncounters++;
   }
 
-  void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules, int kind,
-           const core::Hash128& counter_scope) noexcept {
+  void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules,
+           int kind, const core::Hash128& counter_scope) noexcept {
     const core::RuleRecord& kr = rules.kind[kind];
     const auto lk = static_cast<core::LimitKind>(kind);
     default_class = reported == core::ScopeKind::Default;
@@ -67,7 +68,8 @@ struct PlannedLimits {
       l.shadow = is_shadow_limit(rules, kind);
       // Every counter of the limit is keyed with the limit's own shape.
       const auto key = [&](core::CounterRole role) {
-        return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm), l.rule.window_micros, role);
+        return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm),
+                               l.rule.window_micros, role);
       };
       counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state);
       counter_of[count][1] = counter_of[count][2] = -1;
@@ -75,14 +77,14 @@ struct PlannedLimits {
       if (request.emergency && l.params.emergency) {
         const core::LimitRule er = core::emergency_rule(l.rule, l.params);
         if (er.limit > 0)
-          counter_of[count][1] = add_counter(
-              key(core::CounterRole::Emergency), er, &l.emergency_state);
+          counter_of[count][1] =
+              add_counter(key(core::CounterRole::Emergency), er, &l.emergency_state);
       }
       if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
         const core::LimitRule br = core::burst_budget_rule(l.params);
         if (br.limit > 0)
-          counter_of[count][2] = add_counter(
-              key(core::CounterRole::BurstBudget), br, &l.burst_state);
+          counter_of[count][2] =
+              add_counter(key(core::CounterRole::BurstBudget), br, &l.burst_state);
       }
       ++count;
     }
@@ -96,7 +98,8 @@ struct PlannedLimits {
       c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
       c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
       counter_of[count][0] =
-          add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros, core::CounterRole::BurstCap),
+          add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros,
+                                      core::CounterRole::BurstCap),
                       c.rule, &c.state);
       counter_of[count][1] = counter_of[count][2] = -1;
       ++count;
@@ -111,7 +114,8 @@ template <typename AddFn>
 void for_each_applicable(const ApplicableRules& r, AddFn add) {
   if (!r.any) return;
   for (int k = 0; k < core::kLimitKinds; ++k)
-    if (r.user_endpoint.has[k]) add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope);
+    if (r.user_endpoint.has[k])
+      add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope);
   for (int k = 0; k < core::kLimitKinds; ++k) {
     // The default applies per kind to users without their own rule of that
     // kind, and counts in the user's own counter.
@@ -140,7 +144,8 @@ void fill_limits(const PlannedLimits& plan, CallResult* out) noexcept {
 
 // What every enforced limit had available around an allowed call.  Runs
 // under the partition locks: arithmetic on the locked counters only.
-void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 now, CallResult* out) noexcept {
+void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 now,
+                    CallResult* out) noexcept {
   for (int i = 0; i < plan.count; ++i) {
     const core::AppliedLimit& l = plan.limits[i];
     if (l.state == nullptr) continue;  // unenforced (fail-open): not measured
@@ -152,10 +157,9 @@ void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 no
 }
 
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
-  for_each_applicable(*in.rules,
-                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
-                        plan->add(in.request, reported, r, k, scope);
-                      });
+  for_each_applicable(
+      *in.rules, [&](core::ScopeKind reported, const ScopeRules& r, int k,
+                     const core::Hash128& scope) { plan->add(in.request, reported, r, k, scope); });
 }
 
 }  // namespace
@@ -167,29 +171,31 @@ int64 limiter_now_unix() {
   return base + static_cast<int64>(settings.debug_time_offset_s) * USECS_PER_SEC;
 }
 
-TimestampTz unix_to_timestamptz(int64 unix_micros) { return unix_micros - kPostgresEpochUnixMicros; }
+TimestampTz unix_to_timestamptz(int64 unix_micros) {
+  return unix_micros - kPostgresEpochUnixMicros;
+}
 
 int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; }
 
-int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind, core::Hash128* keys,
-                        core::LimitRule* rules) {
+int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
+                        core::Hash128* keys, core::LimitRule* rules) {
   int n = 0;
-  for_each_applicable(applicable,
-                      [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
-                        if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits))
-                          return;
-                        keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
-                        rules[n] = limit_rule_of(r.kind[k]);
-                        ++n;
-                      });
+  for_each_applicable(
+      applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+        if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits)) return;
+        keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
+        rules[n] = limit_rule_of(r.kind[k]);
+        ++n;
+      });
   return n;
 }
 
-int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
-                             core::LimitKind* kinds, bool* default_class, int max) {
+int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys,
+                             core::LimitRule* rules, core::LimitKind* kinds, bool* default_class,
+                             int max) {
   int n = 0;
-  for_each_applicable(applicable,
-                      [&](core::ScopeKind reported, const ScopeRules& r, int k, const core::Hash128& scope) {
+  for_each_applicable(applicable, [&](core::ScopeKind reported, const ScopeRules& r, int k,
+                                      const core::Hash128& scope) {
     const auto kind = static_cast<core::LimitKind>(k);
     const core::RuleRecord& rec = r.kind[k];
     if (n < max) {
@@ -199,7 +205,8 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
       default_class[n++] = reported == core::ScopeKind::Default;
     }
     if (has_burst_cap(rec) && n < max) {
-      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros, core::CounterRole::BurstCap);
+      keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros,
+                                core::CounterRole::BurstCap);
       rules[n] = burst_cap_of(rec);
       kinds[n] = kind;
       default_class[n++] = reported == core::ScopeKind::Default;
@@ -234,15 +241,17 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     PlannedCounter& c = plan.counters[i];
     uint32 evicted = 0;
     core::AcquireStatus status = core::AcquireStatus::Ok;
-    core::CounterSlot* slot = counter_partition(c.partition)
-                                  .acquire(c.key, c.rule, now, c.default_class ? in.default_class : in.configured,
-                                           &evicted, &status);
+    core::CounterSlot* slot =
+        counter_partition(c.partition)
+            .acquire(c.key, c.rule, now, c.default_class ? in.default_class : in.configured,
+                     &evicted, &status);
     evicted_total += evicted;
     if (slot != nullptr) {
       c.have = true;
       continue;
     }
-    if (out->refusal == core::AcquireStatus::Ok || status == core::AcquireStatus::OwnerFull) out->refusal = status;
+    if (out->refusal == core::AcquireStatus::Ok || status == core::AcquireStatus::OwnerFull)
+      out->refusal = status;
     // Only a table full of live counters fails open.  A role over its share,
     // or a default class filled by such roles, is refused whatever
     // failure_mode says: failing open would hand the misbehaving roles (or
@@ -326,7 +335,8 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   core::CounterState copies[kMaxChargedCounters];
   for (int i = 0; i < plan.ncounters; ++i) {
     const PlannedCounter& c = plan.counters[i];
-    if (const core::CounterSlot* slot = counter_partition(c.partition).find(c.key)) copies[i] = slot->state;
+    if (const core::CounterSlot* slot = counter_partition(c.partition).find(c.key))
+      copies[i] = slot->state;
   }
   release_partitions(set);
   // ---- locks released ----

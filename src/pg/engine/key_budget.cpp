@@ -23,14 +23,16 @@ uint8 cached_owner = 0;
 // locks (a moment's staleness only delays a reuse).
 uint64 tally_total(uint8 owner) {
   uint64 total = 0;
-  for (uint32 p = 0; p < shared->geometry.partitions; ++p) total += counter_partition(p).owner_count(owner);
+  for (uint32 p = 0; p < shared->geometry.partitions; ++p)
+    total += counter_partition(p).owner_count(owner);
   return total;
 }
 
 uint8 owner_for(Oid role) {
   // The cached answer is rechecked: the tally may have been given to
   // another role since (below).
-  if (role == cached_role && cached_owner != 0 && owners->roles[cached_owner] == role) return cached_owner;
+  if (role == cached_role && cached_owner != 0 && owners->roles[cached_owner] == role)
+    return cached_owner;
   uint8 owner = 0;
   for (uint8 o = 1; o < core::kMaxOwners && owner == 0; ++o)
     if (owners->roles[o] == role) owner = o;
@@ -95,10 +97,14 @@ core::Admission key_admission(bool default_class) noexcept {
 void save_key_owners(Oid* roles) noexcept {
   // Only tallies that still hold counters keep their role.
   for (int o = 0; o <= core::kMaxOwners; ++o)
-    roles[o] = o >= 1 && o < core::kMaxOwners && tally_total(static_cast<uint8>(o)) > 0 ? owners->roles[o] : InvalidOid;
+    roles[o] = o >= 1 && o < core::kMaxOwners && tally_total(static_cast<uint8>(o)) > 0
+                   ? owners->roles[o]
+                   : InvalidOid;
 }
 
-void restore_key_owners(const Oid* roles) noexcept { memcpy(owners->roles, roles, sizeof owners->roles); }
+void restore_key_owners(const Oid* roles) noexcept {
+  memcpy(owners->roles, roles, sizeof owners->roles);
+}
 
 Oid key_owner_role(uint8 owner) noexcept {
   return owner >= 1 && owner < core::kMaxOwners ? owners->roles[owner] : InvalidOid;

@@ -6,7 +6,9 @@ namespace rate_limiter::pg {
 
 const char* scope_name(core::ScopeKind s) { return core::scope_kind_name(s); }
 
-const char* kind_name(core::LimitKind k) { return k == core::LimitKind::Tokens ? "tokens" : "requests"; }
+const char* kind_name(core::LimitKind k) {
+  return k == core::LimitKind::Tokens ? "tokens" : "requests";
+}
 
 const char* limit_kind_name(const DecidedLimit& l) {
   if (l.burst_cap) return l.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";

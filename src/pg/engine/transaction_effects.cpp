@@ -52,7 +52,8 @@ void apply(const Adjustment& a) {
       before = part.count();
       uint32 evicted = 0;
       core::AcquireStatus status;
-      if (core::CounterSlot* slot = part.acquire(a.key, a.rule, now, a.admission, &evicted, &status))
+      if (core::CounterSlot* slot =
+              part.acquire(a.key, a.rule, now, a.admission, &evicted, &status))
         core::consume(a.rule, &slot->state, a.units, now);
       after = part.count();
       break;
@@ -119,25 +120,27 @@ void record(const Adjustment& a) { record_effect(EffectKind::Counter)->as<Adjust
 void register_transaction_callbacks() { register_effect_kind(EffectKind::Counter, &kHandlers); }
 
 void schedule_counter_reset(const core::Hash128& counter_key) {
-  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, false, 0, core::Admission{}});
+  record(Adjustment{counter_key, core::LimitRule{}, 0, 0, Action::Reset, When::Commit, false, 0,
+                    core::Admission{}});
 }
 
 void schedule_refund_at_commit(const core::Hash128& counter_key, const core::LimitRule& rule,
                                int64_t units, int64_t charge_window, uint16_t generation) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, false, generation,
-                    core::Admission{}});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Commit, false,
+                    generation, core::Admission{}});
 }
 
 void schedule_refund_on_abort(const core::Hash128& counter_key, const core::LimitRule& rule,
                               int64_t units, int64_t charge_window, uint16_t generation) {
-  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, false, generation,
-                    core::Admission{}});
+  record(Adjustment{counter_key, rule, units, charge_window, Action::Refund, When::Abort, false,
+                    generation, core::Admission{}});
 }
 
-void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
-                              bool in_ledger, const core::Admission& admission, bool follows_transaction) {
-  record(Adjustment{counter_key, rule, units, 0, Action::Charge, follows_transaction ? When::Survives : When::End,
-                    in_ledger, 0, admission});
+void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule,
+                              int64_t units, bool in_ledger, const core::Admission& admission,
+                              bool follows_transaction) {
+  record(Adjustment{counter_key, rule, units, 0, Action::Charge,
+                    follows_transaction ? When::Survives : When::End, in_ledger, 0, admission});
 }
 
 uint32_t transaction_effects_mark() { return effect_log_mark(); }

@@ -23,8 +23,8 @@ struct InstallationEntry {
   // Taken from RevocationShared::clock whenever a committed change touches
   // this installation (or the entry is created): loaders compare it.
   uint64 generation;
-  uint32 state;         // EntryState
-  uint32 cached;        // members of the set that belong to this installation
+  uint32 state;   // EntryState
+  uint32 cached;  // members of the set that belong to this installation
   // CLOCK (second chance) bit for eviction: set by lookups under LW_SHARED,
   // hence atomic; cleared by the eviction sweep.
   pg_atomic_uint32 referenced;
@@ -52,8 +52,8 @@ uint32 capacity_setting() { return static_cast<uint32>(settings.max_revocations)
 Size header_bytes() { return MAXALIGN(sizeof(RevocationShared)); }
 
 Size segment_bytes() {
-  return add_size(header_bytes(),
-                  mul_size(core::revocation_slots_for(capacity_setting()), sizeof(core::RevocationSlot)));
+  return add_size(header_bytes(), mul_size(core::revocation_slots_for(capacity_setting()),
+                                           sizeof(core::RevocationSlot)));
 }
 
 core::RevocationSet the_set() { return core::RevocationSet(&state->set, slots); }

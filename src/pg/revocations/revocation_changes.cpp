@@ -20,8 +20,10 @@ Change& change_of(Effect& e) { return e.as<Change>(); }
 bool is_revocation(const Effect& e) { return e.kind == EffectKind::Revocation; }
 
 // Marks the entries collapse_to_reloads() folded into an earlier one.
-bool folded(Effect& e) { return is_revocation(e) && change_of(e).kind == RevocationChangeKind::Reload &&
-                                change_of(e).installation == 0; }
+bool folded(Effect& e) {
+  return is_revocation(e) && change_of(e).kind == RevocationChangeKind::Reload &&
+         change_of(e).installation == 0;
+}
 
 // Replaces every pending change by one Reload per installation, recorded
 // with the oldest subtransaction that changed it: rolling back a later
@@ -74,7 +76,9 @@ constexpr EffectHandlers kHandlers = {
 
 }  // namespace
 
-void register_revocation_transaction_callbacks() { register_effect_kind(EffectKind::Revocation, &kHandlers); }
+void register_revocation_transaction_callbacks() {
+  register_effect_kind(EffectKind::Revocation, &kHandlers);
+}
 
 void record_revocation_change(RevocationChangeKind kind, uint64 installation,
                               const core::Hash128& key) {
@@ -100,7 +104,8 @@ PendingAnswer pending_revocation(uint64 installation, const core::Hash128& key, 
     *touched = true;
     if (c.kind == RevocationChangeKind::Reload) return PendingAnswer::AskTable;
     if (c.key == key)
-      return c.kind == RevocationChangeKind::Insert ? PendingAnswer::Revoked : PendingAnswer::NotRevoked;
+      return c.kind == RevocationChangeKind::Insert ? PendingAnswer::Revoked
+                                                    : PendingAnswer::NotRevoked;
   }
   return PendingAnswer::None;
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "rate_limiter/core/revocation_set.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/revocations/revocation_cache.hpp"
 #include "rate_limiter/pg/revocations/revocation_changes.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
@@ -43,8 +43,9 @@ void know_installation(const ExtensionCatalog* ext) {
                             "CREATE EXTENSION rate_limiter;")));
   // Both triggers come with version 1.1; without them commits would not
   // reach the cache, so it is not used at all.
-  const bool present = OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_changed", true)) &&
-                       OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_truncated", true));
+  const bool present =
+      OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_changed", true)) &&
+      OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_truncated", true));
   revocations_relid = relid;
   triggers_present = present;
   if (lookup_plan != nullptr) lookup_plan_stale = true;  // the schema may differ
@@ -108,7 +109,8 @@ bool table_says_revoked(const ExtensionCatalog* ext, std::string_view token) {
     if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the revocation lookup");
     lookup_plan = plan;
   }
-  Datum values[1] = {PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())))};
+  Datum values[1] = {
+      PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())))};
   const int rc = SPI_execute_snapshot(lookup_plan, values, nullptr, GetLatestSnapshot(),
                                       InvalidSnapshot, true, false, 1);
   if (rc != SPI_OK_SELECT)

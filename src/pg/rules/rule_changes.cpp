@@ -1,10 +1,10 @@
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 
-#include "rate_limiter/pg/support.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -36,11 +36,11 @@ struct Pending {
   int nchunks = 0;
   int chunk_capacity = 0;
   int64 count = 0;
-  uint64 installation = 0;        // the installation the changes belong to
+  uint64 installation = 0;  // the installation the changes belong to
   InstallationSlot* slot = nullptr;
-  bool reload = false;            // a statement-level change: reset at commit
+  bool reload = false;  // a statement-level change: reset at commit
   SubTransactionId reload_subxact = InvalidSubTransactionId;
-  HTAB* index = nullptr;          // key -> latest change; built on first lookup
+  HTAB* index = nullptr;  // key -> latest change; built on first lookup
 };
 
 Pending pending;
@@ -50,7 +50,9 @@ struct IndexEntry {
   int64 position;
 };
 
-RuleChange& change_at(int64 i) { return pending.chunks[i / kChunkChanges].changes[i % kChunkChanges]; }
+RuleChange& change_at(int64 i) {
+  return pending.chunks[i / kChunkChanges].changes[i % kChunkChanges];
+}
 
 void forget_pending() { pending = Pending{}; }  // the memory goes with TopTransactionContext
 
@@ -96,7 +98,8 @@ void build_index() {
   for (int64 i = 0; i < pending.count; ++i) index_change(i);
 }
 
-void record_change(const ExtensionCatalog* ext, const core::Hash128& key, Op op, const core::RuleRecord* record) {
+void record_change(const ExtensionCatalog* ext, const core::Hash128& key, Op op,
+                   const core::RuleRecord* record) {
   ensure_context();
   if (pending.count == 0 && !pending.reload) {
     pending.installation = ext->installation;
@@ -110,8 +113,8 @@ void record_change(const ExtensionCatalog* ext, const core::Hash128& key, Op op,
                                     : repalloc(pending.chunks, capacity * sizeof(Chunk)));
       pending.chunk_capacity = capacity;
     }
-    pending.chunks[pending.nchunks++].changes =
-        static_cast<RuleChange*>(MemoryContextAlloc(pending.context, kChunkChanges * sizeof(RuleChange)));
+    pending.chunks[pending.nchunks++].changes = static_cast<RuleChange*>(
+        MemoryContextAlloc(pending.context, kChunkChanges * sizeof(RuleChange)));
   }
   RuleChange& c = change_at(pending.count);
   c.key = key;
@@ -144,7 +147,8 @@ void apply_changes() noexcept {
           note_rule_write(slot, w, c.record);
           // During a load, a change that found no room leaves the loader's
           // older version to be inserted once room appears: load again.
-          if (w == core::RuleWrite::Full && tombstones) pg_atomic_write_u32(&slot->rules_load_invalid, 1);
+          if (w == core::RuleWrite::Full && tombstones)
+            pg_atomic_write_u32(&slot->rules_load_invalid, 1);
         } else {
           bool no_room = false;
           if (rule_table_erase(c.key, tombstones, &no_room)) note_rule_removed(slot);
@@ -204,8 +208,9 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
 core::LimitKind kind_of_relation(const ExtensionCatalog* ext, Oid relid) {
   if (relid == ext->token_limits) return core::LimitKind::Tokens;
   if (relid == ext->request_limits) return core::LimitKind::Requests;
-  ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-                  errmsg("rate_limiter_rules_changed() fired on a table that holds no rate limits")));
+  ereport(ERROR,
+          (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+           errmsg("rate_limiter_rules_changed() fired on a table that holds no rate limits")));
   pg_unreachable();
 }
 
@@ -223,8 +228,8 @@ core::Hash128 key_of_row(const ExtensionCatalog* ext, const RuleColumns& columns
   text* user = nullptr;
   text* endpoint = nullptr;
   columns.ids(tuple, &user, &endpoint);
-  const core::Hash128 scope =
-      scope_of(ext, scope_kind_of(user != nullptr, endpoint != nullptr), view_of(user), view_of(endpoint));
+  const core::Hash128 scope = scope_of(ext, scope_kind_of(user != nullptr, endpoint != nullptr),
+                                       view_of(user), view_of(endpoint));
   return core::counter_key(scope, kind);
 }
 
@@ -247,7 +252,8 @@ OwnChange own_rule_change(const core::Hash128& key, core::RuleRecord* out) {
   if (pending.count == 0) return OwnChange::None;
   if (pending.index == nullptr) build_index();
   bool found = false;
-  const auto* e = static_cast<const IndexEntry*>(hash_search(pending.index, &key, HASH_FIND, &found));
+  const auto* e =
+      static_cast<const IndexEntry*>(hash_search(pending.index, &key, HASH_FIND, &found));
   if (!found) return OwnChange::None;
   const RuleChange& c = change_at(e->position);
   if (c.op == Op::Delete) return OwnChange::Delete;

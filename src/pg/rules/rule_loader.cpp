@@ -3,10 +3,10 @@
 #include <csignal>
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
 #include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -32,10 +32,10 @@ std::string_view view_of(text* t) {
 
 // Reads one rule table through a cursor and inserts what the shared table
 // lacks.  False when a reset moved the epoch on (the load is void).
-bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid, core::LimitKind kind,
-                uint64 epoch, uint64* loaded) {
-  const char* sql = psprintf("SELECT * FROM %s.%s", ext->quoted_schema,
-                             quote_identifier(get_rel_name(relid)));
+bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid,
+                core::LimitKind kind, uint64 epoch, uint64* loaded) {
+  const char* sql =
+      psprintf("SELECT * FROM %s.%s", ext->quoted_schema, quote_identifier(get_rel_name(relid)));
   SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the rule load");
   // read_only: the portal runs on the active snapshot, the one
@@ -58,9 +58,10 @@ bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid, 
       text* user = nullptr;
       text* endpoint = nullptr;
       columns.ids(tuple, &user, &endpoint);
-      const core::Hash128 key = core::counter_key(
-          scope_of(ext, scope_kind_of(user != nullptr, endpoint != nullptr), view_of(user), view_of(endpoint)),
-          kind);
+      const core::Hash128 key =
+          core::counter_key(scope_of(ext, scope_kind_of(user != nullptr, endpoint != nullptr),
+                                     view_of(user), view_of(endpoint)),
+                            kind);
       const core::RuleRecord record = columns.record(tuple);
       bool stale = false;
       const core::RuleWrite w = rule_table_load(key, record, &slot->rules_epoch, epoch, &stale);
@@ -99,7 +100,8 @@ enum class Claim { Done, Load, Wait, Reset };
 
 }  // namespace
 
-void note_rule_write(InstallationSlot* slot, core::RuleWrite write, const core::RuleRecord& record) noexcept {
+void note_rule_write(InstallationSlot* slot, core::RuleWrite write,
+                     const core::RuleRecord& record) noexcept {
   switch (write) {
     case core::RuleWrite::Inserted:
       pg_atomic_fetch_add_u64(&slot->rule_count, 1);
@@ -110,7 +112,8 @@ void note_rule_write(InstallationSlot* slot, core::RuleWrite write, const core::
       break;
     case core::RuleWrite::Full:
       // Looked up in the rule tables from now on (rule_lookup.hpp).
-      if (pg_atomic_read_u32(&slot->rules_overflowed) == 0) pg_atomic_write_u32(&slot->rules_overflowed, 1);
+      if (pg_atomic_read_u32(&slot->rules_overflowed) == 0)
+        pg_atomic_write_u32(&slot->rules_overflowed, 1);
       raise_max(&slot->longest_horizon, static_cast<uint64>(replay_horizon(record)));
       break;
     case core::RuleWrite::Present:
@@ -118,7 +121,9 @@ void note_rule_write(InstallationSlot* slot, core::RuleWrite write, const core::
   }
 }
 
-void note_rule_removed(InstallationSlot* slot) noexcept { pg_atomic_fetch_sub_u64(&slot->rule_count, 1); }
+void note_rule_removed(InstallationSlot* slot) noexcept {
+  pg_atomic_fetch_sub_u64(&slot->rule_count, 1);
+}
 
 void reset_installation_rules(InstallationSlot* slot) noexcept {
   const uint64 installation = slot->installation;
@@ -153,7 +158,8 @@ void ensure_rules_loaded(const ExtensionCatalog* ext) {
   // which a call racing with it may miss once (as a call racing with the
   // commit of a rule change may use the old rule).
   if (slot->rules_state == RulesState::Loaded) return;
-  const TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), settings.recovery_timeout_ms);
+  const TimestampTz deadline =
+      TimestampTzPlusMilliseconds(GetCurrentTimestamp(), settings.recovery_timeout_ms);
   for (;;) {
     Claim claim = Claim::Wait;
     uint64 epoch = 0;
@@ -224,11 +230,14 @@ void ensure_rules_loaded(const ExtensionCatalog* ext) {
         long secs;
         int usecs;
         TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
-        ereport(DEBUG1, (errmsg("rate_limiter: loaded " UINT64_FORMAT " rules of database \"%s\" in %ld.%03d s%s",
-                                loaded, get_database_name(MyDatabaseId), secs, usecs / 1000,
-                                pg_atomic_read_u32(&slot->rules_overflowed) != 0
-                                    ? " (rate_limiter.max_rules is too small: the rest are read from the tables)"
-                                    : "")));
+        ereport(
+            DEBUG1,
+            (errmsg(
+                "rate_limiter: loaded " UINT64_FORMAT " rules of database \"%s\" in %ld.%03d s%s",
+                loaded, get_database_name(MyDatabaseId), secs, usecs / 1000,
+                pg_atomic_read_u32(&slot->rules_overflowed) != 0
+                    ? " (rate_limiter.max_rules is too small: the rest are read from the tables)"
+                    : "")));
         return;
       }
       if (invalid) reset_installation_rules(slot);
@@ -272,7 +281,8 @@ RL_SQL_FUNCTION(rule_table_status) {
   Datum values[6] = {CStringGetTextDatum(state < 4 ? kStates[state] : "unknown"),
                      Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&slot->rule_count))),
                      BoolGetDatum(pg_atomic_read_u32(&slot->rules_overflowed) != 0),
-                     Int64GetDatum(static_cast<int64>(stats.live)), Int64GetDatum(static_cast<int64>(stats.capacity)),
+                     Int64GetDatum(static_cast<int64>(stats.live)),
+                     Int64GetDatum(static_cast<int64>(stats.capacity)),
                      Int64GetDatum(static_cast<int64>(stats.tombstones))};
   bool nulls[6] = {false, false, false, false, false, false};
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));

@@ -1,10 +1,10 @@
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
 
 #include "rate_limiter/core/scope_key.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -38,8 +38,8 @@ SPIPlanPtr lookup_plan(const ExtensionCatalog* ext, core::LimitKind kind, core::
       "user_id IS NULL AND api_endpoint IS NULL",  // Default
   };
   // $1 and $2 are declared in every variant; a variant may leave one unused.
-  const char* sql = psprintf("SELECT * FROM %s.%s WHERE %s",
-                             ext->quoted_schema, kind == core::LimitKind::Tokens ? "token_limits" : "request_limits",
+  const char* sql = psprintf("SELECT * FROM %s.%s WHERE %s", ext->quoted_schema,
+                             kind == core::LimitKind::Tokens ? "token_limits" : "request_limits",
                              kWhere[static_cast<int>(scope)]);
   Oid types[2] = {TEXTOID, TEXTOID};
   SPIPlanPtr plan = SPI_prepare(sql, 2, types);
@@ -51,13 +51,16 @@ SPIPlanPtr lookup_plan(const ExtensionCatalog* ext, core::LimitKind kind, core::
 
 // The rule of (kind, scope) from its table, with the transaction's snapshot.
 bool lookup_in_table(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKind scope,
-                     std::string_view user, std::string_view endpoint, core::RuleRecord* out, RuleView view) {
+                     std::string_view user, std::string_view endpoint, core::RuleRecord* out,
+                     RuleView view) {
   metric_add(&shared->metrics.rule_sql_lookups);
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   SPIPlanPtr plan = lookup_plan(ext, kind, scope);
-  Datum values[2] = {PointerGetDatum(cstring_to_text_with_len(user.data(), static_cast<int>(user.size()))),
-                     PointerGetDatum(cstring_to_text_with_len(endpoint.data(), static_cast<int>(endpoint.size())))};
+  Datum values[2] = {
+      PointerGetDatum(cstring_to_text_with_len(user.data(), static_cast<int>(user.size()))),
+      PointerGetDatum(
+          cstring_to_text_with_len(endpoint.data(), static_cast<int>(endpoint.size())))};
   // read_only: the plan runs on the active snapshot.  The committed view
   // takes a fresh one that hides this transaction's own changes (curcid 0,
   // as the loader does).
@@ -67,7 +70,8 @@ bool lookup_in_table(const ExtensionCatalog* ext, core::LimitKind kind, core::Sc
   }
   const int rc = SPI_execute_plan(plan, values, nullptr, true, 1);
   if (view == RuleView::Committed) PopActiveSnapshot();
-  if (rc != SPI_OK_SELECT) elog(ERROR, "rate_limiter: rule lookup failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_SELECT)
+    elog(ERROR, "rate_limiter: rule lookup failed: %s", SPI_result_code_string(rc));
   const bool found = SPI_processed > 0;
   if (found) {
     RuleColumns& columns = sql_columns[static_cast<int>(kind)];
@@ -79,8 +83,9 @@ bool lookup_in_table(const ExtensionCatalog* ext, core::LimitKind kind, core::Sc
   return found;
 }
 
-bool lookup_one(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKind scope, std::string_view user,
-                std::string_view endpoint, const core::Hash128& key, core::RuleRecord* out, RuleView view) {
+bool lookup_one(const ExtensionCatalog* ext, core::LimitKind kind, core::ScopeKind scope,
+                std::string_view user, std::string_view endpoint, const core::Hash128& key,
+                core::RuleRecord* out, RuleView view) {
   switch (view == RuleView::Transaction ? own_rule_change(key, out) : OwnChange::None) {
     case OwnChange::Upsert:
       return true;
@@ -111,16 +116,18 @@ void prepare_rule_lookups(const ExtensionCatalog* ext) {
 }
 
 bool installation_has_rules(const ExtensionCatalog* ext) noexcept {
-  return pg_atomic_read_u64(&ext->slot->rule_count) > 0 || pg_atomic_read_u32(&ext->slot->rules_overflowed) != 0 ||
-         has_own_rule_changes();
+  return pg_atomic_read_u64(&ext->slot->rule_count) > 0 ||
+         pg_atomic_read_u32(&ext->slot->rules_overflowed) != 0 || has_own_rule_changes();
 }
 
 void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::string_view user,
-                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out, RuleView view) {
+                        std::string_view endpoint, const core::Hash128& scope, ScopeRules* out,
+                        RuleView view) {
   *out = ScopeRules{};
   for (int k = 0; k < core::kLimitKinds; ++k) {
     const auto lk = static_cast<core::LimitKind>(k);
-    out->has[k] = lookup_one(ext, lk, kind, user, endpoint, core::counter_key(scope, lk), &out->kind[k], view);
+    out->has[k] = lookup_one(ext, lk, kind, user, endpoint, core::counter_key(scope, lk),
+                             &out->kind[k], view);
   }
 }
 
@@ -137,14 +144,16 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
     lookup_scope_rules(ext, core::ScopeKind::UserEndpoint, user, endpoint, out->user_endpoint_scope,
                        &out->user_endpoint, view);
     out->endpoint_scope = scope_of(ext, core::ScopeKind::Endpoint, {}, endpoint);
-    lookup_scope_rules(ext, core::ScopeKind::Endpoint, {}, endpoint, out->endpoint_scope, &out->endpoint, view);
+    lookup_scope_rules(ext, core::ScopeKind::Endpoint, {}, endpoint, out->endpoint_scope,
+                       &out->endpoint, view);
   }
   out->user_scope = scope_of(ext, core::ScopeKind::User, user, {});
   lookup_scope_rules(ext, core::ScopeKind::User, user, {}, out->user_scope, &out->user, view);
   // The default rule is needed only for a kind the user has no rule of.
   if (!out->user.has[0] || !out->user.has[1]) {
     out->default_scope = scope_of(ext, core::ScopeKind::Default, {}, {});
-    lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, out->default_scope, &out->fallback, view);
+    lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, out->default_scope, &out->fallback,
+                       view);
   }
 }
 
@@ -161,8 +170,8 @@ int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::s
     const core::RuleRecord* r = own.has[k] ? &own.kind[k] : nullptr;
     if (r == nullptr && scope == core::ScopeKind::User) {
       if (!fallback_read) {
-        lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, scope_of(ext, core::ScopeKind::Default, {}, {}),
-                           &fallback, view);
+        lookup_scope_rules(ext, core::ScopeKind::Default, {}, {},
+                           scope_of(ext, core::ScopeKind::Default, {}, {}), &fallback, view);
         fallback_read = true;
       }
       if (fallback.has[k]) r = &fallback.kind[k];

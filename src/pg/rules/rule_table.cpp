@@ -38,7 +38,9 @@ Size segment_bytes(const core::TableGeometry& g) {
   return size;
 }
 
-uint32 partition_of(const core::Hash128& key) { return core::partition_of(key, table->geometry.partitions); }
+uint32 partition_of(const core::Hash128& key) {
+  return core::partition_of(key, table->geometry.partitions);
+}
 
 core::RulePartition partition(uint32 p) {
   return core::RulePartition(&metas[p].header,
@@ -56,7 +58,8 @@ auto write_partition(uint32 p, Write write) {
   return result;
 }
 
-RuleProbe copy_out(const core::RulePartition& part, const core::Hash128& key, core::RuleRecord* out) {
+RuleProbe copy_out(const core::RulePartition& part, const core::Hash128& key,
+                   core::RuleRecord* out) {
   const core::RuleSlot* s = part.find(key);
   if (s == nullptr) return RuleProbe::Absent;
   *out = s->record;
@@ -85,7 +88,8 @@ void attach_rule_table_memory() {
     for (uint32 p = 0; p < g.partitions; ++p) {
       pg_atomic_init_u32(&metas[p].seq, 0);
       metas[p].reserved = 0;
-      core::RulePartition::initialize(&metas[p].header, slots + static_cast<Size>(p) * g.slots_per_partition,
+      core::RulePartition::initialize(&metas[p].header,
+                                      slots + static_cast<Size>(p) * g.slots_per_partition,
                                       g.capacity_per_partition, g.slots_per_partition);
     }
   }
@@ -119,12 +123,15 @@ RuleProbe rule_table_get(const core::Hash128& key, core::RuleRecord* out) noexce
   return probe;
 }
 
-core::RuleWrite rule_table_upsert(const core::Hash128& key, const core::RuleRecord& record) noexcept {
-  return write_partition(partition_of(key), [&](core::RulePartition part) { return part.upsert(key, record); });
+core::RuleWrite rule_table_upsert(const core::Hash128& key,
+                                  const core::RuleRecord& record) noexcept {
+  return write_partition(partition_of(key),
+                         [&](core::RulePartition part) { return part.upsert(key, record); });
 }
 
 core::RuleWrite rule_table_load(const core::Hash128& key, const core::RuleRecord& record,
-                                const pg_atomic_uint64* epoch, uint64 expected, bool* stale) noexcept {
+                                const pg_atomic_uint64* epoch, uint64 expected,
+                                bool* stale) noexcept {
   return write_partition(partition_of(key), [&](core::RulePartition part) {
     // pg_atomic_read_u64 takes no const pointer; the read does not write.
     *stale = pg_atomic_read_u64(const_cast<pg_atomic_uint64*>(epoch)) != expected;
@@ -139,7 +146,8 @@ bool rule_table_erase(const core::Hash128& key, bool tombstone, bool* no_room) n
     const bool removed = part.erase(key, tombstone);
     // A tombstone was wanted but neither an existing slot was marked nor a
     // new one written.
-    if (tombstone && !removed && part.count() == count_before && part.find(key) == nullptr) *no_room = true;
+    if (tombstone && !removed && part.count() == count_before && part.find(key) == nullptr)
+      *no_room = true;
     return removed;
   });
 }
@@ -151,7 +159,8 @@ uint64 rule_table_sweep_tag(uint16 tag) noexcept {
   return removed;
 }
 
-uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch, uint64 expected) noexcept {
+uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch,
+                                   uint64 expected) noexcept {
   uint64 removed = 0;
   for (uint32 p = 0; p < table->geometry.partitions; ++p) {
     // Most partitions hold no tombstone at all after a load: a read of the

@@ -26,9 +26,10 @@ int attnum_of(TupleDesc desc, const char* name) {
 
 // The options stored in ppm (core::RuleRecord::ppm, in this order); the
 // burst multiplier is a factor between 1 and 100.
-constexpr RuleOption kPpmOptions[6] = {RuleOption::user_history_weight, RuleOption::system_load_weight,
-                                       RuleOption::time_factor_weight,  RuleOption::emergency_threshold,
-                                       RuleOption::override_percentage, RuleOption::burst_multiplier};
+constexpr RuleOption kPpmOptions[6] = {
+    RuleOption::user_history_weight, RuleOption::system_load_weight,
+    RuleOption::time_factor_weight,  RuleOption::emergency_threshold,
+    RuleOption::override_percentage, RuleOption::burst_multiplier};
 constexpr int kBurstMultiplierPpm = 5;
 
 }  // namespace
@@ -76,7 +77,8 @@ int64 replay_horizon(const core::RuleRecord& r) noexcept {
         // A bucket is full again capacity emission intervals after its last
         // charge: older rows cannot matter.
         const __int128 h =
-            (static_cast<__int128>(core::capacity(rule)) * rule.window_micros + rule.limit - 1) / rule.limit;
+            (static_cast<__int128>(core::capacity(rule)) * rule.window_micros + rule.limit - 1) /
+            rule.limit;
         return h > PG_INT64_MAX / 2 ? PG_INT64_MAX / 2 : static_cast<int64>(h);
       }
     }
@@ -109,8 +111,9 @@ core::StrategyParams resolve_params(const ScopeRules& scope, int kind) {
   p.emergency_threshold_ppm = ppm(3, settings.emergency_threshold);
   p.override_ppm = ppm(4, settings.override_percentage);
   p.burst_multiplier_ppm = ppm(kBurstMultiplierPpm, settings.burst_multiplier);
-  p.burst_window_micros = own.burst_window_micros >= 0 ? own.burst_window_micros
-                                                       : static_cast<int64>(settings.burst_window_s) * USECS_PER_SEC;
+  p.burst_window_micros = own.burst_window_micros >= 0
+                              ? own.burst_window_micros
+                              : static_cast<int64>(settings.burst_window_s) * USECS_PER_SEC;
   p.max_burst_tokens = own.max_burst_tokens >= 0 ? own.max_burst_tokens : settings.max_burst_tokens;
   return p;
 }
@@ -131,7 +134,8 @@ void RuleColumns::bind(TupleDesc desc, core::LimitKind kind) {
   if (user_ == 0 || endpoint_ == 0 || limit_ == 0 || window_ == 0)
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
                     errmsg("rate_limiter rule table is missing a scope or limit column"),
-                    errhint("Reinstall the extension: DROP EXTENSION rate_limiter; CREATE EXTENSION rate_limiter;")));
+                    errhint("Reinstall the extension: DROP EXTENSION rate_limiter; CREATE "
+                            "EXTENSION rate_limiter;")));
 }
 
 void RuleColumns::ids(HeapTuple tuple, text** user, text** endpoint) const {
@@ -159,8 +163,8 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
   r.limit = isnull ? 1 : std::clamp<int64>(DatumGetInt64(d), 1, core::kMaxQuantity);
   d = get(window_);
   r.window_micros = isnull ? core::kMinWindowMicros
-                           : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)), core::kMinWindowMicros,
-                                               core::kMaxWindowMicros);
+                           : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)),
+                                               core::kMinWindowMicros, core::kMaxWindowMicros);
   core::Algorithm algorithm = core::Algorithm::FixedWindow;
   d = get(at(RuleOption::algorithm));
   if (!isnull) {
@@ -192,9 +196,10 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
     r.ppm[i] = isnull ? -1 : static_cast<int32>(ppm_of(d, lo, hi));
   }
   d = get(at(RuleOption::burst_window));
-  r.burst_window_micros = isnull ? -1
-                                 : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)),
-                                                     core::kMinWindowMicros, core::kMaxWindowMicros);
+  r.burst_window_micros = isnull
+                              ? -1
+                              : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)),
+                                                  core::kMinWindowMicros, core::kMaxWindowMicros);
   d = get(at(RuleOption::max_burst_tokens));
   r.max_burst_tokens = isnull ? -1 : std::clamp<int64>(DatumGetInt64(d), 0, core::kMaxQuantity);
   d = get(at(RuleOption::shadow_mode));

@@ -1,7 +1,7 @@
 #include "rate_limiter/pg/shmem/extension_catalog.hpp"
 
-#include "rate_limiter/pg/workers.hpp"
 #include "rate_limiter/pg/shmem/shared_state.hpp"
+#include "rate_limiter/pg/workers.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -30,10 +30,10 @@ void relcache_callback(Datum, Oid relid) {
 Oid table_in_schema(const char* name, Oid schema) {
   Oid relid = get_relname_relid(name, schema);
   if (!OidIsValid(relid))
-    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
-                    errmsg("rate_limiter table \"%s\" is missing", name),
-                    errhint("Reinstall the extension: DROP EXTENSION rate_limiter; "
-                            "CREATE EXTENSION rate_limiter;")));
+    ereport(ERROR,
+            (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("rate_limiter table \"%s\" is missing", name),
+             errhint("Reinstall the extension: DROP EXTENSION rate_limiter; "
+                     "CREATE EXTENSION rate_limiter;")));
   return relid;
 }
 
@@ -85,7 +85,8 @@ const ExtensionCatalog* extension_catalog() {
                                   get_attnum(fresh.token_usage, "granted_to") != InvalidAttrNumber;
   fresh.slot = register_installation(fresh.installation);
   fresh.tag = fresh.slot->tag;
-  fresh.default_scope = installation_scope(fresh.installation, fresh.tag, core::ScopeKind::Default, {}, {});
+  fresh.default_scope =
+      installation_scope(fresh.installation, fresh.tag, core::ScopeKind::Default, {}, {});
 
   if (cached.quoted_schema != nullptr) pfree(const_cast<char*>(cached.quoted_schema));
   cached = fresh;
@@ -118,8 +119,8 @@ core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::
   if (scope == core::ScopeKind::Default) return ext->default_scope;
   if (scope == core::ScopeKind::User && user.size() <= sizeof last_user.bytes) {
     LastScope& c = last_user;
-    if (c.valid && c.installation == ext->installation && c.tag == ext->tag && c.length == user.size() &&
-        memcmp(c.bytes, user.data(), user.size()) == 0)
+    if (c.valid && c.installation == ext->installation && c.tag == ext->tag &&
+        c.length == user.size() && memcmp(c.bytes, user.data(), user.size()) == 0)
       return c.hash;
     c.hash = installation_scope(ext->installation, ext->tag, scope, user, endpoint);
     c.installation = ext->installation;
@@ -142,8 +143,8 @@ void register_extension_catalog_invalidation() {
 
 AsExtensionOwner::AsExtensionOwner(const ExtensionCatalog* ext) {
   GetUserIdAndSecContext(&saved_user_, &saved_context_);
-  SetUserIdAndSecContext(ext->owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE |
-                                         SECURITY_RESTRICTED_OPERATION);
+  SetUserIdAndSecContext(
+      ext->owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
   // As a SECURITY DEFINER function with SET search_path would: a GUC nest
   // level that transaction abort unwinds on error, restore() otherwise.
   guc_nest_level_ = NewGUCNestLevel();

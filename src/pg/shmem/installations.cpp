@@ -25,7 +25,8 @@ int slot_hint = 0;  // this backend's last slot, checked before a scan
 int slot_count_setting() { return Min(settings.max_databases, kMaxInstallationSlots); }
 
 Size registry_bytes() {
-  return add_size(offsetof(Registry, slots), mul_size(slot_count_setting(), sizeof(InstallationSlot)));
+  return add_size(offsetof(Registry, slots),
+                  mul_size(slot_count_setting(), sizeof(InstallationSlot)));
 }
 
 uint16 tag_for(int index, uint16 generation) {
@@ -63,7 +64,8 @@ InstallationSlot* claim_free_slot(uint64 installation) {
     if (s.installation != 0) continue;
     // A new generation on every reuse: late keys of the former occupant
     // never carry the new tag.  (64 generations, then it wraps.)
-    const uint16 generation = static_cast<uint16>((s.generation + 1) & ((1 << (16 - kTagIndexBits)) - 1));
+    const uint16 generation =
+        static_cast<uint16>((s.generation + 1) & ((1 << (16 - kTagIndexBits)) - 1));
     init_slot(&s, static_cast<int>(i), generation);
     s.installation = installation;
     s.last_used = ++registry->clock;
@@ -89,7 +91,8 @@ void attach_installations_memory() {
     registry->clock = 0;
     ConditionVariableInit(&registry->changed);
     memset(registry->tag_live, 0, sizeof registry->tag_live);
-    for (uint32 i = 0; i < registry->nslots; ++i) init_slot(&registry->slots[i], static_cast<int>(i), 0);
+    for (uint32 i = 0; i < registry->nslots; ++i)
+      init_slot(&registry->slots[i], static_cast<int>(i), 0);
   }
   LWLockRelease(AddinShmemInitLock);
 }
@@ -140,7 +143,9 @@ int installation_slot_count() noexcept { return static_cast<int>(registry->nslot
 
 int configured_installation_slots() noexcept { return slot_count_setting(); }
 
-int installation_index(const InstallationSlot* slot) noexcept { return static_cast<int>(slot - registry->slots); }
+int installation_index(const InstallationSlot* slot) noexcept {
+  return static_cast<int>(slot - registry->slots);
+}
 
 const volatile uint8* installation_tag_live() noexcept { return registry->tag_live; }
 

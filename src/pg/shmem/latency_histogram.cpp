@@ -54,7 +54,8 @@ void latency_record(LatencyStats* s, uint64 ns) noexcept {
     const int64 cur = static_cast<int64>(old);
     const int64 next = cur == 0 ? sample : cur + (sample - cur) / kLatencyEwmaDivisor;
     // On failure `old` receives the current value and we retry with it.
-    if (pg_atomic_compare_exchange_u64(&s->ewma_fixed, &old, static_cast<uint64>(next > 0 ? next : 1)))
+    if (pg_atomic_compare_exchange_u64(&s->ewma_fixed, &old,
+                                       static_cast<uint64>(next > 0 ? next : 1)))
       return;
   }
 }

@@ -72,7 +72,9 @@ void release_partitions(const PartitionSet& set) noexcept {
   for (int i = set.count - 1; i >= 0; --i) LWLockRelease(partition_lock(set.ids[i]));
 }
 
-void lock_partition(uint32 partition, LWLockMode mode) noexcept { LWLockAcquire(partition_lock(partition), mode); }
+void lock_partition(uint32 partition, LWLockMode mode) noexcept {
+  LWLockAcquire(partition_lock(partition), mode);
+}
 
 void unlock_partition(uint32 partition) noexcept { LWLockRelease(partition_lock(partition)); }
 

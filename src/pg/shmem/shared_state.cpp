@@ -62,20 +62,37 @@ SharedState* attach_counter_memory(bool* created) {
     }
     state->hash_key = core::SipKey{key[0], key[1]};
     SharedMetrics& m = state->metrics;
-    for (pg_atomic_uint64* c : {&m.total_checks, &m.allowed, &m.denied, &m.check_time_ns,
-                                &m.emergency_overrides, &m.burst_allocations, &m.fail_open,
-                                &m.fail_closed, &m.lock_timeouts, &m.lock_waits, &m.evictions,
-                                &m.keys_in_use, &m.emergency_refused, &m.usage_rows_flushed,
-                                &m.usage_queue_full_waits, &m.usage_sync_fallbacks, &m.usage_cap_fallbacks, &m.usage_dead_letters,
-                                &m.shadow_denials, &m.alerts_queued, &m.alerts_dropped,
-                                &m.alerts_sent, &m.rule_sql_lookups, &m.key_refusals,
+    for (pg_atomic_uint64* c : {&m.total_checks,
+                                &m.allowed,
+                                &m.denied,
+                                &m.check_time_ns,
+                                &m.emergency_overrides,
+                                &m.burst_allocations,
+                                &m.fail_open,
+                                &m.fail_closed,
+                                &m.lock_timeouts,
+                                &m.lock_waits,
+                                &m.evictions,
+                                &m.keys_in_use,
+                                &m.emergency_refused,
+                                &m.usage_rows_flushed,
+                                &m.usage_queue_full_waits,
+                                &m.usage_sync_fallbacks,
+                                &m.usage_cap_fallbacks,
+                                &m.usage_dead_letters,
+                                &m.shadow_denials,
+                                &m.alerts_queued,
+                                &m.alerts_dropped,
+                                &m.alerts_sent,
+                                &m.rule_sql_lookups,
+                                &m.key_refusals,
                                 &m.latency.ewma_fixed})
       pg_atomic_init_u64(c, 0);
     for (pg_atomic_uint64& b : m.latency.buckets) pg_atomic_init_u64(&b, 0);
     for (uint32 p = 0; p < g.partitions; ++p) {
-      core::CounterPartition::initialize(&partition_headers[p],
-                                         counter_slots + static_cast<Size>(p) * g.slots_per_partition,
-                                         g.capacity_per_partition, g.slots_per_partition);
+      core::CounterPartition::initialize(
+          &partition_headers[p], counter_slots + static_cast<Size>(p) * g.slots_per_partition,
+          g.capacity_per_partition, g.slots_per_partition);
     }
   }
   LWLockRelease(AddinShmemInitLock);
@@ -85,16 +102,16 @@ SharedState* attach_counter_memory(bool* created) {
 
 void require_shared_state() {
   if (shared == nullptr)
-    ereport(ERROR,
-            (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-             errmsg("rate_limiter must be loaded via shared_preload_libraries"),
-             errhint("Add 'rate_limiter' to shared_preload_libraries in postgresql.conf "
-                     "and restart the server.")));
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("rate_limiter must be loaded via shared_preload_libraries"),
+                    errhint("Add 'rate_limiter' to shared_preload_libraries in postgresql.conf "
+                            "and restart the server.")));
 }
 
-core::Hash128 installation_scope(uint64 installation, uint16 tag, core::ScopeKind scope, std::string_view user,
-                                 std::string_view endpoint) noexcept {
-  return core::with_tag(core::scope_hash(shared->hash_key, installation, scope, user, endpoint), tag);
+core::Hash128 installation_scope(uint64 installation, uint16 tag, core::ScopeKind scope,
+                                 std::string_view user, std::string_view endpoint) noexcept {
+  return core::with_tag(core::scope_hash(shared->hash_key, installation, scope, user, endpoint),
+                        tag);
 }
 
 core::CounterPartition counter_partition(uint32 partition) {
@@ -105,6 +122,5 @@ core::CounterPartition counter_partition(uint32 partition) {
 }
 
 LWLock* partition_lock(uint32 partition) { return &partition_locks[partition].lock; }
-
 
 }  // namespace rate_limiter::pg

@@ -23,18 +23,19 @@ struct StreamPool::Stream {
   uint64 records;  // in [tail, head)
   int32 head_chunk;
   int32 tail_chunk;
-  uint32 chunks;   // linked to the chain, or reserved by pending transactions
-  uint32 reserved; // of those, reserved (reserve_chunk() .. commit_reserved() / release_reserved())
+  uint32 chunks;  // linked to the chain, or reserved by pending transactions
+  uint32
+      reserved;  // of those, reserved (reserve_chunk() .. commit_reserved() / release_reserved())
   int32 consumer_pid;
   Latch* consumer_latch;
   ConditionVariable progress;
 };
 
 struct StreamPool::Chunk {
-  uint64 start;    // position of the chunk's first record
-  int32 next;      // the next chunk of the chain (or of the free list)
-  uint32 fill;     // commit_reserved(): bytes packed into a reserved chunk
-  uint64 packed;   // commit_reserved(): records packed into it
+  uint64 start;   // position of the chunk's first record
+  int32 next;     // the next chunk of the chain (or of the free list)
+  uint32 fill;    // commit_reserved(): bytes packed into a reserved chunk
+  uint64 packed;  // commit_reserved(): records packed into it
 };
 
 static_assert(std::is_trivially_copyable_v<StreamWindow>);
@@ -50,8 +51,8 @@ Size StreamPool::segment_bytes(uint32 streams, uint32 chunks, uint32 chunk_bytes
   return size;
 }
 
-SegmentRequest StreamPool::segment(const char* segment, const char* tranche, uint32 streams, uint32 chunks,
-                                   uint32 chunk_bytes) {
+SegmentRequest StreamPool::segment(const char* segment, const char* tranche, uint32 streams,
+                                   uint32 chunks, uint32 chunk_bytes) {
   return {segment, segment_bytes(streams, chunks, chunk_bytes), tranche, static_cast<int>(streams)};
 }
 
@@ -59,8 +60,8 @@ void StreamPool::attach(const char* segment, const char* tranche, uint32 streams
                         uint32 chunk_bytes) {
   bool found = false;
   LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-  header_ = static_cast<Header*>(ShmemInitStruct(
-      segment, segment_bytes(streams, chunks, chunk_bytes), &found));
+  header_ = static_cast<Header*>(
+      ShmemInitStruct(segment, segment_bytes(streams, chunks, chunk_bytes), &found));
   locks_ = GetNamedLWLockTranche(tranche);
   if (!found) {
     header_->nstreams = streams;
@@ -98,12 +99,14 @@ StreamPool::Stream* StreamPool::stream_state(int stream) const noexcept {
 }
 
 StreamPool::Chunk* StreamPool::chunk(int32 index) const noexcept {
-  char* base = reinterpret_cast<char*>(header_) + header_bytes() + MAXALIGN(header_->nstreams * sizeof(Stream));
+  char* base = reinterpret_cast<char*>(header_) + header_bytes() +
+               MAXALIGN(header_->nstreams * sizeof(Stream));
   return reinterpret_cast<Chunk*>(base) + index;
 }
 
 char* StreamPool::data(int32 index) const noexcept {
-  char* base = reinterpret_cast<char*>(header_) + header_bytes() + MAXALIGN(header_->nstreams * sizeof(Stream)) +
+  char* base = reinterpret_cast<char*>(header_) + header_bytes() +
+               MAXALIGN(header_->nstreams * sizeof(Stream)) +
                MAXALIGN(header_->nchunks * sizeof(Chunk));
   return base + static_cast<Size>(index) * header_->chunk_bytes;
 }
@@ -175,7 +178,8 @@ bool StreamPool::append_locked(Stream* s, const char* record, uint32 length, uin
   const uint64 need = kRecordLengthBytes + static_cast<uint64>(length);
   int32 target = kNoChunk;
   uint64 offset = 0;
-  if (s->head_chunk != kNoChunk && s->head - chunk(s->head_chunk)->start + need <= header_->chunk_bytes) {
+  if (s->head_chunk != kNoChunk &&
+      s->head - chunk(s->head_chunk)->start + need <= header_->chunk_bytes) {
     target = s->head_chunk;
     offset = s->head - chunk(target)->start;
   } else if (s->chunks < cap && need <= header_->chunk_bytes) {
@@ -204,7 +208,8 @@ bool StreamPool::quiescent_append(int stream, const char* record, uint32 length)
   return append_locked(stream_state(stream), record, length, header_->nchunks);
 }
 
-int32 StreamPool::reserve_chunk(int stream, uint32 caller_held, uint32 caller_cap, bool* capped) noexcept {
+int32 StreamPool::reserve_chunk(int stream, uint32 caller_held, uint32 caller_cap,
+                                bool* capped) noexcept {
   const uint32 cap = stream_cap();
   const uint32 reservations_cap = Max(1u, cap / 2);
   Stream* s = stream_state(stream);
@@ -234,8 +239,8 @@ void NextFitPacking::add(uint32 length, uint32 chunk_bytes) noexcept {
   offset += need;
 }
 
-Latch* StreamPool::commit_reserved(int stream, const int32* chunks, int nchunks, const StreamRecord* records,
-                                   int nrecords) noexcept {
+Latch* StreamPool::commit_reserved(int stream, const int32* chunks, int nchunks,
+                                   const StreamRecord* records, int nrecords) noexcept {
   // Packed without the lock: the chunks are this backend's until linked.
   // The packing is NextFitPacking's, the one the reservation counted, so
   // `chunks` suffice.
@@ -323,7 +328,8 @@ StreamWindow StreamPool::window(int stream) const noexcept {
 // false if the chain is broken (cannot happen with a cursor inside a
 // window read under the lock).
 bool StreamPool::resolve(StreamCursor* cursor) const noexcept {
-  for (int hops = 0; cursor->chunk != kNoChunk && hops <= static_cast<int>(header_->nchunks); ++hops) {
+  for (int hops = 0; cursor->chunk != kNoChunk && hops <= static_cast<int>(header_->nchunks);
+       ++hops) {
     const Chunk* c = chunk(cursor->chunk);
     const uint64 offset = cursor->position - c->start;
     if (offset + kRecordLengthBytes <= header_->chunk_bytes) {
@@ -443,7 +449,9 @@ StreamTotals StreamPool::totals() const noexcept {
   return t;
 }
 
-ConditionVariable* StreamPool::progress(int stream) const noexcept { return &stream_state(stream)->progress; }
+ConditionVariable* StreamPool::progress(int stream) const noexcept {
+  return &stream_state(stream)->progress;
+}
 
 ConditionVariable* StreamPool::space() const noexcept { return &header_->space; }
 

@@ -20,7 +20,8 @@ IdArg id_value(FunctionCallInfo fcinfo, int argno, const char* name) {
   arg.datum = PG_GETARG_TEXT_PP(argno);
   arg.value = std::string_view(VARDATA_ANY(arg.datum), VARSIZE_ANY_EXHDR(arg.datum));
   if (arg.value.empty())
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s must not be empty", name)));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s must not be empty", name)));
   if (arg.value.size() > core::kMaxIdBytes)
     ereport(ERROR, (errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
                     errmsg("%s is too long (%zu bytes)", name, arg.value.size()),
@@ -90,9 +91,9 @@ CallOptions context_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_NARGS() <= argno || PG_ARGISNULL(argno)) return ctx;
   Jsonb* jb = PG_GETARG_JSONB_P(argno);
   if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("context must be a JSON object"),
-                    errhint("For example: '{\"all_or_nothing\": true}'.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("context must be a JSON object"),
+             errhint("For example: '{\"all_or_nothing\": true}'.")));
   if (JB_ROOT_COUNT(jb) == 0) return ctx;  // the common case: '{}'
 
   JsonbIterator* it = JsonbIteratorInit(&jb->root);
@@ -118,8 +119,9 @@ CallOptions context_arg(FunctionCallInfo fcinfo, int argno) {
     for (const ContextKey& k : kContextKeys)
       if (strcmp(key, k.name) == 0) target = &(ctx.*(k.field));
     if (target == nullptr)
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("unknown key in context: \"%s\"", key), errhint("%s", kKnownKeysHint)));
+      ereport(ERROR,
+              (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+               errmsg("unknown key in context: \"%s\"", key), errhint("%s", kKnownKeysHint)));
     if (v.type != jbvBool)
       ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                       errmsg("context key \"%s\" must be a boolean", key)));

@@ -8,8 +8,8 @@ void raise_cpp_failure(CppFailure kind, const char* what) {
       ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory in rate_limiter")));
       break;
     case CppFailure::Exception:
-      ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-                      errmsg("rate_limiter internal error: %s", what)));
+      ereport(ERROR,
+              (errcode(ERRCODE_INTERNAL_ERROR), errmsg("rate_limiter internal error: %s", what)));
       break;
     case CppFailure::Unknown:
     case CppFailure::None:

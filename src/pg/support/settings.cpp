@@ -102,7 +102,8 @@ bool parse_thresholds(const char* text, AlertThresholds* out) {
     char* end = nullptr;
     const long v = strtol(p, &end, 10);
     if (end == p || v < 1 || v > 100) {
-      GUC_check_errdetail("Thresholds are integer percentages between 1 and 100, separated by commas.");
+      GUC_check_errdetail(
+          "Thresholds are integer percentages between 1 and 100, separated by commas.");
       return false;
     }
     if (t.count == kMaxAlertThresholds) {
@@ -122,7 +123,8 @@ bool parse_thresholds(const char* text, AlertThresholds* out) {
     p = end;
     while (*p == ' ') ++p;
     if (*p != '\0' && *p != ',') {
-      GUC_check_errdetail("Thresholds are integer percentages between 1 and 100, separated by commas.");
+      GUC_check_errdetail(
+          "Thresholds are integer percentages between 1 and 100, separated by commas.");
       return false;
     }
   }
@@ -185,8 +187,8 @@ void define_settings() {
   DefineCustomIntVariable(
       "rate_limiter.alert_table_fill",
       "Fill level of the counter table (percent) from which a table_filling alert is raised.",
-      "0 disables the alert.", &settings.alert_table_fill, 90, 0, 100, PGC_SIGHUP, 0, nullptr, nullptr,
-      nullptr);
+      "0 disables the alert.", &settings.alert_table_fill, 90, 0, 100, PGC_SIGHUP, 0, nullptr,
+      nullptr, nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.max_revocations",
@@ -234,21 +236,23 @@ void define_settings() {
       "Default of emergency_override_enabled for limits that leave it NULL.",
       "Only roles with EXECUTE on rate_limiter_emergency_access() can use the override.",
       &settings.emergency_override_enabled, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomBoolVariable(
-      "rate_limiter.burst_mode_enabled", "Default of burst_mode_enabled for limits that leave it NULL.",
-      nullptr, &settings.burst_mode_enabled, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("rate_limiter.burst_mode_enabled",
+                           "Default of burst_mode_enabled for limits that leave it NULL.", nullptr,
+                           &settings.burst_mode_enabled, true, PGC_SUSET, 0, nullptr, nullptr,
+                           nullptr);
   DefineCustomRealVariable(
       "rate_limiter.user_history_weight",
       "Dynamic allocation: weight of the user's recent usage (moving average of used/limit).",
-      nullptr, &settings.user_history_weight, 0.3, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+      nullptr, &settings.user_history_weight, 0.3, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr,
+      nullptr);
   DefineCustomRealVariable(
       "rate_limiter.system_load_weight",
       "Dynamic allocation: weight of the system load (usage of the endpoint-wide limits).", nullptr,
       &settings.system_load_weight, 0.2, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomRealVariable(
-      "rate_limiter.time_factor_weight",
-      "Dynamic allocation: weight of the position in the window.", nullptr,
-      &settings.time_factor_weight, 0.1, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable("rate_limiter.time_factor_weight",
+                           "Dynamic allocation: weight of the position in the window.", nullptr,
+                           &settings.time_factor_weight, 0.1, 0.0, 1.0, PGC_SUSET, 0, nullptr,
+                           nullptr, nullptr);
   DefineCustomRealVariable(
       "rate_limiter.emergency_threshold",
       "Emergency override: usage fraction from which the emergency allowance opens.", nullptr,
@@ -256,14 +260,16 @@ void define_settings() {
   DefineCustomRealVariable(
       "rate_limiter.override_percentage",
       "Emergency override: allowance per window beyond the limit, as a fraction of the limit.",
-      nullptr, &settings.override_percentage, 0.8, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+      nullptr, &settings.override_percentage, 0.8, 0.0, 1.0, PGC_SUSET, 0, nullptr, nullptr,
+      nullptr);
   DefineCustomRealVariable(
       "rate_limiter.burst_multiplier",
       "Burst mode: factor applied to the per-request cap (the priority share).", nullptr,
       &settings.burst_multiplier, 2.0, 1.0, 100.0, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "rate_limiter.burst_window", "Burst mode: length of the window of the burst budget.", nullptr,
-      &settings.burst_window_s, 900, 1, 315360000, PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("rate_limiter.burst_window",
+                          "Burst mode: length of the window of the burst budget.", nullptr,
+                          &settings.burst_window_s, 900, 1, 315360000, PGC_SUSET, GUC_UNIT_S,
+                          nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.max_burst_tokens",
       "Burst mode: tokens above the normal cap one quota may grant per burst window.", nullptr,
@@ -298,10 +304,10 @@ void define_settings() {
       "A database whose worker is behind or missing fills its share and then writes usage rows "
       "synchronously (and drops alerts); the other databases keep the rest.",
       &settings.database_queue_share, 0.5, 0.01, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
-      "A row takes about 60 bytes plus its ids.", &settings.usage_queue_size_kb, 8192, 64,
-      1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("rate_limiter.usage_queue_size", "Shared memory for queued usage rows.",
+                          "A row takes about 60 bytes plus its ids.", &settings.usage_queue_size_kb,
+                          8192, 64, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr,
+                          nullptr);
   DefineCustomIntVariable(
       "rate_limiter.queue_full_wait",
       "Longest wait for room in a full usage queue before writing the row synchronously.", nullptr,
@@ -346,25 +352,25 @@ void define_settings() {
       "Denials of one user within rate_limiter.abuse_window above which an abuse alert is raised.",
       "0 disables abuse alerts.", &settings.abuse_denials, kDefaultAbuseDenials, 0, 1000000000,
       PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "rate_limiter.abuse_window", "Fixed window in which denials of one user are counted.",
-      nullptr, &settings.abuse_window_s, kDefaultAbuseWindowS, 1, 86400 * 366, PGC_SUSET,
-      GUC_UNIT_S, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "rate_limiter.alert_interval",
-      "Degradation alerts (table full, table filling, fail open, flush lag, usage dead letter): at most one per kind per interval.",
-      nullptr, &settings.alert_interval_s, kDefaultAlertIntervalS, 1, 86400 * 366, PGC_SUSET,
-      GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("rate_limiter.abuse_window",
+                          "Fixed window in which denials of one user are counted.", nullptr,
+                          &settings.abuse_window_s, kDefaultAbuseWindowS, 1, 86400 * 366, PGC_SUSET,
+                          GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("rate_limiter.alert_interval",
+                          "Degradation alerts (table full, table filling, fail open, flush lag, "
+                          "usage dead letter): at most one per kind per interval.",
+                          nullptr, &settings.alert_interval_s, kDefaultAlertIntervalS, 1,
+                          86400 * 366, PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.alert_flush_lag",
       "Age of the oldest queued usage row above which the flusher raises a flush_lag alert.",
-      "0 disables the alert.", &settings.alert_flush_lag_ms, kDefaultAlertFlushLagMs, 0,
-      INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+      "0 disables the alert.", &settings.alert_flush_lag_ms, kDefaultAlertFlushLagMs, 0, INT_MAX,
+      PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "rate_limiter.alert_queue_size",
       "Alerts held in shared memory until the flusher writes them; more are dropped.", nullptr,
-      &settings.alert_queue_size, kDefaultAlertQueueSize, 16, 1000000, PGC_POSTMASTER, 0,
-      nullptr, nullptr, nullptr);
+      &settings.alert_queue_size, kDefaultAlertQueueSize, 16, 1000000, PGC_POSTMASTER, 0, nullptr,
+      nullptr, nullptr);
 
   // Superuser-only, like log_lock_waits: the lines name users and
   // endpoints, and a role must not be able to flood the server log.
@@ -389,24 +395,25 @@ void define_settings() {
       "A wait that runs out raises 55P03.", &settings.recovery_timeout_ms, 10000, 0, 3600000,
       PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
-  DefineCustomIntVariable(
-      "rate_limiter.debug_hold_lock_ms",
-      "Testing only: keep the partition locks this long during each call.",
-      "Used by the test suite to force lock waits and timeouts.", &settings.debug_hold_lock_ms, 0,
-      0, 10000, PGC_SUSET, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr,
-      nullptr);
-  DefineCustomIntVariable(
-      "rate_limiter.debug_time_offset",
-      "Testing only: shift the limiter's clock by this many seconds.",
-      "Used by the test suite to cross window boundaries without sleeping.",
-      &settings.debug_time_offset_s, 0, -2000000000, 2000000000, PGC_SUSET,
-      GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("rate_limiter.debug_hold_lock_ms",
+                          "Testing only: keep the partition locks this long during each call.",
+                          "Used by the test suite to force lock waits and timeouts.",
+                          &settings.debug_hold_lock_ms, 0, 0, 10000, PGC_SUSET,
+                          GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr,
+                          nullptr);
+  DefineCustomIntVariable("rate_limiter.debug_time_offset",
+                          "Testing only: shift the limiter's clock by this many seconds.",
+                          "Used by the test suite to cross window boundaries without sleeping.",
+                          &settings.debug_time_offset_s, 0, -2000000000, 2000000000, PGC_SUSET,
+                          GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr,
+                          nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.debug_clock",
       "Testing only: freeze the limiter's clock at this many seconds after the Unix epoch.",
       "0 uses the wall clock.  debug_time_offset applies on top.", &settings.debug_clock_s, 0, 0,
-      INT_MAX, PGC_SUSET, GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+      INT_MAX, PGC_SUSET, GUC_UNIT_S | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr,
+      nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.debug_revocation_load_delay_ms",

@@ -96,7 +96,9 @@ void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransacti
 
 }  // namespace
 
-void register_effect_kind(EffectKind kind, const EffectHandlers* h) { handlers[kind_index(kind)] = h; }
+void register_effect_kind(EffectKind kind, const EffectHandlers* h) {
+  handlers[kind_index(kind)] = h;
+}
 
 void register_transaction_log() {
   RegisterXactCallback(on_xact_event, nullptr);
@@ -106,9 +108,9 @@ void register_transaction_log() {
 void reserve_effects(int n) {
   if (count + n <= capacity) return;
   const int fresh = Max(count + n, capacity == 0 ? 16 : capacity * 2);
-  entries = static_cast<Effect*>(entries == nullptr
-                                     ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(Effect))
-                                     : repalloc(entries, fresh * sizeof(Effect)));
+  entries = static_cast<Effect*>(
+      entries == nullptr ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(Effect))
+                         : repalloc(entries, fresh * sizeof(Effect)));
   capacity = fresh;
 }
 

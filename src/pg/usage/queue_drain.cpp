@@ -34,13 +34,15 @@ void wait_for_queue_drain(const StreamPool& pool, int stream, const char* what, 
       last_progress = now;
     } else if (TimestampDifferenceExceeds(last_progress, now, kStallTimeoutMs)) {
       ConditionVariableCancelSleep();
-      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                      errmsg("the rate_limiter %s was not flushed within %ld ms", what, kStallTimeoutMs),
-                      errdetail("The \"rate_limiter flusher\" background worker of this database made no "
-                                "progress."),
-                      errhint("Check that it runs (pg_stat_activity), that max_worker_processes leaves it a "
-                              "slot, and the server log%s",
-                              hint)));
+      ereport(
+          ERROR,
+          (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+           errmsg("the rate_limiter %s was not flushed within %ld ms", what, kStallTimeoutMs),
+           errdetail("The \"rate_limiter flusher\" background worker of this database made no "
+                     "progress."),
+           errhint("Check that it runs (pg_stat_activity), that max_worker_processes leaves it a "
+                   "slot, and the server log%s",
+                   hint)));
     }
   }
   ConditionVariableCancelSleep();

@@ -45,9 +45,10 @@ SPIPlanPtr prepare_insert(const ExtensionCatalog* ext, bool explicit_id) {
            "INSERT INTO %s.token_usage "
            "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\"%s) "
            "VALUES (%s, $2, $3, $4, $5, $6, $7%s) RETURNING id",
-           ext->quoted_schema, grant_columns ? ", granted_to, charges" : "", explicit_id ? "$1" : "DEFAULT",
-           grant_columns ? ", $8, $9" : "");
-  Oid types[kColumns] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
+           ext->quoted_schema, grant_columns ? ", granted_to, charges" : "",
+           explicit_id ? "$1" : "DEFAULT", grant_columns ? ", $8, $9" : "");
+  Oid types[kColumns] = {INT8OID, TEXTOID,        TEXTOID, INT8OID, TEXTOID,
+                         TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
   SPIPlanPtr plan = SPI_prepare(sql, grant_columns ? kColumns : kColumnsBefore13, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage insert");
   if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the usage insert");
@@ -132,7 +133,8 @@ UsageEvent event_of(const UsageRow& row, const ExtensionCatalog* ext) {
 // Before a row is written in the caller's transaction: its charge must
 // follow that transaction as well (usage_log.hpp).
 int64 insert_following(const UsageRow& row, const UsageEvent& event, bool refund_on_abort) {
-  if (!refund_on_abort && row.follow_transaction != nullptr) row.follow_transaction(row.follow_context);
+  if (!refund_on_abort && row.follow_transaction != nullptr)
+    row.follow_transaction(row.follow_context);
   return insert_usage_row(event);
 }
 
@@ -146,9 +148,10 @@ void enqueue_or_insert(const ExtensionCatalog* ext, const UsageRow& row, const U
   const uint32 length = encode_usage_event(event, record);
   const int stream = usage_stream_of(ext->slot);
   bool capped = false;
-  const bool queued = refund_on_abort
-                          ? defer_usage_event(stream, record, length, settings.queue_full_wait_ms, &capped)
-                          : usage_queue_append(stream, record, length, settings.queue_full_wait_ms);
+  const bool queued =
+      refund_on_abort
+          ? defer_usage_event(stream, record, length, settings.queue_full_wait_ms, &capped)
+          : usage_queue_append(stream, record, length, settings.queue_full_wait_ms);
   if (queued) return;
   metric_add(&shared->metrics.usage_sync_fallbacks);
   if (capped) metric_add(&shared->metrics.usage_cap_fallbacks);
@@ -159,15 +162,17 @@ void on_xact_event(XactEvent event, void*) {
   switch (event) {
     case XACT_EVENT_PRE_PREPARE:
       if (rows_in_transaction > 0)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("cannot PREPARE a transaction that wrote rate limiter usage rows"),
-                        errdetail("Until COMMIT PREPARED its usage rows would be invisible, also to the "
-                                  "rebuild of the counters after a crash, which would hand out their quota "
-                                  "again."),
-                        errhint("Call allocate_tokens, check_rate_limit and enforce_rate_limit outside the "
-                                "prepared transaction, or with rate_limiter.usage_log = async, and do not "
-                                "call settle_tokens or rate_limiter_flush() in it after refund_on_abort "
-                                "calls.")));
+        ereport(
+            ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+             errmsg("cannot PREPARE a transaction that wrote rate limiter usage rows"),
+             errdetail("Until COMMIT PREPARED its usage rows would be invisible, also to the "
+                       "rebuild of the counters after a crash, which would hand out their quota "
+                       "again."),
+             errhint("Call allocate_tokens, check_rate_limit and enforce_rate_limit outside the "
+                     "prepared transaction, or with rate_limiter.usage_log = async, and do not "
+                     "call settle_tokens or rate_limiter_flush() in it after refund_on_abort "
+                     "calls.")));
       break;
     case XACT_EVENT_COMMIT:
     case XACT_EVENT_ABORT:
@@ -237,7 +242,8 @@ int64 insert_usage_row(const UsageEvent& e) {
   if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
     elog(ERROR, "rate_limiter: usage insert failed: %s", SPI_result_code_string(rc));
   bool isnull = false;
-  const int64 id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  const int64 id =
+      DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   SPI_finish();
   owner.restore();
   ++rows_in_transaction;

@@ -14,9 +14,9 @@ constexpr int kInitialCapacity = 16;
 // The payload of an EffectKind::Usage entry; the entry's subtransaction is
 // the one of the call that made the event.
 struct Event {
-  StreamRecord record;            // what commit appends (bytes in TopTransactionContext)
-  SubTransactionId written_in;    // whose materialize_pending_usage() inserted its row;
-                                  // InvalidSubTransactionId: not written, pending
+  StreamRecord record;          // what commit appends (bytes in TopTransactionContext)
+  SubTransactionId written_in;  // whose materialize_pending_usage() inserted its row;
+                                // InvalidSubTransactionId: not written, pending
 };
 
 bool is_usage(const Effect& e) { return e.kind == EffectKind::Usage; }
@@ -74,8 +74,9 @@ template <typename T>
 T* grown(T* array, int* capacity, int needed) {
   if (needed <= *capacity) return array;
   const int fresh = Max(needed, *capacity == 0 ? kInitialCapacity : *capacity * 2);
-  T* result = static_cast<T*>(array == nullptr ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(T))
-                                                : repalloc(array, fresh * sizeof(T)));
+  T* result = static_cast<T*>(array == nullptr
+                                  ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(T))
+                                  : repalloc(array, fresh * sizeof(T)));
   *capacity = fresh;
   return result;
 }
@@ -99,7 +100,8 @@ void end_phase(EffectPhase phase) {
     case EffectPhase::Commit:
     case EffectPhase::Prepare:
       if (batch_count > 0 || chunk_count > 0) {
-        Latch* worker = usage_queue_pool().commit_reserved(pending_stream, chunks, chunk_count, batch, batch_count);
+        Latch* worker = usage_queue_pool().commit_reserved(pending_stream, chunks, chunk_count,
+                                                           batch, batch_count);
         if (worker != nullptr && batch_count > 0) SetLatch(worker);
       }
       forget();
@@ -125,11 +127,8 @@ void outlived_rollback(Effect& e, SubTransactionId aborted) {
 }
 
 constexpr EffectHandlers kHandlers = {
-    nullptr,     nullptr,           // PREPARE keeps the charges, and queues the rows
-    gather,      gather,
-    nullptr,     rolled_back,
-    outlived_rollback, begin_phase,
-    end_phase,
+    nullptr, nullptr,  // PREPARE keeps the charges, and queues the rows
+    gather,  gather,  nullptr, rolled_back, outlived_rollback, begin_phase, end_phase,
 };
 
 }  // namespace
@@ -153,7 +152,8 @@ bool defer_usage_event(int stream, const char* record, uint32 length, int wait_m
   if (static_cast<int>(packing.chunks) > chunk_count) {
     chunks = grown(chunks, &chunk_capacity, chunk_count + 1);
     if (chunk_count == 0) pending_stream = stream;
-    const int32 chunk = usage_queue_reserve_chunk(stream, static_cast<uint32>(chunk_count), wait_ms, capped);
+    const int32 chunk =
+        usage_queue_reserve_chunk(stream, static_cast<uint32>(chunk_count), wait_ms, capped);
     if (chunk == kNoChunk) return false;
     chunks[chunk_count++] = chunk;
   }

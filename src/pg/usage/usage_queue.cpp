@@ -1,8 +1,8 @@
 #include "rate_limiter/pg/usage/usage_queue.hpp"
 
 #include "rate_limiter/pg/shmem.hpp"
-#include "rate_limiter/pg/usage/queue_drain.hpp"
 #include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage/queue_drain.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -128,13 +128,14 @@ UsageEvent decode_usage_event(const char* bytes) {
 }
 
 SegmentRequest usage_queue_segment() {
-  return StreamPool::segment(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()),
-                             chunk_count(), kChunkBytes);
+  return StreamPool::segment(kSegmentName, kTrancheName,
+                             static_cast<uint32>(configured_installation_slots()), chunk_count(),
+                             kChunkBytes);
 }
 
 void attach_usage_queue_memory() {
-  pool.attach(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()), chunk_count(),
-              kChunkBytes);
+  pool.attach(kSegmentName, kTrancheName, static_cast<uint32>(configured_installation_slots()),
+              chunk_count(), kChunkBytes);
 }
 
 int usage_stream_of(const InstallationSlot* slot) noexcept { return installation_index(slot); }
@@ -194,7 +195,8 @@ UsageQueueStats usage_queue_stats() {
   s.bytes = t.chunks_in_use * t.chunk_bytes;
   s.capacity = t.chunks * t.chunk_bytes;
   s.lag_ms = 0;
-  for (uint32 i = 0; i < pool.streams(); ++i) s.lag_ms = Max(s.lag_ms, usage_queue_lag_ms(static_cast<int>(i)));
+  for (uint32 i = 0; i < pool.streams(); ++i)
+    s.lag_ms = Max(s.lag_ms, usage_queue_lag_ms(static_cast<int>(i)));
   return s;
 }
 

@@ -66,7 +66,9 @@ void for_each_saved_event(F f) {
 void save_usage_queue_file_at_exit(int code, Datum) {
   // Only at a clean shutdown: after a crash or an immediate shutdown shared
   // memory is not trusted.
-  if (code != 0 || shared == nullptr || !usage_queue_pool().attached() || !server_shut_down_cleanly()) return;
+  if (code != 0 || shared == nullptr || !usage_queue_pool().attached() ||
+      !server_shut_down_cleanly())
+    return;
   FileHeader header{};
   header.magic = kFileMagic;
   header.version = kFileVersion;
@@ -78,7 +80,8 @@ void save_usage_queue_file_at_exit(int code, Datum) {
   }
   FILE* f = AllocateFile(kTempFile, PG_BINARY_W);
   if (f == nullptr) {
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
     return;
   }
   pg_crc32c crc;
@@ -98,25 +101,29 @@ void save_usage_queue_file_at_exit(int code, Datum) {
   ok = ok && written == header.events && fwrite(&crc, sizeof crc, 1, f) == 1;
   if (FreeFile(f) != 0) ok = false;
   if (!ok) {
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not write \"%s\": %m", kTempFile)));
     unlink(kTempFile);
     return;
   }
   if (durable_rename(kTempFile, kFile, LOG) == 0)
-    ereport(LOG, (errmsg("rate_limiter: saved " UINT64_FORMAT " queued usage events to \"%s\"", written, kFile)));
+    ereport(LOG, (errmsg("rate_limiter: saved " UINT64_FORMAT " queued usage events to \"%s\"",
+                         written, kFile)));
 }
 
 void load_usage_queue_file() {
   FILE* f = AllocateFile(kFile, PG_BINARY_R);
   if (f == nullptr) {
     if (errno != ENOENT)
-      ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not open \"%s\": %m", kFile)));
+      ereport(LOG, (errcode_for_file_access(),
+                    errmsg("rate_limiter: could not open \"%s\": %m", kFile)));
     return;
   }
   struct stat st;
   Size size = 0;
   char* data = nullptr;
-  if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 && st.st_size <= static_cast<off_t>(MaxAllocHugeSize)) {
+  if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 &&
+      st.st_size <= static_cast<off_t>(MaxAllocHugeSize)) {
     size = static_cast<Size>(st.st_size);
     data = static_cast<char*>(palloc_extended(Max(size, 1), MCXT_ALLOC_HUGE));
     if (fread(data, 1, size, f) != size) {
@@ -169,21 +176,25 @@ void load_usage_queue_file() {
     }
   }
   if (problem != nullptr)
-    ereport(LOG, (errmsg("rate_limiter: ignoring saved usage events in \"%s\": %s", kFile, problem)));
+    ereport(LOG,
+            (errmsg("rate_limiter: ignoring saved usage events in \"%s\": %s", kFile, problem)));
   else
-    ereport(LOG, (errmsg("rate_limiter: queued " UINT64_FORMAT " saved usage events again from \"%s\"", queued,
-                         kFile)));
+    ereport(LOG,
+            (errmsg("rate_limiter: queued " UINT64_FORMAT " saved usage events again from \"%s\"",
+                    queued, kFile)));
   if (no_room + no_slot > 0 || (problem == nullptr && queued + no_room + no_slot < header.events))
-    ereport(WARNING,
-            (errmsg("rate_limiter: " UINT64_FORMAT " saved usage events could not be queued again",
-                    header.events - queued),
-             errdetail(UINT64_FORMAT " found no room in the usage queue (rate_limiter.usage_queue_size lowered?), "
-                       UINT64_FORMAT " no installation slot.",
-                       no_room, no_slot)));
+    ereport(
+        WARNING,
+        (errmsg("rate_limiter: " UINT64_FORMAT " saved usage events could not be queued again",
+                header.events - queued),
+         errdetail(UINT64_FORMAT " found no room in the usage queue (rate_limiter.usage_queue_size "
+                                 "lowered?), " UINT64_FORMAT " no installation slot.",
+                   no_room, no_slot)));
   if (data != nullptr) pfree(data);
   // Never queue the same events twice.
   if (unlink(kFile) != 0 && errno != ENOENT)
-    ereport(LOG, (errcode_for_file_access(), errmsg("rate_limiter: could not remove \"%s\": %m", kFile)));
+    ereport(LOG, (errcode_for_file_access(),
+                  errmsg("rate_limiter: could not remove \"%s\": %m", kFile)));
 }
 
 }  // namespace rate_limiter::pg

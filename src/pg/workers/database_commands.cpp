@@ -1,9 +1,9 @@
 #include "rate_limiter/pg/workers/database_commands.hpp"
 
-#include "rate_limiter/pg/workers/database_worker.hpp"
 #include "rate_limiter/pg/shmem.hpp"
-#include "rate_limiter/pg/workers/launcher.hpp"
 #include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/workers/database_worker.hpp"
+#include "rate_limiter/pg/workers/launcher.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -13,12 +13,16 @@ namespace {
 constexpr long kStopWaitMs = 5000;
 
 ProcessUtility_hook_type previous_utility_hook = nullptr;
-bool blocking = false;  // this transaction blocked some slots
+bool blocking = false;                                        // this transaction blocked some slots
 SubTransactionId blocking_subxact = InvalidSubTransactionId;  // ... from this subtransaction on
 
-Oid database_named(const char* name) { return name != nullptr ? get_database_oid(name, true) : InvalidOid; }
+Oid database_named(const char* name) {
+  return name != nullptr ? get_database_oid(name, true) : InvalidOid;
+}
 
-bool owns(Oid database) { return OidIsValid(database) && pg_database_ownercheck(database, GetUserId()); }
+bool owns(Oid database) {
+  return OidIsValid(database) && pg_database_ownercheck(database, GetUserId());
+}
 
 bool is_template(Oid database) {
   HeapTuple tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(database));
@@ -63,11 +67,13 @@ Oid database_to_clear(Node* stmt) {
       ListCell* cell;
       foreach (cell, create->options) {
         auto* option = static_cast<DefElem*>(lfirst(cell));
-        if (strcmp(option->defname, "template") == 0 && option->arg != nullptr) source = defGetString(option);
+        if (strcmp(option->defname, "template") == 0 && option->arg != nullptr)
+          source = defGetString(option);
       }
       const Oid db = database_named(source);
       // createdb() copies a database that is a template, or one the caller owns.
-      const bool allowed = have_createdb_privilege() && (owns(db) || (OidIsValid(db) && is_template(db)));
+      const bool allowed =
+          have_createdb_privilege() && (owns(db) || (OidIsValid(db) && is_template(db)));
       return !IsTransactionBlock() && allowed ? db : InvalidOid;
     }
     default:
@@ -106,12 +112,14 @@ void keep_workers_away(Oid database) {
     if (in_database(slots[i], database)) wake_installation_worker(i);
   // Interruptible.  At the deadline the command goes on and, should the
   // worker still be there, fails as it would have without this hook.
-  (void)wait_for_installation_change(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kStopWaitMs),
-                                     [&] { return workers_gone(database); });
+  (void)wait_for_installation_change(
+      TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kStopWaitMs),
+      [&] { return workers_gone(database); });
 }
 
-void on_utility(PlannedStmt* pstmt, const char* query, bool read_only_tree, ProcessUtilityContext context,
-                ParamListInfo params, QueryEnvironment* env, DestReceiver* dest, QueryCompletion* qc) {
+void on_utility(PlannedStmt* pstmt, const char* query, bool read_only_tree,
+                ProcessUtilityContext context, ParamListInfo params, QueryEnvironment* env,
+                DestReceiver* dest, QueryCompletion* qc) {
   if (shared != nullptr) {
     const Oid database = database_to_clear(pstmt->utilityStmt);
     if (OidIsValid(database)) keep_workers_away(database);
@@ -135,14 +143,16 @@ void release_workers() {
 
 void on_xact_event(XactEvent event, void*) {
   if (!blocking) return;
-  if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE) return;
+  if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE)
+    return;
   release_workers();
 }
 
 // A rolled-back subtransaction took the statement that blocked the
 // workers with it (ALTER DATABASE ... RENAME can run inside one).
 void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
-  if (event == SUBXACT_EVENT_ABORT_SUB && blocking && blocking_subxact >= subxact) release_workers();
+  if (event == SUBXACT_EVENT_ABORT_SUB && blocking && blocking_subxact >= subxact)
+    release_workers();
 }
 
 }  // namespace

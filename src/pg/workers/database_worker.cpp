@@ -2,11 +2,11 @@
 
 #include "rate_limiter/pg/alerts.hpp"
 #include "rate_limiter/pg/engine.hpp"
+#include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage.hpp"
 #include "rate_limiter/pg/workers/launcher.hpp"
 #include "rate_limiter/pg/workers/queue_flush.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/workers/upkeep.hpp"
-#include "rate_limiter/pg/usage.hpp"
 
 extern "C" {
 PGDLLEXPORT void rate_limiter_database_worker_main(Datum);
@@ -124,7 +124,8 @@ bool attach_streams() {
         alert_queue_pool().attach_consumer(self.stream, MyLatch))
       return true;
     if (GetCurrentTimestamp() >= deadline || ShutdownRequestPending) return false;
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+                    PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
   }
 }
@@ -147,7 +148,8 @@ void flush_queues() {
     if (stop_reason() != Stop::None) return;
   }
   const uint64 alerts_end = alert_queue_pool().window(self.stream).head;
-  while (!extension_gone && flush_alert_batch(self, alerts_end, &extension_gone)) CHECK_FOR_INTERRUPTS();
+  while (!extension_gone && flush_alert_batch(self, alerts_end, &extension_gone))
+    CHECK_FOR_INTERRUPTS();
 }
 
 // Runs `work`; an ERROR is logged (a statement cancelled by SIGTERM
@@ -184,8 +186,8 @@ bool flush_cycle(bool stopping) {
     // The lag before this flush: what callers have been seeing.
     const int64 lag_ms = usage_queue_lag_ms(self.stream);
     if (!stopping && settings.alert_flush_lag_ms > 0 && lag_ms > settings.alert_flush_lag_ms)
-      raise_flush_lag_alert(self.stream, self.database, self.extension, lag_ms, settings.alert_flush_lag_ms,
-                            limiter_now_unix());
+      raise_flush_lag_alert(self.stream, self.database, self.extension, lag_ms,
+                            settings.alert_flush_lag_ms, limiter_now_unix());
     flush_queues();
   });
 }
@@ -236,8 +238,9 @@ void serve(MemoryContext loop_context) {
     if (!stopping && now < retry_at) {
       sleep_ms = Max(TimestampDifferenceMilliseconds(now, retry_at), 1);
     } else {
-      const bool upkeep = !stopping && (retention_behind || last_upkeep == 0 || flushed_scopes_full() ||
-                                        TimestampDifferenceExceeds(last_upkeep, now, kUpkeepIntervalMs));
+      const bool upkeep =
+          !stopping && (retention_behind || last_upkeep == 0 || flushed_scopes_full() ||
+                        TimestampDifferenceExceeds(last_upkeep, now, kUpkeepIntervalMs));
       MemoryContextSwitchTo(loop_context);
       bool ok = flush_cycle(stopping);
       // The final flush: again while callers still queue (a smart
@@ -263,13 +266,15 @@ void serve(MemoryContext loop_context) {
       return;
     }
     if (stopping) return;
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
+                    PG_WAIT_EXTENSION);
   }
 }
 
 }  // namespace
 
-void describe_database_worker(BackgroundWorker* worker, int index, uint64 installation, const char* database_name) {
+void describe_database_worker(BackgroundWorker* worker, int index, uint64 installation,
+                              const char* database_name) {
   memset(worker, 0, sizeof *worker);
   worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
   worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -277,7 +282,8 @@ void describe_database_worker(BackgroundWorker* worker, int index, uint64 instal
   worker->bgw_restart_time = BGW_NEVER_RESTART;
   strlcpy(worker->bgw_library_name, "rate_limiter", BGW_MAXLEN);
   strlcpy(worker->bgw_function_name, "rate_limiter_database_worker_main", BGW_MAXLEN);
-  snprintf(worker->bgw_name, BGW_MAXLEN, "%s for database \"%s\"", kDatabaseWorkerType, database_name);
+  snprintf(worker->bgw_name, BGW_MAXLEN, "%s for database \"%s\"", kDatabaseWorkerType,
+           database_name);
   strlcpy(worker->bgw_type, kDatabaseWorkerType, BGW_MAXLEN);
   worker->bgw_main_arg = Int32GetDatum(index);
   static_assert(sizeof installation <= BGW_EXTRALEN);
@@ -328,14 +334,16 @@ void rate_limiter_database_worker_main(Datum arg) {
     proc_exit(0);
   }
   if (!attach_streams()) {
-    ereport(LOG, (errmsg("rate_limiter worker for database %u: another process still consumes its queues",
-                         self.database)));
+    ereport(
+        LOG,
+        (errmsg("rate_limiter worker for database %u: another process still consumes its queues",
+                self.database)));
     proc_exit(1);
   }
   BackgroundWorkerInitializeConnectionByOid(self.database, InvalidOid, 0);
   pgstat_report_appname(kDatabaseWorkerType);
-  MemoryContext loop_context =
-      AllocSetContextCreate(TopMemoryContext, "rate_limiter database worker", ALLOCSET_DEFAULT_SIZES);
+  MemoryContext loop_context = AllocSetContextCreate(
+      TopMemoryContext, "rate_limiter database worker", ALLOCSET_DEFAULT_SIZES);
   serve(loop_context);
   proc_exit(0);
 }

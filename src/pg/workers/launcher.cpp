@@ -1,8 +1,8 @@
 #include "rate_limiter/pg/workers/launcher.hpp"
 
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/workers/database_worker.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 
 extern "C" {
 PGDLLEXPORT void rate_limiter_launcher_main(Datum);
@@ -38,9 +38,9 @@ struct Served {
   uint64 installation;             // what the slot held when last looked at
   BackgroundWorkerHandle* handle;  // the worker it started; nullptr: none
   TimestampTz started_at;
-  TimestampTz retry_at;            // no start before
-  int failures;                    // quick unasked stops in a row
-  bool warned;                     // "no background worker slot" logged
+  TimestampTz retry_at;  // no start before
+  int failures;          // quick unasked stops in a row
+  bool warned;           // "no background worker slot" logged
 };
 Served* served = nullptr;
 MemoryContext handle_context = nullptr;
@@ -58,7 +58,7 @@ struct SlotView {
 
 SlotView view_of(InstallationSlot* s) {
   LWLockAcquire(installations_lock(), LW_SHARED);
-  const SlotView v{s->installation, s->dropping != 0, s->worker_pid, s->worker_blocked_by,
+  const SlotView v{s->installation, s->dropping != 0, s->worker_pid,    s->worker_blocked_by,
                    s->worker_exit,  s->last_used,     s->worker_gone_at};
   LWLockRelease(installations_lock());
   return v;
@@ -119,12 +119,16 @@ void start(Served* w, int index, InstallationSlot* slot, TimestampTz now) {
   }
   w->retry_at = TimestampTzPlusMilliseconds(now, kNoWorkerSlotRetryMs);
   if (!w->warned)
-    ereport(WARNING,
-            (errmsg("rate_limiter: no background worker slot for the worker of database \"%s\"", NameStr(name)),
-             errdetail("Its usage rows are written synchronously once its share of the queue is full, and its "
-                       "alerts are dropped."),
-             errhint("Raise max_worker_processes: rate_limiter takes one slot for its launcher and one per "
-                     "database where the extension is installed.")));
+    ereport(
+        WARNING,
+        (errmsg("rate_limiter: no background worker slot for the worker of database \"%s\"",
+                NameStr(name)),
+         errdetail("Its usage rows are written synchronously once its share of the queue is full, "
+                   "and its "
+                   "alerts are dropped."),
+         errhint(
+             "Raise max_worker_processes: rate_limiter takes one slot for its launcher and one per "
+             "database where the extension is installed.")));
   w->warned = true;
 }
 
@@ -203,12 +207,15 @@ void register_launcher() {
   RegisterXactCallback(on_xact_event, nullptr);
 }
 
-SegmentRequest launcher_segment() { return {kSegmentName, MAXALIGN(sizeof(LauncherShared)), nullptr, 0}; }
+SegmentRequest launcher_segment() {
+  return {kSegmentName, MAXALIGN(sizeof(LauncherShared)), nullptr, 0};
+}
 
 void attach_launcher_memory() {
   bool found = false;
   LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-  launcher = static_cast<LauncherShared*>(ShmemInitStruct(kSegmentName, sizeof(LauncherShared), &found));
+  launcher =
+      static_cast<LauncherShared*>(ShmemInitStruct(kSegmentName, sizeof(LauncherShared), &found));
   if (!found) {
     SpinLockInit(&launcher->mutex);
     launcher->latch = nullptr;
@@ -227,7 +234,8 @@ void wake_launcher() noexcept {
 bool database_can_be_served(Oid database, NameData* name) {
   Relation rel = table_open(DatabaseRelationId, AccessShareLock);
   ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_database_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(database));
+  ScanKeyInit(&key, Anum_pg_database_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(database));
   // A heap scan: a process connected to no database has no relcache entry
   // of pg_database's indexes (and could not build one).
   SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 1, &key);
@@ -257,9 +265,10 @@ void rate_limiter_launcher_main(Datum) {
   // (DROP DATABASE never waits for it).
   BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
   pgstat_report_appname(kLauncherType);
-  handle_context = AllocSetContextCreate(TopMemoryContext, "rate_limiter launcher", ALLOCSET_DEFAULT_SIZES);
-  served = static_cast<Served*>(
-      MemoryContextAllocZero(handle_context, sizeof(Served) * static_cast<Size>(installation_slot_count())));
+  handle_context =
+      AllocSetContextCreate(TopMemoryContext, "rate_limiter launcher", ALLOCSET_DEFAULT_SIZES);
+  served = static_cast<Served*>(MemoryContextAllocZero(
+      handle_context, sizeof(Served) * static_cast<Size>(installation_slot_count())));
   SpinLockAcquire(&launcher->mutex);
   launcher->latch = MyLatch;
   SpinLockRelease(&launcher->mutex);
@@ -274,7 +283,8 @@ void rate_limiter_launcher_main(Datum) {
     if (ShutdownRequestPending) break;
     long sleep_ms = kLauncherPollMs;
     launcher_pass(&sleep_ms);
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
+                    PG_WAIT_EXTENSION);
   }
   // Exit status 1: the postmaster restarts the launcher, unless the server
   // is shutting down.  Its workers keep running meanwhile.

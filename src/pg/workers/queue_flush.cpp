@@ -4,9 +4,9 @@
 #include "rate_limiter/pg/alerts.hpp"
 #include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
+#include "rate_limiter/pg/usage.hpp"
 #include "rate_limiter/pg/workers/upkeep.hpp"
 #include "rate_limiter/pg/workers/usage_batch_insert.hpp"
-#include "rate_limiter/pg/usage.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -17,7 +17,8 @@ constexpr int kAlertArgs = 6;
 // (ON CONFLICT DO NOTHING is the dedup, see alerts.hpp), in the caller's
 // transaction: NOTIFY is delivered at its commit, to the listeners of this
 // database.  Returns the rows inserted.
-uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs], bool* nulls[kAlertArgs], int n) {
+uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs],
+                     bool* nulls[kAlertArgs], int n) {
   const bool notify = settings.alert_channel != nullptr && settings.alert_channel[0] != '\0';
   // The volatile pg_notify() in the target list is evaluated after the
   // sort, so notifications go out in id order.
@@ -32,16 +33,19 @@ uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs], bo
       "RETURNING id, payload) "
       "SELECT ins.id%s FROM ins ORDER BY ins.id",
       ext->quoted_schema, notify ? ", pg_catalog.pg_notify($7, ins.payload::pg_catalog.text)" : "");
-  const Oid element_types[kAlertArgs] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
-  Oid types[kAlertArgs + 1] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+  const Oid element_types[kAlertArgs] = {TEXTOID, TEXTOID,        TEXTOID,
+                                         TEXTOID, TIMESTAMPTZOID, TEXTOID};
+  Oid types[kAlertArgs + 1] = {TEXTARRAYOID,        TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
                                TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTOID};
   Datum args[kAlertArgs + 1];
-  for (int a = 0; a < kAlertArgs; ++a) args[a] = array_of(columns[a], nulls[a], n, element_types[a]);
+  for (int a = 0; a < kAlertArgs; ++a)
+    args[a] = array_of(columns[a], nulls[a], n, element_types[a]);
   args[kAlertArgs] = CStringGetTextDatum(notify ? settings.alert_channel : "");
   AsExtensionOwner owner(ext);
-  const int rc = SPI_execute_with_args(sql, notify ? kAlertArgs + 1 : kAlertArgs, types, args, nullptr,
-                                       false, 0);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "rate_limiter worker: alert insert failed: %s", SPI_result_code_string(rc));
+  const int rc = SPI_execute_with_args(sql, notify ? kAlertArgs + 1 : kAlertArgs, types, args,
+                                       nullptr, false, 0);
+  if (rc != SPI_OK_SELECT)
+    elog(ERROR, "rate_limiter worker: alert insert failed: %s", SPI_result_code_string(rc));
   owner.restore();
   return SPI_processed;
 }
@@ -50,7 +54,8 @@ uint64 insert_alerts(const ExtensionCatalog* ext, Datum* columns[kAlertArgs], bo
 // ever, the stream is dropped rather than read forever.
 void drop_unreadable(StreamPool& pool, const WorkerTarget& target, const char* what) {
   pool.discard(target.stream);
-  ereport(LOG, (errmsg("rate_limiter worker discarded the unreadable %s of database %u", what, target.database)));
+  ereport(LOG, (errmsg("rate_limiter worker discarded the unreadable %s of database %u", what,
+                       target.database)));
 }
 
 }  // namespace
@@ -101,11 +106,12 @@ bool flush_usage_batch(const WorkerTarget& target, uint64 end, bool* gone) {
     metric_add(&shared->metrics.usage_dead_letters, result.dead_letters);
     raise_dead_letter_alert(target.stream, target.database, target.extension, result.dead_letters,
                             limiter_now_unix());
-    ereport(WARNING, (errmsg("rate_limiter worker set aside " UINT64_FORMAT
-                             " usage rows that token_usage refused, in token_usage_dead_letters",
-                             result.dead_letters),
-                      errdetail("First error: %s", result.first_error),
-                      errhint("Fix the constraint or trigger, then move the rows back into token_usage.")));
+    ereport(WARNING,
+            (errmsg("rate_limiter worker set aside " UINT64_FORMAT
+                    " usage rows that token_usage refused, in token_usage_dead_letters",
+                    result.dead_letters),
+             errdetail("First error: %s", result.first_error),
+             errhint("Fix the constraint or trigger, then move the rows back into token_usage.")));
   }
   if (broken) {
     drop_unreadable(pool, target, "usage queue");
@@ -163,9 +169,12 @@ bool flush_alert_batch(const WorkerTarget& target, uint64 end, bool* gone) {
     bool null_scope = false;
     const char* scope = alert_scope_text(r);
     columns[0][rows] = CStringGetTextDatum(alert_kind_text(r));
-    columns[1][rows] = text_or_null(r.user_len >= 0 ? r.user : nullptr, r.user_len, &nulls[1][rows]);
-    columns[2][rows] = text_or_null(r.endpoint_len >= 0 ? r.endpoint : nullptr, r.endpoint_len, &nulls[2][rows]);
-    columns[3][rows] = text_or_null(scope, scope != nullptr ? static_cast<int>(strlen(scope)) : 0, &null_scope);
+    columns[1][rows] =
+        text_or_null(r.user_len >= 0 ? r.user : nullptr, r.user_len, &nulls[1][rows]);
+    columns[2][rows] =
+        text_or_null(r.endpoint_len >= 0 ? r.endpoint : nullptr, r.endpoint_len, &nulls[2][rows]);
+    columns[3][rows] =
+        text_or_null(scope, scope != nullptr ? static_cast<int>(strlen(scope)) : 0, &null_scope);
     nulls[3][rows] = null_scope;
     columns[4][rows] = TimestampTzGetDatum(unix_to_timestamptz(r.window_start));
     columns[5][rows] = CStringGetTextDatum(alert_payload(r));
@@ -180,9 +189,9 @@ bool flush_alert_batch(const WorkerTarget& target, uint64 end, bool* gone) {
   }
   pool.consume(target.stream, cursor);
   if (foreign > 0)
-    ereport(DEBUG1, (errmsg("rate_limiter worker dropped " UINT64_FORMAT
-                            " alerts of a former installation",
-                            foreign)));
+    ereport(DEBUG1,
+            (errmsg("rate_limiter worker dropped " UINT64_FORMAT " alerts of a former installation",
+                    foreign)));
   return true;
 }
 
@@ -211,7 +220,8 @@ void drop_installation_records(const WorkerTarget& target) noexcept {
     AlertRecord r;
     if (length != sizeof r) return false;
     memcpy(&r, record, sizeof r);
-    return r.database == target.database && (r.extension == target.extension || !OidIsValid(r.extension));
+    return r.database == target.database &&
+           (r.extension == target.extension || !OidIsValid(r.extension));
   });
 }
 

@@ -1,9 +1,9 @@
 #include "rate_limiter/pg/workers/reclaim.hpp"
 
-#include "rate_limiter/pg/workers/database_worker.hpp"
 #include "rate_limiter/pg/revocations.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/workers/database_worker.hpp"
 
 namespace rate_limiter::pg {
 namespace {
@@ -31,7 +31,8 @@ void note_drop(uint64 installation, Oid database) {
 }
 
 void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void* arg) {
-  if (previous_object_access_hook != nullptr) previous_object_access_hook(access, class_id, object_id, sub_id, arg);
+  if (previous_object_access_hook != nullptr)
+    previous_object_access_hook(access, class_id, object_id, sub_id, arg);
   if (access != OAT_DROP || shared == nullptr) return;
   if (class_id == ExtensionRelationId) {
     // The hook runs before the catalog row goes: the name is still there.
@@ -74,7 +75,8 @@ InstallationSlot* register_installation(uint64 installation) {
   bool share_database = false;
   for (int attempt = 0; attempt < kMaxInstallationSlots; ++attempt) {
     InstallationSlot* stale = nullptr;
-    if (InstallationSlot* slot = try_register_installation(installation, share_database, &stale)) return slot;
+    if (InstallationSlot* slot = try_register_installation(installation, share_database, &stale))
+      return slot;
     if (stale == nullptr) break;
     // Another installation of this database.  Reclaim it only if its
     // extension is gone for good: a drop by this very transaction (BEGIN;
@@ -86,11 +88,12 @@ InstallationSlot* register_installation(uint64 installation) {
     else
       share_database = true;
   }
-  ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-                  errmsg("rate_limiter serves at most %u databases at a time", installation_capacity()),
-                  errdetail("Every slot is held by a database where the extension is installed."),
-                  errhint("Raise rate_limiter.max_databases (takes a restart), or drop the extension "
-                          "where it is not used.")));
+  ereport(ERROR,
+          (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+           errmsg("rate_limiter serves at most %u databases at a time", installation_capacity()),
+           errdetail("Every slot is held by a database where the extension is installed."),
+           errhint("Raise rate_limiter.max_databases (takes a restart), or drop the extension "
+                   "where it is not used.")));
   pg_unreachable();
 }
 
@@ -101,7 +104,8 @@ bool extension_committed_gone(Oid extension) {
   snapshot->curcid = FirstCommandId;
   Relation rel = table_open(ExtensionRelationId, AccessShareLock);
   ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(extension));
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(extension));
   SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, snapshot, 1, &key);
   const bool gone = !HeapTupleIsValid(systable_getnext(scan));
   systable_endscan(scan);
@@ -121,7 +125,8 @@ void reclaim_abandoned_installations(Oid database, uint64 keep) {
       continue;
     // A grace period for a CREATE EXTENSION still under way elsewhere.
     if (!TimestampDifferenceExceeds(s.registered_at, now, kAbandonedGraceMs)) continue;
-    if (extension_committed_gone(static_cast<Oid>(installation & 0xffffffffu)) && s.installation == installation)
+    if (extension_committed_gone(static_cast<Oid>(installation & 0xffffffffu)) &&
+        s.installation == installation)
       reclaim_installation(&s);
   }
 }
@@ -148,7 +153,8 @@ void reclaim_database(Oid database) noexcept {
   InstallationSlot* slots = installation_slots();
   for (int i = 0; i < installation_slot_count(); ++i) {
     const uint64 installation = slots[i].installation;
-    if (installation != 0 && static_cast<Oid>(installation >> 32) == database) reclaim_installation(&slots[i]);
+    if (installation != 0 && static_cast<Oid>(installation >> 32) == database)
+      reclaim_installation(&slots[i]);
   }
 }
 

@@ -27,7 +27,8 @@ HTAB* scopes = nullptr;
 
 void reset_scopes() {
   if (scope_context == nullptr)
-    scope_context = AllocSetContextCreate(TopMemoryContext, "rate_limiter flushed scopes", ALLOCSET_DEFAULT_SIZES);
+    scope_context = AllocSetContextCreate(TopMemoryContext, "rate_limiter flushed scopes",
+                                          ALLOCSET_DEFAULT_SIZES);
   else
     MemoryContextReset(scope_context);
   HASHCTL ctl;
@@ -35,7 +36,8 @@ void reset_scopes() {
   ctl.keysize = sizeof(ScopeKey);
   ctl.entrysize = sizeof(ScopeEntry);
   ctl.hcxt = scope_context;
-  scopes = hash_create("rate_limiter flushed scopes", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+  scopes =
+      hash_create("rate_limiter flushed scopes", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 ScopeKey key_of(const UsageEvent& e) {
@@ -75,7 +77,8 @@ bool function_exists(const ExtensionCatalog* ext, const char* name, int nargs, O
 // False when there was nothing to do or it cannot be done.
 bool snapshot_batch(const WorkerTarget& target, bool* gone) {
   if (scopes == nullptr || hash_get_num_entries(scopes) == 0) return false;
-  const int n = static_cast<int>(Min(hash_get_num_entries(scopes), static_cast<long>(kUpkeepBatchScopes)));
+  const int n =
+      static_cast<int>(Min(hash_get_num_entries(scopes), static_cast<long>(kUpkeepBatchScopes)));
   // Outside the transaction: the keys are removed after its commit.
   ScopeKey* keys = static_cast<ScopeKey*>(palloc(n * sizeof(ScopeKey)));
   begin_worker_transaction("rate_limiter: upkeep of flushed scopes");
@@ -108,11 +111,12 @@ bool snapshot_batch(const WorkerTarget& target, bool* gone) {
     }
   }
   if (rows > 0) {
-    Datum args[2] = {array_of(users, user_nulls, rows, TEXTOID), array_of(endpoints, endpoint_nulls, rows, TEXTOID)};
+    Datum args[2] = {array_of(users, user_nulls, rows, TEXTOID),
+                     array_of(endpoints, endpoint_nulls, rows, TEXTOID)};
     AsExtensionOwner owner(ext);
     const int rc = SPI_execute_with_args(
-        psprintf("SELECT %s.rate_limiter_snapshot_scopes($1, $2)", ext->quoted_schema), 2, types, args,
-        nullptr, false, 0);
+        psprintf("SELECT %s.rate_limiter_snapshot_scopes($1, $2)", ext->quoted_schema), 2, types,
+        args, nullptr, false, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "rate_limiter worker: snapshot of flushed scopes failed");
     owner.restore();
   }
@@ -157,7 +161,8 @@ bool retention_batch(const WorkerTarget& target, bool* gone) {
   double kept_s = 0;
   // The 1.1 schema (token_usage's timestamp index): a 1.0 installation is
   // left alone.
-  if (ext == nullptr || !function_exists(ext, "rate_limiter_snapshot_counters", 1, snapshot_types) ||
+  if (ext == nullptr ||
+      !function_exists(ext, "rate_limiter_snapshot_counters", 1, snapshot_types) ||
       !kept_span_seconds(ext, &kept_s)) {
     commit_worker_transaction();
     return false;
@@ -175,7 +180,8 @@ bool retention_batch(const WorkerTarget& target, bool* gone) {
                    Int32GetDatum(kRetentionBatchRows)};
   AsExtensionOwner owner(ext);
   const int rc = SPI_execute_with_args(sql, 3, types, args, nullptr, false, 0);
-  if (rc != SPI_OK_DELETE) elog(ERROR, "rate_limiter worker: retention failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_DELETE)
+    elog(ERROR, "rate_limiter worker: retention failed: %s", SPI_result_code_string(rc));
   owner.restore();
   const bool full = SPI_processed >= static_cast<uint64>(kRetentionBatchRows);
   commit_worker_transaction();
@@ -201,7 +207,9 @@ void note_flushed_scope(const UsageEvent& e) {
   entry->user = user;
 }
 
-bool flushed_scopes_full() { return scopes != nullptr && hash_get_num_entries(scopes) >= kMaxTrackedScopes; }
+bool flushed_scopes_full() {
+  return scopes != nullptr && hash_get_num_entries(scopes) >= kMaxTrackedScopes;
+}
 
 bool run_upkeep(const WorkerTarget& target, bool (*stop)(), bool* gone) {
   // Slots of this database that no installation will use again (a CREATE

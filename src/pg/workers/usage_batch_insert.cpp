@@ -49,7 +49,8 @@ void add_row(Columns* c, int i, const UsageEvent& e) {
   c->values[4][i] = text_or_null(e.endpoint, e.endpoint_len, &c->nulls[4][i]);
   c->nulls[5][i] = e.priority == kNoPriority;
   if (e.priority != kNoPriority)
-    c->values[5][i] = CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
+    c->values[5][i] =
+        CStringGetTextDatum(core::priority_name(static_cast<core::Priority>(e.priority)));
   c->values[6][i] = TimestampTzGetDatum(e.at);
   // The role's name (see the 1.3 update script); NULL once it is dropped.
   if (e.granted_to != c->last_role || i == 0) {
@@ -88,25 +89,29 @@ const char* insert_sql(const ExtensionCatalog* ext, bool on_conflict) {
       "SELECT CASE WHEN e.id = 0 THEN pg_catalog.nextval(%u::pg_catalog.regclass) ELSE e.id END, "
       "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at%s "
       "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)%s) "
+      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+      "pg_catalog.unnest($7)%s) "
       "AS e(id, user_id, session_id, tokens, endpoint, priority, at%s)%s",
-      ext->quoted_schema, grant ? ", granted_to, charges" : "", sequence, grant ? ", e.granted_to, e.charges" : "",
-      grant ? ", pg_catalog.unnest($8), pg_catalog.unnest($9)" : "", grant ? ", granted_to, charges" : "",
-      on_conflict ? " ON CONFLICT (id) DO NOTHING" : "");
+      ext->quoted_schema, grant ? ", granted_to, charges" : "", sequence,
+      grant ? ", e.granted_to, e.charges" : "",
+      grant ? ", pg_catalog.unnest($8), pg_catalog.unnest($9)" : "",
+      grant ? ", granted_to, charges" : "", on_conflict ? " ON CONFLICT (id) DO NOTHING" : "");
 }
 
 // Rows [lo, lo + n); returns how many were inserted.
 uint64 insert_rows(const Batch* b, const char* sql, int lo, int n) {
-  const Oid element_types[kInsertArgs] = {INT8OID, TEXTOID, TEXTOID,        INT8OID, TEXTOID,
+  const Oid element_types[kInsertArgs] = {INT8OID, TEXTOID,        TEXTOID, INT8OID, TEXTOID,
                                           TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
-  Oid array_types[kInsertArgs] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,        INT8ARRAYOID, TEXTARRAYOID,
-                                  TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
+  Oid array_types[kInsertArgs] = {INT8ARRAYOID,        TEXTARRAYOID, TEXTARRAYOID,
+                                  INT8ARRAYOID,        TEXTARRAYOID, TEXTARRAYOID,
+                                  TIMESTAMPTZARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
   Datum args[kInsertArgs];
   for (int a = 0; a < b->insert_args; ++a)
     args[a] = array_of(b->columns.values[a] + lo, b->columns.nulls[a] + lo, n, element_types[a]);
   AsExtensionOwner owner(b->ext);
   const int rc = SPI_execute_with_args(sql, b->insert_args, array_types, args, nullptr, false, 0);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "rate_limiter worker: insert failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_INSERT)
+    elog(ERROR, "rate_limiter worker: insert failed: %s", SPI_result_code_string(rc));
   owner.restore();
   return SPI_processed;
 }
@@ -114,11 +119,12 @@ uint64 insert_rows(const Batch* b, const char* sql, int lo, int n) {
 void insert_letter(const Batch* b, int i, const ErrorData* error) {
   const UsageEvent& e = b->events[i];
   const char* sql = psprintf(
-      "INSERT INTO %s.token_usage_dead_letters (id, user_id, session_id, tokens_used, api_endpoint, "
+      "INSERT INTO %s.token_usage_dead_letters (id, user_id, session_id, tokens_used, "
+      "api_endpoint, "
       "priority_level, \"timestamp\", error_sqlstate, error_message, error_detail) "
       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
       b->ext->quoted_schema);
-  Oid types[kLetterArgs] = {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID,
+  Oid types[kLetterArgs] = {INT8OID, TEXTOID,        TEXTOID, INT8OID, TEXTOID,
                             TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID};
   Datum values[kLetterArgs];
   char nulls[kLetterArgs];
@@ -176,15 +182,16 @@ bool in_subtransaction(const Batch* b, Work work, ErrorData** error) {
 
 void note_error(Batch* b, const ErrorData* error) {
   if (b->result.first_error[0] != '\0') return;
-  snprintf(b->result.first_error, sizeof b->result.first_error, "%s: %s", unpack_sql_state(error->sqlerrcode),
-           error->message != nullptr ? error->message : "");
+  snprintf(b->result.first_error, sizeof b->result.first_error, "%s: %s",
+           unpack_sql_state(error->sqlerrcode), error->message != nullptr ? error->message : "");
 }
 
 // The last resort: the row in the server log, every field.
 void log_row(const Batch* b, int i, const ErrorData* error, const ErrorData* letter_error) {
   const UsageEvent& e = b->events[i];
   ereport(WARNING,
-          (errmsg("rate_limiter worker could not write a usage row of database %u; it is kept only in this log",
+          (errmsg("rate_limiter worker could not write a usage row of database %u; it is kept only "
+                  "in this log",
                   MyDatabaseId),
            errdetail("id=" INT64_FORMAT " user_id=%s session_id=%s tokens_used=" INT64_FORMAT
                      " api_endpoint=%s priority_level=%s timestamp=%s; token_usage: %s: %s; "
@@ -192,11 +199,12 @@ void log_row(const Batch* b, int i, const ErrorData* error, const ErrorData* let
                      e.id, pnstrdup(e.user, e.user_len),
                      e.session != nullptr ? pnstrdup(e.session, e.session_len) : "NULL", e.tokens,
                      e.endpoint != nullptr ? pnstrdup(e.endpoint, e.endpoint_len) : "NULL",
-                     e.priority != kNoPriority ? core::priority_name(static_cast<core::Priority>(e.priority))
-                                               : "NULL",
+                     e.priority != kNoPriority
+                         ? core::priority_name(static_cast<core::Priority>(e.priority))
+                         : "NULL",
                      timestamptz_to_str(e.at), unpack_sql_state(error->sqlerrcode),
                      error->message != nullptr ? error->message : "",
-                     letter_error == nullptr ? "missing (extension version before 1.2)"
+                     letter_error == nullptr            ? "missing (extension version before 1.2)"
                      : letter_error->message != nullptr ? letter_error->message
                                                         : "refused")));
 }
@@ -205,7 +213,9 @@ void set_aside(Batch* b, int i, const ErrorData* error) {
   ++b->result.dead_letters;
   note_error(b, error);
   ErrorData* letter_error = nullptr;
-  if (b->has_letters_table && in_subtransaction(b, [&] { insert_letter(b, i, error); }, &letter_error)) return;
+  if (b->has_letters_table && in_subtransaction(
+                                  b, [&] { insert_letter(b, i, error); }, &letter_error))
+    return;
   log_row(b, i, error, letter_error);
 }
 
@@ -213,7 +223,8 @@ void set_aside(Batch* b, int i, const ErrorData* error) {
 bool try_insert(Batch* b, const char* sql, int lo, int hi, ErrorData** error) {
   uint64 inserted = 0;
   MemoryContext outer = MemoryContextSwitchTo(b->attempt);
-  const bool ok = in_subtransaction(b, [&] { inserted = insert_rows(b, sql, lo, hi - lo); }, error);
+  const bool ok = in_subtransaction(
+      b, [&] { inserted = insert_rows(b, sql, lo, hi - lo); }, error);
   MemoryContextSwitchTo(outer);
   MemoryContextReset(b->attempt);
   if (ok) b->result.inserted += inserted;
@@ -239,15 +250,15 @@ void insert_range(Batch* b, int lo, int hi) {
 
 bool transient_error(int sqlerrcode) {
   switch (ERRCODE_TO_CATEGORY(sqlerrcode)) {
-    case ERRCODE_CONNECTION_EXCEPTION:             // 08
-    case ERRCODE_INVALID_TRANSACTION_STATE:        // 25 (read-only, in recovery)
-    case ERRCODE_TRANSACTION_ROLLBACK:             // 40 (serialization, deadlock)
-    case ERRCODE_INSUFFICIENT_RESOURCES:           // 53 (disk full, out of memory)
-    case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE: // 55 (lock not available)
-    case ERRCODE_OPERATOR_INTERVENTION:            // 57 (cancel, shutdown)
-    case ERRCODE_SYSTEM_ERROR:                     // 58 (I/O)
-    case ERRCODE_CONFIG_FILE_ERROR:                // F0
-    case ERRCODE_INTERNAL_ERROR:                   // XX (not the rows' fault)
+    case ERRCODE_CONNECTION_EXCEPTION:              // 08
+    case ERRCODE_INVALID_TRANSACTION_STATE:         // 25 (read-only, in recovery)
+    case ERRCODE_TRANSACTION_ROLLBACK:              // 40 (serialization, deadlock)
+    case ERRCODE_INSUFFICIENT_RESOURCES:            // 53 (disk full, out of memory)
+    case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:  // 55 (lock not available)
+    case ERRCODE_OPERATOR_INTERVENTION:             // 57 (cancel, shutdown)
+    case ERRCODE_SYSTEM_ERROR:                      // 58 (I/O)
+    case ERRCODE_CONFIG_FILE_ERROR:                 // F0
+    case ERRCODE_INTERNAL_ERROR:                    // XX (not the rows' fault)
       return true;
     default:
       return false;
@@ -263,7 +274,8 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
   b.insert_args = ext->usage_has_grant_columns ? kInsertArgs : kInsertArgsBefore13;
   b.has_letters_table = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
   b.keep = CurrentMemoryContext;
-  b.attempt = AllocSetContextCreate(CurrentMemoryContext, "rate_limiter usage insert", ALLOCSET_DEFAULT_SIZES);
+  b.attempt = AllocSetContextCreate(CurrentMemoryContext, "rate_limiter usage insert",
+                                    ALLOCSET_DEFAULT_SIZES);
   // A deferred constraint or constraint trigger would fail at the commit,
   // outside every subtransaction, and the batch would be retried forever:
   // check them at the end of each attempt instead.
@@ -279,10 +291,13 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
     if (!try_insert(&b, b.fast_sql, 0, n, &error)) {
       // Not the rows' fault yet: a row written before, or one bad row
       // among many.  Said once per batch; rows set aside say more.
-      ereport(LOG, (errmsg("rate_limiter worker: a batch of %d usage rows of database %u was refused (%s: %s); "
-                           "retrying it with ON CONFLICT (id) DO NOTHING and, if needed, in parts",
-                           n, MyDatabaseId, unpack_sql_state(error->sqlerrcode),
-                           error->message != nullptr ? error->message : "")));
+      ereport(
+          LOG,
+          (errmsg(
+              "rate_limiter worker: a batch of %d usage rows of database %u was refused (%s: %s); "
+              "retrying it with ON CONFLICT (id) DO NOTHING and, if needed, in parts",
+              n, MyDatabaseId, unpack_sql_state(error->sqlerrcode),
+              error->message != nullptr ? error->message : "")));
       FreeErrorData(error);
       insert_range(&b, 0, n);
     }

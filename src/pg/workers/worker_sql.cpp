@@ -53,8 +53,8 @@ Datum array_of(Datum* values, bool* nulls, int n, Oid element_type) {
   get_typlenbyvalalign(element_type, &length, &by_value, &align);
   int dims[1] = {n};
   int lower_bounds[1] = {1};
-  return PointerGetDatum(
-      construct_md_array(values, nulls, 1, dims, lower_bounds, element_type, length, by_value, align));
+  return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lower_bounds, element_type,
+                                            length, by_value, align));
 }
 
 Datum text_or_null(const char* bytes, int length, bool* is_null) {

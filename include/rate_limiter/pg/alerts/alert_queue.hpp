@@ -66,7 +66,7 @@ struct AlertRecord {
 };
 
 SegmentRequest alert_queue_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_alert_queue_memory();   // from attach_shared_memory()
+void attach_alert_queue_memory();      // from attach_shared_memory()
 
 // Appends one record to `stream` (the installation's slot index) or, when
 // there is no room, drops it and counts it in alerts_dropped.  Never blocks

@@ -42,8 +42,8 @@ void raise_degradation_alert(AlertKind kind, int64 now);
 
 // A database's worker: its usage flush is behind by lag_ms (its stream and
 // installation given explicitly).
-void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms, int64 threshold_ms,
-                           int64 now);
+void raise_flush_lag_alert(int stream, Oid database, Oid extension, int64 lag_ms,
+                           int64 threshold_ms, int64 now);
 // A database's worker set `rows` usage rows aside (token_usage_dead_letters).
 void raise_dead_letter_alert(int stream, Oid database, Oid extension, uint64 rows, int64 now);
 

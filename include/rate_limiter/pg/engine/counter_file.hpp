@@ -24,7 +24,7 @@
 
 namespace rate_limiter::pg {
 
-void load_counter_file();                          // postmaster, at segment creation
+void load_counter_file();                         // postmaster, at segment creation
 void save_counter_file_at_exit(int code, Datum);  // on_shmem_exit callback
 
 // Whether the server is going down after a shutdown checkpoint (the control

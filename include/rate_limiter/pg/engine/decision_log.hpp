@@ -13,8 +13,8 @@
 // that with "off" the hot path costs one predictable branch on a global.
 #pragma once
 
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 
@@ -23,7 +23,7 @@ inline bool log_decisions_enabled() { return unlikely(settings.log_decisions != 
 // Logs the call's decision when the mode selects it and the sample draws
 // it.  requested: the tokens asked for, -1 for a check.  A call denied for
 // a revoked session has no binding limit (scope=none ...).
-void log_decision(const char* function, const IdArg& user, const IdArg& endpoint, const CallResult& result,
-                  core::CallKind kind, int64 requested);
+void log_decision(const char* function, const IdArg& user, const IdArg& endpoint,
+                  const CallResult& result, core::CallKind kind, int64 requested);
 
 }  // namespace rate_limiter::pg

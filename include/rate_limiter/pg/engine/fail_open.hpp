@@ -24,7 +24,7 @@ namespace rate_limiter::pg {
 constexpr int kFailOpenEntries = 256;
 
 SegmentRequest fail_open_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_fail_open_memory();   // from attach_shared_memory()
+void attach_fail_open_memory();      // from attach_shared_memory()
 
 // For `n` counters (keys, capacities): the largest grant of at most
 // `wanted` that keeps every counter's outstanding lockless grants within

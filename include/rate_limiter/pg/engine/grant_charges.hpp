@@ -51,6 +51,7 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
 
 // Decodes up to kMaxGrantCharges records of a grant of `tokens` at `now`;
 // -1 when the bytes are not a well-formed record of this version.
-int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now, GrantCharge* out) noexcept;
+int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now,
+                         GrantCharge* out) noexcept;
 
 }  // namespace rate_limiter::pg

@@ -13,8 +13,8 @@
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/decision.hpp"
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/rules.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 
@@ -92,7 +92,7 @@ struct CallResult {
   core::Decision decision;
   bool fail_open = false;  // some limit went unenforced (table full, failure_mode = open)
   core::AcquireStatus refusal = core::AcquireStatus::Ok;  // why a counter could not be created
-  bool keys_added = false;  // the call created counters
+  bool keys_added = false;                                // the call created counters
   // The applied limits in the core's order (decision.binding and
   // decision.charges index them), [0, limit_count).  Filled when the
   // status is Decided and limits applied.
@@ -130,14 +130,15 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 // with their rules: what settle_tokens gives unused tokens back to.
 // Returns how many were written to keys/rules (at most
 // core::kMaxAppliedLimits).
-int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind, core::Hash128* keys,
-                        core::LimitRule* rules);
+int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
+                        core::Hash128* keys, core::LimitRule* rules);
 
 // Every main counter and burst cap of the applicable rules, both kinds,
 // with their rules, kinds and whether they are the default rule's (the
 // counter rebuild's and a lockless grant's view of one call).  Returns how
 // many were written (at most max).
-int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys, core::LimitRule* rules,
-                             core::LimitKind* kinds, bool* default_class, int max);
+int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys,
+                             core::LimitRule* rules, core::LimitKind* kinds, bool* default_class,
+                             int max);
 
 }  // namespace rate_limiter::pg

@@ -25,7 +25,7 @@
 namespace rate_limiter::pg {
 
 SegmentRequest key_budget_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_key_budget_memory();   // from attach_shared_memory()
+void attach_key_budget_memory();      // from attach_shared_memory()
 
 // The admission of a new counter for the calling role: configured
 // (default_class false) or the default class under the current settings.
@@ -37,7 +37,7 @@ Oid key_owner_role(uint8 owner) noexcept;
 
 // The role map across a clean restart (counter_file.hpp): the slots keep
 // their owners, so the map must keep its meaning.
-void save_key_owners(Oid* roles) noexcept;            // core::kMaxOwners + 1 entries
+void save_key_owners(Oid* roles) noexcept;           // core::kMaxOwners + 1 entries
 void restore_key_owners(const Oid* roles) noexcept;  // the postmaster, before any backend
 
 // Counters per partition the default class may hold, and one role of it.

@@ -52,8 +52,9 @@ void schedule_refund_on_abort(const core::Hash128& counter_key, const core::Limi
 // dropped at abort and at a rollback of its subtransaction.
 // in_ledger: the units are outstanding in the fail-open ledger
 // (fail_open.hpp) until the charge is made or dropped.
-void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule, int64_t units,
-                              bool in_ledger, const core::Admission& admission, bool follows_transaction);
+void schedule_deferred_charge(const core::Hash128& counter_key, const core::LimitRule& rule,
+                              int64_t units, bool in_ledger, const core::Admission& admission,
+                              bool follows_transaction);
 
 // A mark of the effects recorded so far (effect_log_mark()).
 uint32_t transaction_effects_mark();

@@ -46,7 +46,7 @@
 namespace rate_limiter::pg {
 
 SegmentRequest revocation_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_revocation_memory();   // from attach_shared_memory()
+void attach_revocation_memory();      // from attach_shared_memory()
 
 enum class CacheAnswer {
   Revoked,     // the token is revoked
@@ -86,10 +86,10 @@ inline void apply_revocation_change(const RevocationChange& change) noexcept {
 }
 
 struct RevocationCacheStatus {
-  const char* state;   // "not_loaded", "loaded" or "overflowed"
-  uint32 cached;       // members of this installation
-  uint32 cached_total; // members of every installation
-  uint32 capacity;     // rate_limiter.max_revocations
+  const char* state;    // "not_loaded", "loaded" or "overflowed"
+  uint32 cached;        // members of this installation
+  uint32 cached_total;  // members of every installation
+  uint32 capacity;      // rate_limiter.max_revocations
 };
 
 RevocationCacheStatus revocation_cache_status(uint64 installation) noexcept;

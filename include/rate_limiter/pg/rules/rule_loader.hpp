@@ -35,7 +35,8 @@ void reset_installation_rules(InstallationSlot* slot) noexcept;
 
 // Book-keeping after a write to the rule table: rule_count, the replay
 // horizon and the overflow flag.
-void note_rule_write(InstallationSlot* slot, core::RuleWrite write, const core::RuleRecord& record) noexcept;
+void note_rule_write(InstallationSlot* slot, core::RuleWrite write,
+                     const core::RuleRecord& record) noexcept;
 void note_rule_removed(InstallationSlot* slot) noexcept;
 
 }  // namespace rate_limiter::pg

@@ -13,8 +13,8 @@
 #include <string_view>
 
 #include "rate_limiter/core/decision.hpp"
-#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {
 

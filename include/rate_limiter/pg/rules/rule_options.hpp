@@ -5,22 +5,22 @@
 // list and the file differ.  RuleColumns (rules.hpp) binds and reads them.
 #pragma once
 
-#define RL_RULE_OPTIONS(X)        \
-  X(algorithm)                    \
-  X(burst)                        \
-  X(burst_limit)                  \
-  X(burst_window_seconds)         \
-  X(enable_dynamic_allocation)    \
-  X(emergency_override_enabled)   \
-  X(burst_mode_enabled)           \
-  X(user_history_weight)          \
-  X(system_load_weight)           \
-  X(time_factor_weight)           \
-  X(emergency_threshold)          \
-  X(override_percentage)          \
-  X(burst_multiplier)             \
-  X(burst_window)                 \
-  X(max_burst_tokens)             \
+#define RL_RULE_OPTIONS(X)      \
+  X(algorithm)                  \
+  X(burst)                      \
+  X(burst_limit)                \
+  X(burst_window_seconds)       \
+  X(enable_dynamic_allocation)  \
+  X(emergency_override_enabled) \
+  X(burst_mode_enabled)         \
+  X(user_history_weight)        \
+  X(system_load_weight)         \
+  X(time_factor_weight)         \
+  X(emergency_threshold)        \
+  X(override_percentage)        \
+  X(burst_multiplier)           \
+  X(burst_window)               \
+  X(max_burst_tokens)           \
   X(shadow_mode)
 
 namespace rate_limiter::pg {

@@ -27,7 +27,7 @@
 namespace rate_limiter::pg {
 
 SegmentRequest rule_table_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_rule_table_memory();   // from attach_shared_memory()
+void attach_rule_table_memory();      // from attach_shared_memory()
 
 enum class RuleProbe : uint8 { Absent, Present, Tombstone };
 
@@ -35,12 +35,14 @@ enum class RuleProbe : uint8 { Absent, Present, Tombstone };
 RuleProbe rule_table_get(const core::Hash128& key, core::RuleRecord* out) noexcept;
 
 // Writes under the key's partition lock.
-core::RuleWrite rule_table_upsert(const core::Hash128& key, const core::RuleRecord& record) noexcept;
+core::RuleWrite rule_table_upsert(const core::Hash128& key,
+                                  const core::RuleRecord& record) noexcept;
 // The loader's write: insert_if_absent, but only while *epoch still equals
 // `expected` (read under the partition lock; a reset bumps it before it
 // sweeps).  *stale: the epoch moved, nothing was written.
 core::RuleWrite rule_table_load(const core::Hash128& key, const core::RuleRecord& record,
-                                const pg_atomic_uint64* epoch, uint64 expected, bool* stale) noexcept;
+                                const pg_atomic_uint64* epoch, uint64 expected,
+                                bool* stale) noexcept;
 // Returns whether a live record went; *no_room: a tombstone was asked for
 // and could not be written.
 bool rule_table_erase(const core::Hash128& key, bool tombstone, bool* no_room) noexcept;
@@ -50,7 +52,8 @@ bool rule_table_erase(const core::Hash128& key, bool tombstone, bool* no_room) n
 uint64 rule_table_sweep_tag(uint16 tag) noexcept;
 // Only while *epoch still equals `expected` (checked under each partition
 // lock): after a reset, the tombstones belong to the next load.
-uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch, uint64 expected) noexcept;
+uint64 rule_table_sweep_tombstones(uint16 tag, const pg_atomic_uint64* epoch,
+                                   uint64 expected) noexcept;
 
 struct RuleTableStats {
   uint64 live;        // records of every installation (tombstones excluded)

@@ -16,7 +16,7 @@ struct InstallationSlot;
 
 struct ExtensionCatalog {
   Oid extension;
-  uint64 installation;        // MyDatabaseId << 32 | extension: hashed into every scope
+  uint64 installation;  // MyDatabaseId << 32 | extension: hashed into every scope
   Oid schema;
   char schema_name[NAMEDATALEN];
   const char* quoted_schema;  // quote_identifier(schema_name), for building SQL

@@ -46,13 +46,13 @@ constexpr int kMaxInstallationSlots = (1 << kTagIndexBits) - 1;
 //   any --TRUNCATE, reload_rate_limits(), invalid load--> Resetting --swept--> NotLoaded
 enum class RulesState : uint32 {
   NotLoaded = 0,  // the rule table holds nothing of this installation; commits skip it
-  Loading = 1,    // a load is under way (or was interrupted): commits apply, deletes leave tombstones
-  Loaded = 2,     // the rule table holds every committed rule (unless overflowed)
+  Loading = 1,  // a load is under way (or was interrupted): commits apply, deletes leave tombstones
+  Loaded = 2,   // the rule table holds every committed rule (unless overflowed)
   Resetting = 3,  // its records are being swept; commits skip it, loads wait
 };
 
 enum class CountersState : uint32 {
-  Unknown = 0,   // not known complete: rebuild from token_usage before the first decision
+  Unknown = 0,  // not known complete: rebuild from token_usage before the first decision
   Rebuilding = 1,
   Complete = 2,  // loaded from the counter file, or rebuilt since the server started
 };
@@ -60,15 +60,15 @@ enum class CountersState : uint32 {
 struct InstallationSlot {
   uint64 installation;  // database OID << 32 | extension OID; 0: free
   uint16 tag;
-  uint16 generation;    // bumped when the slot is reused
-  uint32 dropping;      // being reclaimed: no new users
-  uint64 last_used;     // registry clock at the last registration lookup
+  uint16 generation;          // bumped when the slot is reused
+  uint32 dropping;            // being reclaimed: no new users
+  uint64 last_used;           // registry clock at the last registration lookup
   TimestampTz registered_at;  // when the slot was taken (a grace period for abandoned slots)
 
   // Rules (rule_table.hpp, rule_loader.cpp).
   RulesState rules_state;
-  int32 rules_loader;                  // pid of the loading backend (Loading); 0: interrupted
-  pg_atomic_uint32 rules_load_invalid; // a change during the load could not be recorded: reset
+  int32 rules_loader;                   // pid of the loading backend (Loading); 0: interrupted
+  pg_atomic_uint32 rules_load_invalid;  // a change during the load could not be recorded: reset
   // Bumped by every reset; a loader writes only while it is unchanged
   // (checked under each partition lock), so nothing it read before a reset
   // survives the reset's sweep.
@@ -88,12 +88,12 @@ struct InstallationSlot {
 
   // The database's worker (database_worker.hpp, launcher.hpp,
   // database_commands.hpp); written under the lock.
-  int32 worker_pid;          // the worker serving this installation; 0: none
+  int32 worker_pid;  // the worker serving this installation; 0: none
   // A backend whose DROP DATABASE, ALTER DATABASE or CREATE DATABASE ...
   // TEMPLATE needs the database without a worker, until its transaction
   // ends; 0: none.
   int32 worker_blocked_by;
-  uint32 worker_exit;        // WorkerExit (database_worker.hpp): why the last worker stopped
+  uint32 worker_exit;  // WorkerExit (database_worker.hpp): why the last worker stopped
   uint32 reserved;
   // last_used when the worker found the extension gone from its database:
   // no worker again until the installation is used (registered) again.
@@ -102,7 +102,7 @@ struct InstallationSlot {
 };
 
 SegmentRequest installations_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_installations_memory();   // from attach_shared_memory()
+void attach_installations_memory();      // from attach_shared_memory()
 
 // The slot of an installation of the current database, registering it
 // when it is new.  nullptr when that cannot be done now: *stale is then a
@@ -160,7 +160,8 @@ bool wait_for_installation_change(TimestampTz deadline, Done done) {
       ok = false;
       break;
     }
-    ConditionVariableTimedSleep(installations_changed(), Min(wait_ms, kInstallationPollMs), PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(installations_changed(), Min(wait_ms, kInstallationPollMs),
+                                PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   return ok;

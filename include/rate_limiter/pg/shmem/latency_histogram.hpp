@@ -41,7 +41,7 @@ struct LatencyStats {
   pg_atomic_uint64 ewma_fixed;  // ns << kLatencyEwmaShift; 0: no call yet
 };
 
-void latency_init(LatencyStats* s) noexcept;   // zero everything (also the reset)
+void latency_init(LatencyStats* s) noexcept;  // zero everything (also the reset)
 void latency_record(LatencyStats* s, uint64 ns) noexcept;
 
 // The p-quantile (0 < p <= 1) in nanoseconds: the upper bound of the first

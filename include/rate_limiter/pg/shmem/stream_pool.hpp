@@ -92,9 +92,10 @@ struct NextFitPacking {
 class StreamPool {
  public:
   // From the shmem request / startup hooks.
-  static SegmentRequest segment(const char* segment, const char* tranche, uint32 streams, uint32 chunks,
-                                uint32 chunk_bytes);
-  void attach(const char* segment, const char* tranche, uint32 streams, uint32 chunks, uint32 chunk_bytes);
+  static SegmentRequest segment(const char* segment, const char* tranche, uint32 streams,
+                                uint32 chunks, uint32 chunk_bytes);
+  void attach(const char* segment, const char* tranche, uint32 streams, uint32 chunks,
+              uint32 chunk_bytes);
   bool attached() const noexcept { return header_ != nullptr; }
 
   uint32 streams() const noexcept;

@@ -49,10 +49,10 @@ Datum guarded_call(FunctionCallInfo fcinfo, Body body) {
 
 }  // namespace rate_limiter::pg
 
-#define RL_SQL_FUNCTION(name)                                                   \
-  RL_FUNCTION_INFO(name)                                                        \
-  static Datum name##_body(FunctionCallInfo fcinfo);                            \
-  extern "C" Datum name(PG_FUNCTION_ARGS) {                                     \
-    return ::rate_limiter::pg::guarded_call(fcinfo, name##_body);               \
-  }                                                                             \
+#define RL_SQL_FUNCTION(name)                                     \
+  RL_FUNCTION_INFO(name)                                          \
+  static Datum name##_body(FunctionCallInfo fcinfo);              \
+  extern "C" Datum name(PG_FUNCTION_ARGS) {                       \
+    return ::rate_limiter::pg::guarded_call(fcinfo, name##_body); \
+  }                                                               \
   static Datum name##_body([[maybe_unused]] FunctionCallInfo fcinfo)

@@ -9,7 +9,8 @@
 //   kind         owner                           recorded by
 //   Revocation   revocations/revocation_changes  token_revocations triggers, reload_revocations()
 //   Usage        usage/usage_pending             refund_on_abort calls in async mode
-//   Counter      engine/transaction_effects      settle_tokens, reset, refund_on_abort, fail-open charges
+//   Counter      engine/transaction_effects      settle_tokens, reset, refund_on_abort, fail-open
+//   charges
 //
 // Rules of the log (the only place they are decided):
 //  - COMMIT and PREPARE apply the kinds in the order above (a revoked token
@@ -54,12 +55,14 @@ struct Effect {
 
   template <typename T>
   T& as() noexcept {
-    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEffectPayloadBytes && alignof(T) <= 8);
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEffectPayloadBytes &&
+                  alignof(T) <= 8);
     return *reinterpret_cast<T*>(payload);
   }
   template <typename T>
   const T& as() const noexcept {
-    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEffectPayloadBytes && alignof(T) <= 8);
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEffectPayloadBytes &&
+                  alignof(T) <= 8);
     return *reinterpret_cast<const T*>(payload);
   }
 };

@@ -5,8 +5,8 @@
 // condition variable (stream_pool.hpp).
 #pragma once
 
-#include "rate_limiter/pg/support.hpp"
 #include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 

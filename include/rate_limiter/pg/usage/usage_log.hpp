@@ -41,10 +41,10 @@ namespace rate_limiter::pg {
 
 struct UsageRow {
   const IdArg* user;
-  const IdArg* endpoint;      // may be absent
-  const IdArg* session;       // may be absent
-  int64 tokens;               // 0 for a check_rate_limit request
-  int priority;               // core::Priority, or kNoPriority for a check_rate_limit request
+  const IdArg* endpoint;  // may be absent
+  const IdArg* session;   // may be absent
+  int64 tokens;           // 0 for a check_rate_limit request
+  int priority;           // core::Priority, or kNoPriority for a check_rate_limit request
   TimestampTz at;
   // Called once, just before the row is written in the caller's
   // transaction, when the call's charge does not follow the transaction

@@ -45,18 +45,18 @@ constexpr int kNoPriority = -1;
 
 // One usage event, decoded: pointers into the caller's or the record's bytes.
 struct UsageEvent {
-  int64 id = 0;            // token_usage.id; 0: the worker draws it from the sequence
+  int64 id = 0;  // token_usage.id; 0: the worker draws it from the sequence
   int64 tokens = 0;
-  TimestampTz at = 0;      // the decision's time, the row's "timestamp"
+  TimestampTz at = 0;  // the decision's time, the row's "timestamp"
   TimestampTz enqueued_at = 0;
-  Oid database = InvalidOid;   // the installation the row belongs to
+  Oid database = InvalidOid;  // the installation the row belongs to
   Oid extension = InvalidOid;
   int priority = kNoPriority;  // core::Priority, or kNoPriority for a counted check
   const char* user = nullptr;
   int user_len = 0;
   const char* endpoint = nullptr;  // nullptr: NULL
   int endpoint_len = 0;
-  const char* session = nullptr;   // nullptr: NULL
+  const char* session = nullptr;  // nullptr: NULL
   int session_len = 0;
   // Version 1.3 columns.  granted_to: the role that called (InvalidOid:
   // NULL); charges: the grant's token charges (grant_charges.hpp),
@@ -93,7 +93,7 @@ uint32 encode_usage_event(const UsageEvent& event, char* out);
 UsageEvent decode_usage_event(const char* bytes);
 
 SegmentRequest usage_queue_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_usage_queue_memory();   // from attach_shared_memory()
+void attach_usage_queue_memory();      // from attach_shared_memory()
 
 // The stream of an installation: its registry slot's index.
 int usage_stream_of(const InstallationSlot* slot) noexcept;
@@ -127,10 +127,10 @@ void usage_queue_wake_consumer(int stream) noexcept;
 int64 usage_queue_lag_ms(int stream) noexcept;
 
 struct UsageQueueStats {
-  uint64 events;    // queued, every database
-  uint64 bytes;     // chunks in use (queued or reserved)
+  uint64 events;  // queued, every database
+  uint64 bytes;   // chunks in use (queued or reserved)
   uint64 capacity;
-  int64 lag_ms;     // age of the oldest queued event of any database; 0 when empty
+  int64 lag_ms;  // age of the oldest queued event of any database; 0 when empty
 };
 UsageQueueStats usage_queue_stats();
 

@@ -31,7 +31,7 @@
 
 namespace rate_limiter::pg {
 
-void load_usage_queue_file();                          // postmaster, at segment creation, after load_counter_file()
+void load_usage_queue_file();  // postmaster, at segment creation, after load_counter_file()
 void save_usage_queue_file_at_exit(int code, Datum);  // on_shmem_exit callback
 
 }  // namespace rate_limiter::pg

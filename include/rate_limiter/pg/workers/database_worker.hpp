@@ -43,7 +43,8 @@ enum class WorkerExit : uint32 {
 };
 
 // The launcher's registration of a worker for slot `index`.
-void describe_database_worker(BackgroundWorker* worker, int index, uint64 installation, const char* database_name);
+void describe_database_worker(BackgroundWorker* worker, int index, uint64 installation,
+                              const char* database_name);
 
 // From reclaim.cpp, before the slot is freed: drops the installation's
 // queued records (when no worker consumes them; else the worker does) and

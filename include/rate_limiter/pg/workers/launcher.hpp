@@ -36,7 +36,7 @@ constexpr const char* kLauncherType = "rate_limiter launcher";
 void register_launcher();  // from _PG_init: the static worker and the commit callback
 
 SegmentRequest launcher_segment();  // for the map (src/pg/shared_memory.cpp)
-void attach_launcher_memory();   // from attach_shared_memory()
+void attach_launcher_memory();      // from attach_shared_memory()
 
 // Sets the launcher's latch, if it runs.  Cannot fail.
 void wake_launcher() noexcept;

@@ -27,8 +27,8 @@
 namespace rate_limiter::pg {
 
 struct BatchInsertResult {
-  uint64 inserted = 0;      // rows token_usage took (ON CONFLICT skips not counted)
-  uint64 dead_letters = 0;  // rows set aside (in the table or the server log)
+  uint64 inserted = 0;         // rows token_usage took (ON CONFLICT skips not counted)
+  uint64 dead_letters = 0;     // rows set aside (in the table or the server log)
   char first_error[256] = "";  // "SQLSTATE: message" of the first row error, for the log
 };
 

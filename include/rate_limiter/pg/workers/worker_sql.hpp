@@ -10,8 +10,8 @@ namespace rate_limiter::pg {
 // The installation a worker serves, fixed for the worker's life: a worker
 // whose slot changes occupant (DROP EXTENSION, DROP DATABASE) exits.
 struct WorkerTarget {
-  int stream;            // the slot's index: its queue streams
-  uint64 installation;   // database OID << 32 | extension OID
+  int stream;           // the slot's index: its queue streams
+  uint64 installation;  // database OID << 32 | extension OID
   Oid database;
   Oid extension;
   InstallationSlot* slot;
