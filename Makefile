@@ -118,8 +118,17 @@ fuzz-run: fuzz
 # .clang-tidy, cppcheck.  Server headers are -isystem, as in the build.
 LINT_SRCS = $(CORE_SRCS) $(PG_SRCS)
 LINT_JOBS ?= 2
-.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers lint-options
-lint: lint-tidy lint-cppcheck lint-meta lint-layers lint-options
+.PHONY: lint lint-tidy lint-cppcheck lint-meta lint-layers lint-options lint-format format
+lint: lint-tidy lint-cppcheck lint-meta lint-layers lint-options lint-format
+
+# Every C++ file of ours as .clang-format says (clang-format 14, Debian 12);
+# make format rewrites them.
+FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp' 2>/dev/null || find src include test -name '*.[ch]pp')
+lint-format:
+	@clang-format --dry-run -Werror $(FORMAT_FILES) && echo "clang-format: clean ($(words $(FORMAT_FILES)) files)"
+
+format:
+	clang-format -i $(FORMAT_FILES)
 
 # The per-limit options are named alike in sql/schema/options.tsv, the C++
 # list, the upsert, the update scripts, the settings and the documentation

@@ -21,7 +21,7 @@ rl_require_root() {
 
 # Installs the Debian packages we need, once.  clang (14 on Debian 12) and
 # libclang-rt-14-dev (libclang_rt.fuzzer, ASan, UBSan) build the fuzz
-# targets; clang-tidy and cppcheck run the lint suite; the Python packages
+# targets; clang-tidy, clang-format and cppcheck run the lint suite; the Python packages
 # run the HTTP gateway example and Chromium its dashboard test
 # (contrib/http_gateway, suite http).
 rl_install_packages() {
@@ -29,7 +29,7 @@ rl_install_packages() {
               postgresql-contrib libboost-dev libgtest-dev libipc-run-perl
               postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
               prometheus-postgres-exporter
-              clang libclang-rt-14-dev clang-tidy cppcheck python3
+              clang libclang-rt-14-dev clang-tidy clang-format cppcheck python3
               python3-fastapi python3-uvicorn python3-psycopg python3-psycopg-pool chromium)
   local missing=()
   for p in "${pkgs[@]}"; do

@@ -13,7 +13,7 @@
 #               packaging (META.json against the control file, the make dist
 #               archive), and the include layers of src/pg
 #               (scripts/check_layers.py), the per-limit option list
-#               (scripts/check_options.py); one test per tool
+#               (scripts/check_options.py), clang-format; one test per tool
 #   sqlfuzz     test/fuzz/sql_fuzz.py: 10,000 seeded random calls of every SQL
 #               function; no XX error, no server restart
 #   asan        regress and isolation again with an ASan+UBSan build, installed
@@ -161,9 +161,9 @@ run_fuzz() {
 }
 
 run_lint() {
-  rl_log "lint: clang-tidy, cppcheck, PGXN packaging and include layers"
+  rl_log "lint: clang-tidy, cppcheck, PGXN packaging, include layers, options, format"
   local pass=0 fail=0 tool
-  for tool in tidy cppcheck meta layers options; do
+  for tool in tidy cppcheck meta layers options format; do
     if make -s lint-$tool PG_CONFIG="$PG_BIN/pg_config" >"$logs/lint-$tool.log" 2>&1; then
       pass=$((pass + 1))
     else
