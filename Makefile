@@ -40,7 +40,8 @@ EXTRA_CLEAN = test/unit/run_unit_tests results output_iso tmp_check tmp_check_is
 
 # Server headers are system headers for us: their old-style code must not
 # trip our -Werror.
-PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Iinclude
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Iinclude \
+              -DRATE_LIMITER_SCHEMA_VERSION='"$(EXTVERSION)"'
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror
 SHLIB_LINK  = -lstdc++
 

@@ -4,7 +4,10 @@
 --
 -- After installing a new version of the rate_limiter library, run
 -- ALTER EXTENSION rate_limiter UPDATE in every database that has the
--- extension: the library is written for the schema of its own version.
+-- extension: the library assumes the schema of its own version.  Until
+-- then the functions of an older installation fail with an error that says
+-- so (SQLSTATE 55000, object_not_in_prerequisite_state, with that hint),
+-- and its background worker leaves the database alone.
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.1'" to load this file. \quit
 
 -- Privileges survive the update.  The rule for every update script: a

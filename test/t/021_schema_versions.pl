@@ -201,6 +201,27 @@ like($dump, qr/GRANT ALL ON FUNCTION public\.set_user_rate_limit\(.*\) TO limit_
 like($dump, qr/REVOKE ALL ON FUNCTION public\.allocate_tokens\(.*\) FROM PUBLIC;/,
 	'the dump carries the REVOKE on allocate_tokens');
 
+# The library assumes its own schema: the functions of a database still at
+# an older version raise a clear error (not a crash, not a wrong answer)
+# until ALTER EXTENSION rate_limiter UPDATE.
+$node->safe_psql('postgres', 'CREATE DATABASE old');
+$node->safe_psql('old', q{
+	CREATE EXTENSION rate_limiter VERSION '1.0';
+	ALTER TABLE token_limits DISABLE TRIGGER ALL;
+	INSERT INTO token_limits (user_id, max_tokens_per_period) VALUES ('a', 10);
+});
+foreach my $call (q{SELECT * FROM allocate_tokens('a', 5)}, q{SELECT * FROM check_rate_limit('a')},
+	q{SELECT * FROM get_rate_limit_status('a')}, q{SELECT reset_rate_limit('a')})
+{
+	my ($rc, $out, $err) = $node->psql('old', "\\set VERBOSITY verbose\n$call");
+	like($err, qr/ERROR:  55000: extension "rate_limiter" in this database is at version 1\.0, but the library is version $current/,
+		"1.0: $call raises 55000");
+	like($err, qr/HINT:  Run ALTER EXTENSION rate_limiter UPDATE;/, "1.0: $call hints at the update");
+}
+$node->safe_psql('old', 'ALTER EXTENSION rate_limiter UPDATE; ALTER TABLE token_limits ENABLE ALWAYS TRIGGER rate_limiter_rules_changed; SELECT reload_rate_limits()');
+is($node->safe_psql('old', q{SELECT tokens_allocated FROM allocate_tokens('a', 5, 'high')}), '5',
+	'after the update the same call works, under the rule of the old installation');
+
 $node->stop;
 done_testing();
 

@@ -72,11 +72,9 @@ core::CounterRole role_arg(FunctionCallInfo fcinfo, int argno) {
 }
 
 // The reset of (scope, user_id, api_endpoint) at the limiter's clock, in
-// rate_limit_resets (one row per scope: the latest reset).  A database still
-// at extension version 1.1 has no such table: nothing is recorded there.
+// rate_limit_resets (one row per scope: the latest reset).
 void record_reset(FunctionCallInfo fcinfo) {
   const ExtensionCatalog* ext = extension_catalog();
-  if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return;
   const char* scope = text_to_cstring(PG_GETARG_TEXT_PP(0));
   if (strcmp(scope, "default") == 0) scope = "user";  // the default counts in the user's counter
   AsExtensionOwner owner(ext);
@@ -143,8 +141,8 @@ RL_SQL_FUNCTION(rate_limiter_counter_key) {
   const core::Hash128 scope = counter_scope_args(fcinfo);
   const core::LimitKind kind = limit_kind_arg(fcinfo, 3);
   const core::CounterRole role = role_arg(fcinfo, 4);
-  // The limit's shape (1.2 signature); without it, the key of version 1.1.
-  if (PG_NARGS() < 7 || PG_ARGISNULL(5) || PG_ARGISNULL(6))
+  // The limit's shape; without it (NULL), the key of no particular shape.
+  if (PG_ARGISNULL(5) || PG_ARGISNULL(6))
     PG_RETURN_TEXT_P(counter_key_text(core::counter_key(scope, kind, role)));
   text* algorithm = PG_GETARG_TEXT_PP(5);
   core::Algorithm a = core::Algorithm::FixedWindow;
@@ -165,9 +163,12 @@ RL_SQL_FUNCTION(rate_limiter_counter_key) {
 // the bucket algorithms, which have no window.
 RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   require_shared_state();
-  // Version 1.0 declared five arguments (no algorithm, limit or burst):
-  // its get_rate_limit_status() cannot be served by this library, and
-  // reading arguments it did not pass would read past the call's.
+  // An installation at an older version is refused here, as everywhere
+  // (extension_catalog()).  Version 1.0 declared five arguments (no
+  // algorithm, limit or burst): should its function still reach this one
+  // (inside ALTER EXTENSION), reading arguments it did not pass would read
+  // past the call's.
+  (void)extension_catalog();
   if (PG_NARGS() < 8)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("this function of rate_limiter needs the extension's current version"),

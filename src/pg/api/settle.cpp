@@ -110,7 +110,6 @@ bool may_settle(const ExtensionCatalog* ext, Oid caller, Oid granted_to) {
 // Scopes of the grant's user and endpoint with a reset recorded after the
 // grant (rate_limit_resets), as a bit per core::ScopeKind.
 uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g) {
-  if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return 0;
   uint32 mask = 0;
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
@@ -231,10 +230,6 @@ RL_SQL_FUNCTION(settle_tokens) {
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
   const ExtensionCatalog* ext = extension_catalog();
-  if (!ext->usage_has_grant_columns)
-    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                    errmsg("token_usage has no granted_to and charges columns"),
-                    errhint("ALTER EXTENSION rate_limiter UPDATE;")));
   const Oid caller = GetUserId();
 
   // Unlocked first: who may settle never changes, and a role that may not

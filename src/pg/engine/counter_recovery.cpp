@@ -46,10 +46,8 @@ struct ResetEntry {
 };
 
 // The resets committed since `since` (rate_limit_resets), by the key of
-// each main counter they cleared.  nullptr when there are none (or the
-// database is at a version without the table).
+// each main counter they cleared.  nullptr when there are none.
 HTAB* load_resets(const ExtensionCatalog* ext, int64 since) {
-  if (!OidIsValid(get_relname_relid("rate_limit_resets", ext->schema))) return nullptr;
   const char* sql = psprintf(
       "SELECT scope, user_id, api_endpoint, reset_at FROM %s.rate_limit_resets "
       "WHERE reset_at >= $1",
@@ -134,20 +132,14 @@ HTAB* rebuild_installation(const ExtensionCatalog* ext, int64 now, uint64* rows)
   HTAB* resets = load_resets(ext, since);
   // The rows a worker set aside (usage_batch_insert.hpp) were charged as
   // well: they count as if token_usage held them.
-  const bool letters = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
-  const char* sql =
-      letters ? psprintf(
-                    "SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint FROM ("
-                    "SELECT t.\"timestamp\", t.tokens_used, t.user_id, t.api_endpoint "
-                    "FROM %s.token_usage t WHERE t.\"timestamp\" >= $1 UNION ALL "
-                    "SELECT l.\"timestamp\", l.tokens_used, l.user_id, l.api_endpoint "
-                    "FROM %s.token_usage_dead_letters l WHERE l.\"timestamp\" >= $1"
-                    ") u ORDER BY u.\"timestamp\"",
-                    ext->quoted_schema, ext->quoted_schema)
-              : psprintf(
-                    "SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint "
-                    "FROM %s.token_usage u WHERE u.\"timestamp\" >= $1 ORDER BY u.\"timestamp\"",
-                    ext->quoted_schema);
+  const char* sql = psprintf(
+      "SELECT u.\"timestamp\", u.tokens_used, u.user_id, u.api_endpoint FROM ("
+      "SELECT t.\"timestamp\", t.tokens_used, t.user_id, t.api_endpoint "
+      "FROM %s.token_usage t WHERE t.\"timestamp\" >= $1 UNION ALL "
+      "SELECT l.\"timestamp\", l.tokens_used, l.user_id, l.api_endpoint "
+      "FROM %s.token_usage_dead_letters l WHERE l.\"timestamp\" >= $1"
+      ") u ORDER BY u.\"timestamp\"",
+      ext->quoted_schema, ext->quoted_schema);
   Oid types[1] = {TIMESTAMPTZOID};
   SPIPlanPtr plan = SPI_prepare(sql, 1, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage replay");

@@ -41,8 +41,8 @@ void know_installation(const ExtensionCatalog* ext) {
                     errmsg("rate_limiter table \"token_revocations\" is missing"),
                     errhint("Reinstall the extension: DROP EXTENSION rate_limiter; "
                             "CREATE EXTENSION rate_limiter;")));
-  // Both triggers come with version 1.1; without them commits would not
-  // reach the cache, so it is not used at all.
+  // Without both triggers (dropped by hand) commits would not reach the
+  // cache, so it is not used at all.
   const bool present =
       OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_changed", true)) &&
       OidIsValid(get_trigger_oid(relid, "rate_limiter_revocations_truncated", true));

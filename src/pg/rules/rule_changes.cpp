@@ -277,8 +277,7 @@ using namespace rate_limiter::pg;
 
 // AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW on token_limits and
 // request_limits: records the row's change for the commit.  Fired FOR EACH
-// STATEMENT (TRUNCATE; the statement triggers of an installation not yet
-// at 1.2): the installation's rules reload after the commit.
+// STATEMENT (TRUNCATE): the installation's rules reload after the commit.
 RL_SQL_FUNCTION(rate_limiter_rules_changed) {
   if (!CALLED_AS_TRIGGER(fcinfo))
     ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),

@@ -14,8 +14,7 @@ int64 ppm_of(Datum d, int64 lo, int64 hi) {
 
 int8 switch_of(Datum d) { return DatumGetBool(d) ? 1 : 0; }
 
-// 1-based attribute number of a column, 0 when the table has none (an
-// older extension version).
+// 1-based attribute number of a column, 0 when the table has none.
 int attnum_of(TupleDesc desc, const char* name) {
   for (int i = 0; i < desc->natts; ++i) {
     Form_pg_attribute a = TupleDescAttr(desc, i);
@@ -131,9 +130,14 @@ void RuleColumns::bind(TupleDesc desc, core::LimitKind kind) {
   limit_ = attnum_of(desc, tokens ? "max_tokens_per_period" : "max_requests_per_window");
   window_ = attnum_of(desc, tokens ? "period_interval" : "window_duration");
   for (int i = 0; i < kRuleOptionCount; ++i) option_[i] = attnum_of(desc, kRuleOptionNames[i]);
-  if (user_ == 0 || endpoint_ == 0 || limit_ == 0 || window_ == 0)
+  // Every column of the current schema (extension_catalog() checked the
+  // version): one is missing only if it was dropped by hand.
+  bool missing = user_ == 0 || endpoint_ == 0 || limit_ == 0 || window_ == 0;
+  for (int i = 0; i < kRuleOptionCount; ++i) missing = missing || option_[i] == 0;
+  if (missing)
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
-                    errmsg("rate_limiter rule table is missing a scope or limit column"),
+                    errmsg("rate_limiter rule table \"%s\" is missing a column",
+                           tokens ? "token_limits" : "request_limits"),
                     errhint("Reinstall the extension: DROP EXTENSION rate_limiter; CREATE "
                             "EXTENSION rate_limiter;")));
 }
@@ -151,13 +155,7 @@ void RuleColumns::ids(HeapTuple tuple, text** user, text** endpoint) const {
 core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
   core::RuleRecord r;
   bool isnull = false;
-  auto get = [&](int attnum) -> Datum {
-    if (attnum == 0) {
-      isnull = true;
-      return (Datum)0;
-    }
-    return heap_getattr(tuple, attnum, desc_, &isnull);
-  };
+  auto get = [&](int attnum) -> Datum { return heap_getattr(tuple, attnum, desc_, &isnull); };
   r.kind = static_cast<uint8>(kind_);
   Datum d = get(limit_);
   r.limit = isnull ? 1 : std::clamp<int64>(DatumGetInt64(d), 1, core::kMaxQuantity);

@@ -37,7 +37,31 @@ Oid table_in_schema(const char* name, Oid schema) {
   return relid;
 }
 
+// pg_extension.extversion of the extension, palloc'd.
+char* installed_version(HeapTuple tuple, Relation rel) {
+  bool isnull = false;
+  Datum d = heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+  return isnull ? pstrdup("") : text_to_cstring(DatumGetTextPP(d));
+}
+
 }  // namespace
+
+bool extension_is_current() {
+  Oid ext_oid = get_extension_oid("rate_limiter", true);
+  if (!OidIsValid(ext_oid)) return false;
+  if (creating_extension) return true;
+  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(ext_oid));
+  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+  HeapTuple tuple = systable_getnext(scan);
+  const bool current = HeapTupleIsValid(tuple) &&
+                       strcmp(installed_version(tuple, rel), RATE_LIMITER_SCHEMA_VERSION) == 0;
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+  return current;
+}
 
 const ExtensionCatalog* extension_catalog() {
   // The slot may have been reclaimed and reused without an invalidation
@@ -68,8 +92,18 @@ const ExtensionCatalog* extension_catalog() {
   auto* form = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple));
   fresh.schema = form->extnamespace;
   fresh.owner = form->extowner;
+  char* version = installed_version(tuple, rel);
   systable_endscan(scan);
   table_close(rel, AccessShareLock);
+  // The functions of an older schema pass other arguments than the library
+  // reads, and its tables lack columns: stop here, clearly.  CREATE and
+  // ALTER EXTENSION run scripts that call the library between versions.
+  if (!creating_extension && strcmp(version, RATE_LIMITER_SCHEMA_VERSION) != 0)
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("extension \"rate_limiter\" in this database is at version %s, "
+                           "but the library is version %s",
+                           version, RATE_LIMITER_SCHEMA_VERSION),
+                    errhint("Run ALTER EXTENSION rate_limiter UPDATE;")));
 
   char* name = get_namespace_name(fresh.schema);
   if (name == nullptr)
@@ -80,9 +114,6 @@ const ExtensionCatalog* extension_catalog() {
   fresh.token_limits = table_in_schema("token_limits", fresh.schema);
   fresh.request_limits = table_in_schema("request_limits", fresh.schema);
   fresh.token_usage = table_in_schema("token_usage", fresh.schema);
-  fresh.usage_has_grant_columns = OidIsValid(fresh.token_usage) &&
-                                  get_attnum(fresh.token_usage, "charges") != InvalidAttrNumber &&
-                                  get_attnum(fresh.token_usage, "granted_to") != InvalidAttrNumber;
   fresh.slot = register_installation(fresh.installation);
   fresh.tag = fresh.slot->tag;
   fresh.default_scope =
@@ -90,7 +121,8 @@ const ExtensionCatalog* extension_catalog() {
 
   if (cached.quoted_schema != nullptr) pfree(const_cast<char*>(cached.quoted_schema));
   cached = fresh;
-  cached_valid = true;
+  // Not kept while a script runs: the schema may be between versions.
+  cached_valid = !creating_extension;
   return &cached;
 }
 

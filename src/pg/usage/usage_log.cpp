@@ -11,7 +11,6 @@ namespace {
 // id, user_id, session_id, tokens_used, api_endpoint, priority_level,
 // timestamp, and at 1.3 granted_to, charges.
 constexpr int kColumns = 9;
-constexpr int kColumnsBefore13 = 7;
 
 // [0]: the id from the column default, RETURNING id; [1]: an explicit id.
 SPIPlanPtr insert_plans[2] = {nullptr, nullptr};
@@ -40,16 +39,15 @@ SPIPlanPtr prepare_insert(const ExtensionCatalog* ext, bool explicit_id) {
   SPIPlanPtr& slot = insert_plans[explicit_id ? 1 : 0];
   if (slot != nullptr) return slot;
   char sql[640];
-  const bool grant_columns = ext->usage_has_grant_columns;
   snprintf(sql, sizeof sql,
            "INSERT INTO %s.token_usage "
-           "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\"%s) "
-           "VALUES (%s, $2, $3, $4, $5, $6, $7%s) RETURNING id",
-           ext->quoted_schema, grant_columns ? ", granted_to, charges" : "",
-           explicit_id ? "$1" : "DEFAULT", grant_columns ? ", $8, $9" : "");
+           "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\", "
+           "granted_to, charges) "
+           "VALUES (%s, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+           ext->quoted_schema, explicit_id ? "$1" : "DEFAULT");
   Oid types[kColumns] = {INT8OID, TEXTOID,        TEXTOID, INT8OID, TEXTOID,
                          TEXTOID, TIMESTAMPTZOID, TEXTOID, BYTEAOID};
-  SPIPlanPtr plan = SPI_prepare(sql, grant_columns ? kColumns : kColumnsBefore13, types);
+  SPIPlanPtr plan = SPI_prepare(sql, kColumns, types);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the usage insert");
   if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the usage insert");
   slot = plan;

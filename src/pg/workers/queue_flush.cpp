@@ -140,8 +140,6 @@ bool flush_alert_batch(const WorkerTarget& target, uint64 end, bool* gone) {
     commit_worker_transaction();
     return false;
   }
-  // Alerts are best effort: without the 1.1 alert table they are dropped.
-  const bool has_table = OidIsValid(get_relname_relid("rate_limit_alerts", ext->schema));
   Datum* columns[kAlertArgs];
   bool* nulls[kAlertArgs];
   for (int a = 0; a < kAlertArgs; ++a) {
@@ -161,7 +159,7 @@ bool flush_alert_batch(const WorkerTarget& target, uint64 end, bool* gone) {
       break;
     }
     memcpy(&r, record, sizeof r);
-    if (!has_table || r.database != target.database ||
+    if (r.database != target.database ||
         (OidIsValid(r.extension) && r.extension != target.extension)) {
       ++foreign;
       continue;

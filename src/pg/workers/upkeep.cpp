@@ -68,11 +68,6 @@ char* copy_of(const char* bytes, int length) {
   return copy;
 }
 
-bool function_exists(const ExtensionCatalog* ext, const char* name, int nargs, Oid* types) {
-  List* qualified = list_make2(makeString(pstrdup(ext->schema_name)), makeString(pstrdup(name)));
-  return OidIsValid(LookupFuncName(qualified, nargs, types, true));
-}
-
 // One transaction: the snapshot of up to kUpkeepBatchScopes noted pairs.
 // False when there was nothing to do or it cannot be done.
 bool snapshot_batch(const WorkerTarget& target, bool* gone) {
@@ -84,8 +79,8 @@ bool snapshot_batch(const WorkerTarget& target, bool* gone) {
   begin_worker_transaction("rate_limiter: upkeep of flushed scopes");
   const ExtensionCatalog* ext = worker_catalog(target, gone);
   Oid types[2] = {TEXTARRAYOID, TEXTARRAYOID};
-  if (ext == nullptr || !function_exists(ext, "rate_limiter_snapshot_scopes", 2, types)) {
-    // Gone, or an installation not updated to 1.2: nothing to refresh.
+  if (ext == nullptr) {
+    // Gone, or not at the library's version: nothing to refresh.
     commit_worker_transaction();
     reset_scopes();
     return false;
@@ -157,13 +152,8 @@ bool retention_batch(const WorkerTarget& target, bool* gone) {
   if (settings.usage_retention_s <= 0) return false;
   begin_worker_transaction("rate_limiter: retention");
   const ExtensionCatalog* ext = worker_catalog(target, gone);
-  Oid snapshot_types[1] = {BOOLOID};
   double kept_s = 0;
-  // The 1.1 schema (token_usage's timestamp index): a 1.0 installation is
-  // left alone.
-  if (ext == nullptr ||
-      !function_exists(ext, "rate_limiter_snapshot_counters", 1, snapshot_types) ||
-      !kept_span_seconds(ext, &kept_s)) {
+  if (ext == nullptr || !kept_span_seconds(ext, &kept_s)) {
     commit_worker_transaction();
     return false;
   }

@@ -9,7 +9,6 @@ namespace {
 // id, user_id, session_id, tokens, endpoint, priority, at, and at 1.3
 // granted_to, charges.  The dead-letter table keeps the first seven.
 constexpr int kInsertArgs = 9;
-constexpr int kInsertArgsBefore13 = 7;
 constexpr int kLetterColumns = 7;
 constexpr int kLetterArgs = 10;
 
@@ -33,10 +32,8 @@ struct Batch {
   Columns columns;
   const char* insert_sql;  // with ON CONFLICT (id) DO NOTHING
   const char* fast_sql;    // without it: the first attempt of a batch
-  int insert_args;  // kInsertArgs, or kInsertArgsBefore13 for a table without the 1.3 columns
-  bool has_letters_table;
-  MemoryContext keep;     // errors and the batch's columns: the caller's context
-  MemoryContext attempt;  // one attempt's arrays, reset after each
+  MemoryContext keep;      // errors and the batch's columns: the caller's context
+  MemoryContext attempt;   // one attempt's arrays, reset after each
   BatchInsertResult result;
 };
 
@@ -82,20 +79,17 @@ void add_row(Columns* c, int i, const UsageEvent& e) {
 const char* insert_sql(const ExtensionCatalog* ext, bool on_conflict) {
   const Oid sequence = get_relname_relid("token_usage_id_seq", ext->schema);
   if (!OidIsValid(sequence)) elog(ERROR, "rate_limiter worker: token_usage_id_seq is missing");
-  const bool grant = ext->usage_has_grant_columns;
   return psprintf(
       "INSERT INTO %s.token_usage "
-      "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\"%s) "
+      "(id, user_id, session_id, tokens_used, api_endpoint, priority_level, \"timestamp\", "
+      "granted_to, charges) "
       "SELECT CASE WHEN e.id = 0 THEN pg_catalog.nextval(%u::pg_catalog.regclass) ELSE e.id END, "
-      "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at%s "
+      "e.user_id, e.session_id, e.tokens, e.endpoint, e.priority, e.at, e.granted_to, e.charges "
       "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-      "pg_catalog.unnest($7)%s) "
-      "AS e(id, user_id, session_id, tokens, endpoint, priority, at%s)%s",
-      ext->quoted_schema, grant ? ", granted_to, charges" : "", sequence,
-      grant ? ", e.granted_to, e.charges" : "",
-      grant ? ", pg_catalog.unnest($8), pg_catalog.unnest($9)" : "",
-      grant ? ", granted_to, charges" : "", on_conflict ? " ON CONFLICT (id) DO NOTHING" : "");
+      "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
+      "pg_catalog.unnest($8), pg_catalog.unnest($9)) "
+      "AS e(id, user_id, session_id, tokens, endpoint, priority, at, granted_to, charges)%s",
+      ext->quoted_schema, sequence, on_conflict ? " ON CONFLICT (id) DO NOTHING" : "");
 }
 
 // Rows [lo, lo + n); returns how many were inserted.
@@ -106,10 +100,10 @@ uint64 insert_rows(const Batch* b, const char* sql, int lo, int n) {
                                   INT8ARRAYOID,        TEXTARRAYOID, TEXTARRAYOID,
                                   TIMESTAMPTZARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
   Datum args[kInsertArgs];
-  for (int a = 0; a < b->insert_args; ++a)
+  for (int a = 0; a < kInsertArgs; ++a)
     args[a] = array_of(b->columns.values[a] + lo, b->columns.nulls[a] + lo, n, element_types[a]);
   AsExtensionOwner owner(b->ext);
-  const int rc = SPI_execute_with_args(sql, b->insert_args, array_types, args, nullptr, false, 0);
+  const int rc = SPI_execute_with_args(sql, kInsertArgs, array_types, args, nullptr, false, 0);
   if (rc != SPI_OK_INSERT)
     elog(ERROR, "rate_limiter worker: insert failed: %s", SPI_result_code_string(rc));
   owner.restore();
@@ -213,8 +207,8 @@ void set_aside(Batch* b, int i, const ErrorData* error) {
   ++b->result.dead_letters;
   note_error(b, error);
   ErrorData* letter_error = nullptr;
-  if (b->has_letters_table && in_subtransaction(
-                                  b, [&] { insert_letter(b, i, error); }, &letter_error))
+  if (in_subtransaction(
+          b, [&] { insert_letter(b, i, error); }, &letter_error))
     return;
   log_row(b, i, error, letter_error);
 }
@@ -271,8 +265,6 @@ BatchInsertResult insert_usage_batch(const ExtensionCatalog* ext, const UsageEve
   b.events = events;
   b.insert_sql = insert_sql(ext, true);
   b.fast_sql = insert_sql(ext, false);
-  b.insert_args = ext->usage_has_grant_columns ? kInsertArgs : kInsertArgsBefore13;
-  b.has_letters_table = OidIsValid(get_relname_relid("token_usage_dead_letters", ext->schema));
   b.keep = CurrentMemoryContext;
   b.attempt = AllocSetContextCreate(CurrentMemoryContext, "rate_limiter usage insert",
                                     ALLOCSET_DEFAULT_SIZES);

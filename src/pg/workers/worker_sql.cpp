@@ -33,6 +33,10 @@ const ExtensionCatalog* worker_catalog(const WorkerTarget& target, bool* gone) {
     *gone = true;
     return nullptr;
   }
+  // An installation not updated to the library's version yet is left alone
+  // until ALTER EXTENSION rate_limiter UPDATE (its functions raise an error
+  // that says so, so nothing of it is queued).
+  if (!extension_is_current()) return nullptr;
   const ExtensionCatalog* ext = extension_catalog();
   if (ext->slot != target.slot) {
     // The slot was reclaimed between the lookup above and the registration

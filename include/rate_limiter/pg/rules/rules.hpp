@@ -49,8 +49,7 @@ int64 interval_to_micros(const Interval* interval);
 // The one reader of rule rows: by column name, so that the same code serves
 // the row trigger (the table's own descriptor), the loader and the lookups
 // (SELECT *), and with them the counter rebuild; the options are those of
-// rule_options.hpp.  Tables of older extension versions read a missing
-// option column as NULL.
+// rule_options.hpp.  bind() requires every column.
 class RuleColumns {
  public:
   // kind: which table the descriptor belongs to.
@@ -68,7 +67,7 @@ class RuleColumns {
   TupleDesc desc_ = nullptr;
   core::LimitKind kind_ = core::LimitKind::Tokens;
   int user_ = 0, endpoint_ = 0, limit_ = 0, window_ = 0;
-  int option_[kRuleOptionCount] = {};  // attribute numbers, 0: no such column
+  int option_[kRuleOptionCount] = {};  // attribute numbers
 };
 
 }  // namespace rate_limiter::pg

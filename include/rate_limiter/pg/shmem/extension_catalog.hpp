@@ -24,9 +24,6 @@ struct ExtensionCatalog {
   Oid token_limits;
   Oid request_limits;
   Oid token_usage;
-  // token_usage has the 1.3 columns granted_to and charges (an
-  // installation not updated yet does not).
-  bool usage_has_grant_columns;
   // The installation's slot in the registry (installations.hpp) and its
   // tag, registered on first use.
   InstallationSlot* slot;
@@ -38,9 +35,25 @@ struct ExtensionCatalog {
 core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
                        std::string_view endpoint);
 
+// The schema version this library is built for (rate_limiter.control's
+// default_version; the Makefile passes it).  The C code assumes that schema:
+// an installation at another version must be updated first.
+#ifndef RATE_LIMITER_SCHEMA_VERSION
+#define RATE_LIMITER_SCHEMA_VERSION "1.4"
+#endif
+
 // Never returns nullptr: raises 55000 when the extension is not installed in
-// this database (and 53400 when the registry has no room for it).
+// this database or is at another version than the library (with the hint
+// to run ALTER EXTENSION rate_limiter UPDATE), and 53400 when the registry
+// has no room for it.  Inside CREATE or ALTER EXTENSION the version is not
+// checked: the scripts call the library while the schema is between
+// versions.
 const ExtensionCatalog* extension_catalog();
+
+// True when the extension is installed in this database at the library's
+// version (or a CREATE or ALTER EXTENSION is running): what the background
+// workers check before touching a database.
+bool extension_is_current();
 
 // Callbacks run when the catalog entry is forgotten (to drop derived state).
 using CatalogResetCallback = void (*)();
