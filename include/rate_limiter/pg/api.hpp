@@ -6,3 +6,4 @@
 
 #include "rate_limiter/pg/api/counters_view.hpp"
 #include "rate_limiter/pg/api/rate_limit_trigger.hpp"
+#include "rate_limiter/pg/api/result_descriptor.hpp"

@@ -7,6 +7,7 @@
 //
 // Phases as in sql_api.cpp: arguments and rule lookups (may ereport), then
 // preview_call() (shared locks, arithmetic only), then the record.
+#include "rate_limiter/pg/api/result_descriptor.hpp"
 #include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shmem.hpp"
@@ -69,9 +70,7 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
              errmsg("could not obtain a rate limiter lock within %d ms", settings.lock_timeout_ms),
              errhint("Retry, or raise rate_limiter.lock_timeout.")));
 
-  TupleDesc desc;
-  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-    elog(ERROR, "return type must be a row type");
+  TupleDesc desc = result_descriptor(fcinfo);
   const core::Decision& d = p.result.decision;
   const DecidedLimit* b = p.result.binding();
   const bool none = b == nullptr;
