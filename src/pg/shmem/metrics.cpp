@@ -23,30 +23,7 @@ void reset_metrics() noexcept {
   SharedMetrics& m = shared->metrics;
   // Not keys_in_use (the slots are still occupied) and not the queue depth,
   // lag or capacity (read from the queue itself): those are gauges.
-  for (pg_atomic_uint64* c : {&m.total_checks,
-                              &m.allowed,
-                              &m.denied,
-                              &m.check_time_ns,
-                              &m.emergency_overrides,
-                              &m.burst_allocations,
-                              &m.fail_open,
-                              &m.fail_closed,
-                              &m.lock_timeouts,
-                              &m.lock_waits,
-                              &m.evictions,
-                              &m.emergency_refused,
-                              &m.usage_rows_flushed,
-                              &m.usage_queue_full_waits,
-                              &m.usage_sync_fallbacks,
-                              &m.usage_cap_fallbacks,
-                              &m.usage_dead_letters,
-                              &m.shadow_denials,
-                              &m.alerts_queued,
-                              &m.alerts_dropped,
-                              &m.alerts_sent,
-                              &m.rule_sql_lookups,
-                              &m.key_refusals})
-    pg_atomic_write_u64(c, 0);
+  for_each_metric_counter(m, [](pg_atomic_uint64* c) { pg_atomic_write_u64(c, 0); });
   latency_init(&m.latency);
 }
 

@@ -62,32 +62,9 @@ SharedState* attach_counter_memory(bool* created) {
     }
     state->hash_key = core::SipKey{key[0], key[1]};
     SharedMetrics& m = state->metrics;
-    for (pg_atomic_uint64* c : {&m.total_checks,
-                                &m.allowed,
-                                &m.denied,
-                                &m.check_time_ns,
-                                &m.emergency_overrides,
-                                &m.burst_allocations,
-                                &m.fail_open,
-                                &m.fail_closed,
-                                &m.lock_timeouts,
-                                &m.lock_waits,
-                                &m.evictions,
-                                &m.keys_in_use,
-                                &m.emergency_refused,
-                                &m.usage_rows_flushed,
-                                &m.usage_queue_full_waits,
-                                &m.usage_sync_fallbacks,
-                                &m.usage_cap_fallbacks,
-                                &m.usage_dead_letters,
-                                &m.shadow_denials,
-                                &m.alerts_queued,
-                                &m.alerts_dropped,
-                                &m.alerts_sent,
-                                &m.rule_sql_lookups,
-                                &m.key_refusals,
-                                &m.latency.ewma_fixed})
-      pg_atomic_init_u64(c, 0);
+    for_each_metric_counter(m, [](pg_atomic_uint64* c) { pg_atomic_init_u64(c, 0); });
+    pg_atomic_init_u64(&m.keys_in_use, 0);
+    pg_atomic_init_u64(&m.latency.ewma_fixed, 0);
     for (pg_atomic_uint64& b : m.latency.buckets) pg_atomic_init_u64(&b, 0);
     for (uint32 p = 0; p < g.partitions; ++p) {
       core::CounterPartition::initialize(

@@ -48,6 +48,38 @@ struct SharedMetrics {
   pg_atomic_uint64 key_refusals;      // new counters refused because the role held its share
 };
 
+// Every monotonic counter of SharedMetrics (all but the keys_in_use gauge
+// and the latency statistics), in one list: the segment's initialisation
+// and reset_performance_metrics() both walk it, so a new counter cannot be
+// left out of either.
+template <typename F>
+void for_each_metric_counter(SharedMetrics& m, F&& f) {
+  for (pg_atomic_uint64* c : {&m.total_checks,
+                              &m.allowed,
+                              &m.denied,
+                              &m.check_time_ns,
+                              &m.emergency_overrides,
+                              &m.burst_allocations,
+                              &m.fail_open,
+                              &m.fail_closed,
+                              &m.lock_timeouts,
+                              &m.lock_waits,
+                              &m.evictions,
+                              &m.emergency_refused,
+                              &m.usage_rows_flushed,
+                              &m.usage_queue_full_waits,
+                              &m.usage_sync_fallbacks,
+                              &m.usage_cap_fallbacks,
+                              &m.usage_dead_letters,
+                              &m.shadow_denials,
+                              &m.alerts_queued,
+                              &m.alerts_dropped,
+                              &m.alerts_sent,
+                              &m.rule_sql_lookups,
+                              &m.key_refusals})
+    f(c);
+}
+
 struct SharedState {
   uint32 magic;
   core::TableGeometry geometry;
