@@ -73,6 +73,9 @@ $(DATA_built): $(SCHEMA_SRCS) sql/schema/options.tsv scripts/gen_schema.py scrip
 
 # Objects depend on our headers (PGXS only knows about sources).
 $(OBJS): $(wildcard include/rate_limiter/*/*.hpp include/rate_limiter/pg/*/*.hpp)
+# The library is built for the schema version of the control file
+# (RATE_LIMITER_SCHEMA_VERSION): a new default_version rebuilds what reads it.
+src/pg/shmem/extension_catalog.o: $(EXTENSION).control
 
 UNIT_SRCS = $(sort $(wildcard test/unit/*.cpp))
 test/unit/run_unit_tests: $(UNIT_SRCS) $(wildcard test/unit/*.hpp) $(CORE_SRCS) $(wildcard include/rate_limiter/core/*.hpp)
@@ -144,7 +147,8 @@ lint-layers:
 lint-tidy:
 	@echo "clang-tidy: $(words $(LINT_SRCS)) files, $(LINT_JOBS) jobs"
 	@printf '%s\n' $(LINT_SRCS) | xargs -P$(LINT_JOBS) -I{} clang-tidy --quiet {} -- \
-	  -std=c++17 -Iinclude -isystem $(shell $(PG_CONFIG) --includedir-server) 2>/dev/null \
+	  -std=c++17 -Iinclude -DRATE_LIMITER_SCHEMA_VERSION='"$(EXTVERSION)"' \
+	  -isystem $(shell $(PG_CONFIG) --includedir-server) 2>/dev/null \
 	  && echo "clang-tidy: clean"
 
 # PostgreSQL headers are not given to cppcheck (it would analyse the server
@@ -153,7 +157,8 @@ lint-tidy:
 # be correct on its own.
 lint-cppcheck:
 	cppcheck -q -j$(LINT_JOBS) --std=c++17 --enable=warning,performance,portability \
-	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -Iinclude src/core src/pg \
+	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -Iinclude \
+	  -DRATE_LIMITER_SCHEMA_VERSION='"$(EXTVERSION)"' src/core src/pg \
 	  && echo "cppcheck: clean"
 
 # PGXN packaging.  META.json's version is rate_limiter.control's

@@ -54,3 +54,25 @@ SELECT "limit" FROM allocate_tokens('up_user', 1, 'high');
 -- install has).
 SELECT count(*) AS functions FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'rate_limiter') AND d.deptype = 'e';
+
+-- An update that rolls back leaves the old version, and the library treats
+-- it as old again (nothing read from the uncommitted row is kept).
+DROP EXTENSION rate_limiter;
+CREATE EXTENSION rate_limiter VERSION '1.3';
+SELECT code FROM pg_temp.error_of($$SELECT is_token_revoked('x')$$);
+BEGIN;
+ALTER EXTENSION rate_limiter UPDATE;
+SELECT is_token_revoked('x') AS revoked_inside;
+ROLLBACK;
+SELECT extversion FROM pg_extension WHERE extname = 'rate_limiter';
+SELECT code FROM pg_temp.error_of($$SELECT is_token_revoked('x')$$);
+SELECT code FROM pg_temp.error_of($$SELECT * FROM check_rate_limit('up_user')$$);
+BEGIN;
+SAVEPOINT s;
+ALTER EXTENSION rate_limiter UPDATE;
+SELECT is_token_revoked('x') AS revoked_inside;
+ROLLBACK TO SAVEPOINT s;
+SELECT code FROM pg_temp.error_of($$SELECT is_token_revoked('x')$$);
+COMMIT;
+DROP EXTENSION rate_limiter;
+CREATE EXTENSION rate_limiter;

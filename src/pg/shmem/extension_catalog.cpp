@@ -44,12 +44,19 @@ char* installed_version(HeapTuple tuple, Relation rel) {
   return isnull ? pstrdup("") : text_to_cstring(DatumGetTextPP(d));
 }
 
+// True while rate_limiter's own CREATE or ALTER EXTENSION script runs: its
+// functions are called between versions then (another extension's script
+// gets no such pass).
+bool own_script_running(Oid ext_oid) {
+  return creating_extension && CurrentExtensionObject == ext_oid;
+}
+
 }  // namespace
 
 bool extension_is_current() {
   Oid ext_oid = get_extension_oid("rate_limiter", true);
   if (!OidIsValid(ext_oid)) return false;
-  if (creating_extension) return true;
+  if (own_script_running(ext_oid)) return true;
   Relation rel = table_open(ExtensionRelationId, AccessShareLock);
   ScanKeyData key;
   ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
@@ -93,12 +100,17 @@ const ExtensionCatalog* extension_catalog() {
   fresh.schema = form->extnamespace;
   fresh.owner = form->extowner;
   char* version = installed_version(tuple, rel);
+  // A row this transaction wrote (CREATE or ALTER EXTENSION ... UPDATE not
+  // yet committed) may still roll back, and nothing would tell this backend
+  // that the version is the old one again: what it says is not kept.
+  const bool row_uncommitted =
+      TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
   systable_endscan(scan);
   table_close(rel, AccessShareLock);
   // The functions of an older schema pass other arguments than the library
   // reads, and its tables lack columns: stop here, clearly.  CREATE and
   // ALTER EXTENSION run scripts that call the library between versions.
-  if (!creating_extension && strcmp(version, RATE_LIMITER_SCHEMA_VERSION) != 0)
+  if (!own_script_running(ext_oid) && strcmp(version, RATE_LIMITER_SCHEMA_VERSION) != 0)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("extension \"rate_limiter\" in this database is at version %s, "
                            "but the library is version %s",
@@ -121,8 +133,9 @@ const ExtensionCatalog* extension_catalog() {
 
   if (cached.quoted_schema != nullptr) pfree(const_cast<char*>(cached.quoted_schema));
   cached = fresh;
-  // Not kept while a script runs: the schema may be between versions.
-  cached_valid = !creating_extension;
+  // Not kept while a script runs (the schema may be between versions), nor
+  // while the row that says the version is uncommitted.
+  cached_valid = !own_script_running(ext_oid) && !row_uncommitted;
   return &cached;
 }
 

@@ -39,7 +39,7 @@ core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::
 // default_version; the Makefile passes it).  The C code assumes that schema:
 // an installation at another version must be updated first.
 #ifndef RATE_LIMITER_SCHEMA_VERSION
-#define RATE_LIMITER_SCHEMA_VERSION "1.4"
+#error "RATE_LIMITER_SCHEMA_VERSION must be defined (the Makefile passes default_version)"
 #endif
 
 // Never returns nullptr: raises 55000 when the extension is not installed in
