@@ -70,7 +70,12 @@ def main():
         top = (parts[:2] == ("src", "pg") and len(parts) == 3) or \
               (parts[:3] == ("include", "rate_limiter", "pg") and len(parts) == 4)
         if top and len(parts) == 4 and f.stem in RANK:
-            continue  # a public header: lists its own subsystem's files
+            # A public header lists its own subsystem's files, nothing else.
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if re.match(r"^\s*#\s*include", line) and \
+                        not re.match(r'^\s*#\s*include\s+"rate_limiter/pg/' + f.stem + r'/[a-z_]+\.hpp"', line):
+                    errors.append(f"{f}:{n}: a public header includes only its own subsystem's files")
+            continue
         sub = None if top else (parts[2] if parts[0] == "src" else parts[3])
         if not top and sub not in RANK:
             errors.append(f"{f}: subsystem folder '{sub}' is not in scripts/check_layers.py")

@@ -104,6 +104,34 @@ SELECT rate_limiter_flush_usage();
 SELECT is_token_revoked('te-sess-2') AS revoked;
 SELECT tokens_used FROM token_usage WHERE user_id = 'te_user' ORDER BY id;
 
+-- Rows written early while the log is compacted under them: after 4096
+-- revocation changes, recorded before the calls, a trigger on token_usage
+-- revokes a session for each row, which folds the revocations into one
+-- reload and moves the calls' entries.  Each row is written
+-- once, and the commit queues none of them again.
+CREATE FUNCTION te_revoke_on_usage() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+  INSERT INTO token_revocations (token) VALUES ('te-trig-' || NEW.id) ON CONFLICT DO NOTHING;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER te_revoke_on_usage AFTER INSERT ON token_usage
+  FOR EACH ROW EXECUTE FUNCTION te_revoke_on_usage();
+BEGIN;
+INSERT INTO token_revocations (token) SELECT 'te-bulk-' || g FROM generate_series(1, 4096) g;
+SELECT sum(tokens_allocated) AS granted
+  FROM generate_series(1, 3) g,
+       LATERAL allocate_tokens('te_user', 10 + 0 * g, 'high', context => '{"refund_on_abort": true}');
+SELECT rate_limiter_flush_usage();
+SELECT count(*) AS rows_in_transaction FROM token_usage WHERE user_id = 'te_user' AND tokens_used = 10;
+COMMIT;
+SELECT rate_limiter_flush_usage();
+SELECT count(*) AS rows_after_commit FROM token_usage WHERE user_id = 'te_user' AND tokens_used = 10;
+SELECT is_token_revoked('te-bulk-4096') AS bulk_revoked,
+       (SELECT count(*) FROM token_revocations WHERE token LIKE 'te-trig-%') AS trigger_revocations;
+DROP TRIGGER te_revoke_on_usage ON token_usage;
+DROP FUNCTION te_revoke_on_usage();
+DELETE FROM token_revocations WHERE token LIKE 'te-bulk-%' OR token LIKE 'te-trig-%';
+
 -- Clean up.
 SELECT unrevoke_token('te-sess');
 SELECT remove_rate_limit('te_user');

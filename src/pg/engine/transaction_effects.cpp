@@ -28,11 +28,13 @@ struct Adjustment {
   core::Admission admission;  // Charge: how the counter is created if absent
 };
 
-int64 phase_now = 0;  // the clock, read once per transaction event
+int64 phase_now =
+    0;  // the clock, read once per transaction event that applies an entry (0: not yet)
 
 // Runs inside transaction callbacks, where nothing may fail: plain blocking
 // LWLock waits (no timeout path that would need an ereport) and stores.
 void apply(const Adjustment& a) {
+  if (phase_now == 0) phase_now = limiter_now_unix();
   const int64 now = phase_now;
   const uint32 p = core::partition_of(a.key, shared->geometry.partitions);
   uint32 before = 0, after = 0;
@@ -71,7 +73,7 @@ void drop(const Adjustment& a) noexcept {
 }
 
 // The handlers of EffectKind::Counter (transaction_log.hpp).
-void begin_phase(EffectPhase) { phase_now = limiter_now_unix(); }
+void begin_phase(EffectPhase) { phase_now = 0; }
 
 bool blocks_prepare(const Effect& e) { return e.as<Adjustment>().when == When::Commit; }
 

@@ -53,25 +53,42 @@ void collapse_to_reloads() {
   discard_effects(folded);
 }
 
+// Where commit gathers the changes, in order, to apply them at once under
+// one exclusive lock (a Delete and Insert of one token must never be seen
+// half-applied by other sessions); grown with the changes, since the
+// commit callback must not allocate.  In TopTransactionContext.
+RevocationChange* batch = nullptr;
+int batch_capacity = 0;
+int batch_count = 0;
+
 // The handlers of EffectKind::Revocation (transaction_log.hpp): applied at
 // commit, when the transaction is already visible to new snapshots, which
 // the loading protocol relies on (revocation_cache.hpp); forgotten at
 // abort and when their subtransaction rolls back; PREPARE refused.
 bool blocks_prepare(const Effect&) { return true; }
 
-void at_commit(Effect& e) {
+void begin_phase(EffectPhase) { batch_count = 0; }
+
+void gather(Effect& e) {
   const Change& c = change_of(e);
-  apply_revocation_change(RevocationChange{c.key, c.installation, e.subxact, c.kind});
+  batch[batch_count++] = RevocationChange{c.key, c.installation, e.subxact, c.kind};
+}
+
+void end_phase(EffectPhase phase) {
+  if (phase == EffectPhase::Rollback) return;
+  if (phase == EffectPhase::Commit && batch_count > 0) apply_revocation_changes(batch, batch_count);
+  batch = nullptr;  // its memory goes with TopTransactionContext
+  batch_capacity = batch_count = 0;
 }
 
 bool rolled_back(Effect&) { return false; }
 
 constexpr EffectHandlers kHandlers = {
     blocks_prepare, "cannot PREPARE a transaction that revoked or unrevoked tokens",
-    at_commit,      nullptr,
+    gather,         nullptr,
     nullptr,        rolled_back,
-    nullptr,        nullptr,
-    nullptr,
+    nullptr,        begin_phase,
+    end_phase,
 };
 
 }  // namespace
@@ -86,6 +103,16 @@ void record_revocation_change(RevocationChangeKind kind, uint64 installation,
   // change after a reload is applied after it (and is seen by the session
   // itself before it).
   if (effect_count_of(EffectKind::Revocation) >= kMaxPendingChanges) collapse_to_reloads();
+  // Room to gather every change at commit (at most one per entry).
+  const int needed = effect_count_of(EffectKind::Revocation) + 1;
+  if (needed > batch_capacity) {
+    const int fresh = Max(needed, batch_capacity == 0 ? 16 : batch_capacity * 2);
+    batch = static_cast<RevocationChange*>(
+        batch == nullptr
+            ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(RevocationChange))
+            : repalloc(batch, fresh * sizeof(RevocationChange)));
+    batch_capacity = fresh;
+  }
   Change& c = change_of(*record_effect(EffectKind::Revocation));
   c.kind = kind;
   c.installation = installation;

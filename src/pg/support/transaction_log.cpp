@@ -144,4 +144,21 @@ void discard_effects(bool (*drop)(Effect&)) noexcept {
 
 uint32 effect_log_mark() noexcept { return next_seq; }
 
+int effect_lower_bound(uint32 seq) noexcept {
+  int lo = 0, hi = count;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (entries[mid].seq < seq)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+Effect* effect_by_seq(uint32 seq) noexcept {
+  const int i = effect_lower_bound(seq);
+  return i < count && entries[i].seq == seq ? &entries[i] : nullptr;
+}
+
 }  // namespace rate_limiter::pg

@@ -111,7 +111,7 @@ void end_phase(EffectPhase phase) {
       forget();
       break;
     case EffectPhase::Rollback:
-      release_surplus();
+      if (chunk_count > 0) release_surplus();
       break;
   }
 }
@@ -166,16 +166,27 @@ bool defer_usage_event(int stream, const char* record, uint32 length, int wait_m
 
 void materialize_pending_usage() {
   // One at a time, in order: an error aborts the (sub)transaction, whose
-  // rollback makes the events it wrote pending again.  By index, read
-  // afresh each time: the insert may run triggers that record effects
-  // (the log may move), and a rollback inside them only removes entries
-  // recorded after this one.
-  for (int i = 0; i < effect_count(); ++i) {
-    if (!is_usage(*effect_at(i))) continue;
-    const Event ev = effect_at(i)->as<Event>();
-    if (ev.written_in != InvalidSubTransactionId) continue;
+  // rollback makes the events it wrote pending again.  Found again by seq
+  // after each insert: the insert may run triggers that record effects
+  // (the log may be reallocated) or compact it (a revocation collapse), so
+  // no index or pointer is kept across it.
+  uint32 next = 0;
+  for (;;) {
+    Effect* e = nullptr;
+    for (int i = effect_lower_bound(next); i < effect_count(); ++i) {
+      Effect* c = effect_at(i);
+      if (is_usage(*c) && c->as<Event>().written_in == InvalidSubTransactionId) {
+        e = c;
+        break;
+      }
+    }
+    if (e == nullptr) break;
+    const uint32 seq = e->seq;
+    const Event ev = e->as<Event>();
+    next = seq + 1;
     insert_usage_row(decode_usage_event(ev.record.bytes));
-    effect_at(i)->as<Event>().written_in = GetCurrentSubTransactionId();
+    if (Effect* again = effect_by_seq(seq))
+      again->as<Event>().written_in = GetCurrentSubTransactionId();
   }
 }
 

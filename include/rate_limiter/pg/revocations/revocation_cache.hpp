@@ -81,9 +81,6 @@ struct RevocationChange {
 
 // Runs in the commit callback: plain LWLock wait and stores, cannot fail.
 void apply_revocation_changes(const RevocationChange* changes, int n) noexcept;
-inline void apply_revocation_change(const RevocationChange& change) noexcept {
-  apply_revocation_changes(&change, 1);
-}
 
 struct RevocationCacheStatus {
   const char* state;    // "not_loaded", "loaded" or "overflowed"

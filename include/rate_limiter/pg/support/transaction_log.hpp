@@ -105,6 +105,12 @@ int effect_count() noexcept;
 int effect_count_of(EffectKind kind) noexcept;
 Effect* effect_at(int i) noexcept;
 
+// The first entry whose seq is >= `seq` (effect_count() if none), and the
+// entry of exactly `seq` or nullptr: entries stay in seq order, so these
+// find an entry again after a compaction moved it.
+int effect_lower_bound(uint32 seq) noexcept;
+Effect* effect_by_seq(uint32 seq) noexcept;
+
 // Removes the entries `drop` says true of, keeping the others' order.
 void discard_effects(bool (*drop)(Effect&)) noexcept;
 
