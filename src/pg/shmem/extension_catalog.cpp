@@ -37,11 +37,39 @@ Oid table_in_schema(const char* name, Oid schema) {
   return relid;
 }
 
-// pg_extension.extversion of the extension, palloc'd.
-char* installed_version(HeapTuple tuple, Relation rel) {
-  bool isnull = false;
-  Datum d = heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
-  return isnull ? pstrdup("") : text_to_cstring(DatumGetTextPP(d));
+// What the extension's pg_extension row says.
+struct ExtensionRow {
+  bool found = false;
+  Oid schema = InvalidOid;
+  Oid owner = InvalidOid;
+  char* version = nullptr;  // extversion, palloc'd
+  // Written by this transaction (CREATE or ALTER EXTENSION ... UPDATE not
+  // yet committed): it may still roll back, and nothing would tell this
+  // backend that the version is the old one again.
+  bool uncommitted = false;
+};
+
+ExtensionRow read_extension_row(Oid ext_oid) {
+  ExtensionRow row;
+  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(ext_oid));
+  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+  HeapTuple tuple = systable_getnext(scan);
+  if (HeapTupleIsValid(tuple)) {
+    auto* form = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple));
+    row.found = true;
+    row.schema = form->extnamespace;
+    row.owner = form->extowner;
+    bool isnull = false;
+    Datum d = heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+    row.version = isnull ? pstrdup("") : text_to_cstring(DatumGetTextPP(d));
+    row.uncommitted = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
+  }
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+  return row;
 }
 
 // True while rate_limiter's own CREATE or ALTER EXTENSION script runs: its
@@ -57,17 +85,8 @@ bool extension_is_current() {
   Oid ext_oid = get_extension_oid("rate_limiter", true);
   if (!OidIsValid(ext_oid)) return false;
   if (own_script_running(ext_oid)) return true;
-  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
-  ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-              ObjectIdGetDatum(ext_oid));
-  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
-  HeapTuple tuple = systable_getnext(scan);
-  const bool current = HeapTupleIsValid(tuple) &&
-                       strcmp(installed_version(tuple, rel), RATE_LIMITER_SCHEMA_VERSION) == 0;
-  systable_endscan(scan);
-  table_close(rel, AccessShareLock);
-  return current;
+  const ExtensionRow row = read_extension_row(ext_oid);
+  return row.found && strcmp(row.version, RATE_LIMITER_SCHEMA_VERSION) == 0;
 }
 
 const ExtensionCatalog* extension_catalog() {
@@ -87,26 +106,14 @@ const ExtensionCatalog* extension_catalog() {
   ExtensionCatalog fresh;
   fresh.extension = ext_oid;
   fresh.installation = (static_cast<uint64>(MyDatabaseId) << 32) | ext_oid;
-  Relation rel = table_open(ExtensionRelationId, AccessShareLock);
-  ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-              ObjectIdGetDatum(ext_oid));
-  SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
-  HeapTuple tuple = systable_getnext(scan);
-  if (!HeapTupleIsValid(tuple))
+  const ExtensionRow row = read_extension_row(ext_oid);
+  if (!row.found)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("extension \"rate_limiter\" is not installed in this database")));
-  auto* form = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple));
-  fresh.schema = form->extnamespace;
-  fresh.owner = form->extowner;
-  char* version = installed_version(tuple, rel);
-  // A row this transaction wrote (CREATE or ALTER EXTENSION ... UPDATE not
-  // yet committed) may still roll back, and nothing would tell this backend
-  // that the version is the old one again: what it says is not kept.
-  const bool row_uncommitted =
-      TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
-  systable_endscan(scan);
-  table_close(rel, AccessShareLock);
+  fresh.schema = row.schema;
+  fresh.owner = row.owner;
+  const char* version = row.version;
+  const bool row_uncommitted = row.uncommitted;  // what it says is not kept (ExtensionRow)
   // The functions of an older schema pass other arguments than the library
   // reads, and its tables lack columns: stop here, clearly.  CREATE and
   // ALTER EXTENSION run scripts that call the library between versions.
