@@ -111,7 +111,18 @@ record_tap_log() {  # record_tap_log <suite> <log> <exit code>
 run_tap() {
   rl_log "tap: PostgreSQL::Test::Cluster"
   installcheck "$logs/tap.log" REGRESS= ISOLATION= PROVE_FLAGS=-v
-  record_tap_log tap "$logs/tap.log" $?
+  local rc=$? t
+  # A test that dies (a safe_psql error) says why only in its own log,
+  # which goes with the staged tree: keep the logs and show the end of
+  # each failed test's.
+  if [ "$rc" -ne 0 ]; then
+    cp -r "$stage/tmp_check/log" "$logs/tap_logs" 2>/dev/null
+    for t in $(grep -oE '^test/t/[0-9a-z_]+\.pl +\(Wstat' "$logs/tap.log" | sed -E 's|test/t/([0-9a-z_]+)\.pl.*|\1|'); do
+      echo "--- end of regress_log_$t:"
+      tail -25 "$stage/tmp_check/log/regress_log_$t" 2>/dev/null
+    done
+  fi
+  record_tap_log tap "$logs/tap.log" "$rc"
 }
 
 server_port=""
