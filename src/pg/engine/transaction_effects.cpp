@@ -148,10 +148,9 @@ void schedule_deferred_charge(const core::Hash128& counter_key, const core::Limi
 uint32_t transaction_effects_mark() { return effect_log_mark(); }
 
 void deferred_charges_follow_transaction(uint32_t mark) {
-  for (int i = effect_count() - 1; i >= 0; --i) {
-    Effect* e = effect_at(i);
+  for (int i = effect_count(EffectKind::Counter) - 1; i >= 0; --i) {
+    Effect* e = effect_at(EffectKind::Counter, i);
     if (e->seq < mark) break;  // entries keep their recording order
-    if (e->kind != EffectKind::Counter) continue;
     Adjustment& a = e->as<Adjustment>();
     if (a.action == Action::Charge && a.when == When::End) a.when = When::Survives;
   }

@@ -17,12 +17,11 @@ struct Change {
 
 Change& change_of(Effect& e) { return e.as<Change>(); }
 
-bool is_revocation(const Effect& e) { return e.kind == EffectKind::Revocation; }
+constexpr EffectKind kKind = EffectKind::Revocation;
 
 // Marks the entries collapse_to_reloads() folded into an earlier one.
 bool folded(Effect& e) {
-  return is_revocation(e) && change_of(e).kind == RevocationChangeKind::Reload &&
-         change_of(e).installation == 0;
+  return change_of(e).kind == RevocationChangeKind::Reload && change_of(e).installation == 0;
 }
 
 // Replaces every pending change by one Reload per installation, recorded
@@ -31,15 +30,14 @@ bool folded(Effect& e) {
 // drops it together with everything it stood for.  (Installation ids are
 // never 0: a folded entry is marked with 0 and discarded.)
 void collapse_to_reloads() {
-  const int n = effect_count();
+  const int n = effect_count(kKind);
   for (int i = 0; i < n; ++i) {
-    Effect* e = effect_at(i);
-    if (!is_revocation(*e)) continue;
+    Effect* e = effect_at(kKind, i);
     Change& c = change_of(*e);
     Effect* first = nullptr;
     for (int j = 0; j < i && first == nullptr; ++j) {
-      Effect* f = effect_at(j);
-      if (is_revocation(*f) && change_of(*f).installation == c.installation) first = f;
+      Effect* f = effect_at(kKind, j);
+      if (change_of(*f).installation == c.installation) first = f;
     }
     if (first == nullptr) {
       c.kind = RevocationChangeKind::Reload;
@@ -50,7 +48,7 @@ void collapse_to_reloads() {
       c.installation = 0;
     }
   }
-  discard_effects(folded);
+  discard_effects(kKind, folded);
 }
 
 // Where commit gathers the changes, in order, to apply them at once under
@@ -102,9 +100,9 @@ void record_revocation_change(RevocationChangeKind kind, uint64 installation,
   // Recording after the collapse stays exact: changes apply in order, so a
   // change after a reload is applied after it (and is seen by the session
   // itself before it).
-  if (effect_count_of(EffectKind::Revocation) >= kMaxPendingChanges) collapse_to_reloads();
+  if (effect_count(kKind) >= kMaxPendingChanges) collapse_to_reloads();
   // Room to gather every change at commit (at most one per entry).
-  const int needed = effect_count_of(EffectKind::Revocation) + 1;
+  const int needed = effect_count(kKind) + 1;
   if (needed > batch_capacity) {
     const int fresh = Max(needed, batch_capacity == 0 ? 16 : batch_capacity * 2);
     batch = static_cast<RevocationChange*>(
@@ -113,7 +111,7 @@ void record_revocation_change(RevocationChangeKind kind, uint64 installation,
             : repalloc(batch, fresh * sizeof(RevocationChange)));
     batch_capacity = fresh;
   }
-  Change& c = change_of(*record_effect(EffectKind::Revocation));
+  Change& c = change_of(*record_effect(kKind));
   c.kind = kind;
   c.installation = installation;
   c.key = kind == RevocationChangeKind::Reload ? core::Hash128{} : key;
@@ -121,12 +119,10 @@ void record_revocation_change(RevocationChangeKind kind, uint64 installation,
 
 PendingAnswer pending_revocation(uint64 installation, const core::Hash128& key, bool* touched) {
   *touched = false;
-  if (effect_count_of(EffectKind::Revocation) == 0) return PendingAnswer::None;
+  if (effect_count(kKind) == 0) return PendingAnswer::None;
   // The latest change wins.
-  for (int i = effect_count() - 1; i >= 0; --i) {
-    Effect* e = effect_at(i);
-    if (!is_revocation(*e)) continue;
-    const Change& c = change_of(*e);
+  for (int i = effect_count(kKind) - 1; i >= 0; --i) {
+    const Change& c = change_of(*effect_at(kKind, i));
     if (c.installation != installation) continue;
     *touched = true;
     if (c.kind == RevocationChangeKind::Reload) return PendingAnswer::AskTable;

@@ -1,4 +1,8 @@
 // The transaction-effects log (transaction_log.hpp).
+//
+// One lane (array) per kind, each in recording order: a kind's work (a
+// lookup, a commit, a packing) costs what that kind recorded, not what the
+// whole transaction did.  A savepoint rollback visits every lane once.
 #include "rate_limiter/pg/support/transaction_log.hpp"
 
 #include <cstring>
@@ -8,20 +12,21 @@ namespace {
 
 const EffectHandlers* handlers[kEffectKinds] = {};
 
-Effect* entries = nullptr;  // in TopTransactionContext
-int count = 0;
-int capacity = 0;
-int per_kind[kEffectKinds] = {};
+struct Lane {
+  Effect* entries = nullptr;  // in TopTransactionContext
+  int count = 0;
+  int capacity = 0;
+};
+Lane lanes[kEffectKinds];
 uint32 next_seq = 0;
 
+int kind_index(EffectKind k) { return static_cast<int>(k); }
+Lane& lane_of(EffectKind k) { return lanes[kind_index(k)]; }
+
 void forget() {
-  entries = nullptr;  // its memory goes with TopTransactionContext
-  count = capacity = 0;
-  for (int& n : per_kind) n = 0;
+  for (Lane& l : lanes) l = Lane{};  // the memory goes with TopTransactionContext
   next_seq = 0;
 }
-
-int kind_index(EffectKind k) { return static_cast<int>(k); }
 
 // Every kind, in commit order: begin, its entries, end.
 void run_phase(EffectPhase phase, void (*EffectHandlers::*member)(Effect&)) {
@@ -29,41 +34,43 @@ void run_phase(EffectPhase phase, void (*EffectHandlers::*member)(Effect&)) {
     const EffectHandlers* h = handlers[k];
     if (h == nullptr) continue;
     if (h->begin) h->begin(phase);
-    if (h->*member && per_kind[k] > 0)
-      for (int i = 0; i < count; ++i)
-        if (kind_index(entries[i].kind) == k) (h->*member)(entries[i]);
+    if (h->*member)
+      for (int i = 0; i < lanes[k].count; ++i) (h->*member)(lanes[k].entries[i]);
     if (h->end) h->end(phase);
   }
 }
 
 void check_prepare() {
-  for (int i = 0; i < count; ++i) {
-    const EffectHandlers* h = handlers[kind_index(entries[i].kind)];
-    if (h != nullptr && h->blocks_prepare && h->blocks_prepare(entries[i]))
-      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s", h->prepare_refusal)));
+  for (int k = 0; k < kEffectKinds; ++k) {
+    const EffectHandlers* h = handlers[k];
+    if (h == nullptr || h->blocks_prepare == nullptr) continue;
+    for (int i = 0; i < lanes[k].count; ++i)
+      if (h->blocks_prepare(lanes[k].entries[i]))
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s", h->prepare_refusal)));
   }
 }
 
 void rollback_subtransaction(SubTransactionId aborted) {
   for (int k = 0; k < kEffectKinds; ++k)
     if (handlers[k] && handlers[k]->begin) handlers[k]->begin(EffectPhase::Rollback);
-  int kept = 0;
-  for (int i = 0; i < count; ++i) {
-    Effect& e = entries[i];
-    const EffectHandlers* h = handlers[kind_index(e.kind)];
-    bool keep = true;
-    if (e.subxact >= aborted)
-      keep = h != nullptr && h->rolled_back != nullptr && h->rolled_back(e);
-    else if (h != nullptr && h->outlived_rollback != nullptr)
-      h->outlived_rollback(e, aborted);
-    if (keep) {
-      if (kept != i) entries[kept] = e;
-      ++kept;
-    } else {
-      --per_kind[kind_index(e.kind)];
+  for (int k = 0; k < kEffectKinds; ++k) {
+    const EffectHandlers* h = handlers[k];
+    Lane& l = lanes[k];
+    int kept = 0;
+    for (int i = 0; i < l.count; ++i) {
+      Effect& e = l.entries[i];
+      bool keep = true;
+      if (e.subxact >= aborted)
+        keep = h != nullptr && h->rolled_back != nullptr && h->rolled_back(e);
+      else if (h != nullptr && h->outlived_rollback != nullptr)
+        h->outlived_rollback(e, aborted);
+      if (keep) {
+        if (kept != i) l.entries[kept] = e;
+        ++kept;
+      }
     }
+    l.count = kept;
   }
-  count = kept;
   for (int k = 0; k < kEffectKinds; ++k)
     if (handlers[k] && handlers[k]->end) handlers[k]->end(EffectPhase::Rollback);
 }
@@ -105,50 +112,49 @@ void register_transaction_log() {
   RegisterSubXactCallback(on_subxact_event, nullptr);
 }
 
-void reserve_effects(int n) {
-  if (count + n <= capacity) return;
-  const int fresh = Max(count + n, capacity == 0 ? 16 : capacity * 2);
-  entries = static_cast<Effect*>(
-      entries == nullptr ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(Effect))
-                         : repalloc(entries, fresh * sizeof(Effect)));
-  capacity = fresh;
+void reserve_effects(EffectKind kind, int n) {
+  Lane& l = lane_of(kind);
+  if (l.count + n <= l.capacity) return;
+  const int fresh = Max(l.count + n, l.capacity == 0 ? 16 : l.capacity * 2);
+  l.entries = static_cast<Effect*>(
+      l.entries == nullptr ? MemoryContextAlloc(TopTransactionContext, fresh * sizeof(Effect))
+                           : repalloc(l.entries, fresh * sizeof(Effect)));
+  l.capacity = fresh;
 }
 
 Effect* record_effect(EffectKind kind) {
-  reserve_effects(1);
-  Effect* e = &entries[count++];
+  reserve_effects(kind, 1);
+  Lane& l = lane_of(kind);
+  Effect* e = &l.entries[l.count++];
   memset(e, 0, sizeof *e);
   e->kind = kind;
   e->subxact = GetCurrentSubTransactionId();
   e->seq = next_seq++;
-  ++per_kind[kind_index(kind)];
   return e;
 }
 
-int effect_count() noexcept { return count; }
-int effect_count_of(EffectKind kind) noexcept { return per_kind[kind_index(kind)]; }
-Effect* effect_at(int i) noexcept { return &entries[i]; }
+int effect_count(EffectKind kind) noexcept { return lane_of(kind).count; }
+Effect* effect_at(EffectKind kind, int i) noexcept { return &lane_of(kind).entries[i]; }
 
-void discard_effects(bool (*drop)(Effect&)) noexcept {
+void discard_effects(EffectKind kind, bool (*drop)(Effect&)) noexcept {
+  Lane& l = lane_of(kind);
   int kept = 0;
-  for (int i = 0; i < count; ++i) {
-    if (drop(entries[i])) {
-      --per_kind[kind_index(entries[i].kind)];
-      continue;
-    }
-    if (kept != i) entries[kept] = entries[i];
+  for (int i = 0; i < l.count; ++i) {
+    if (drop(l.entries[i])) continue;
+    if (kept != i) l.entries[kept] = l.entries[i];
     ++kept;
   }
-  count = kept;
+  l.count = kept;
 }
 
 uint32 effect_log_mark() noexcept { return next_seq; }
 
-int effect_lower_bound(uint32 seq) noexcept {
-  int lo = 0, hi = count;
+int effect_lower_bound(EffectKind kind, uint32 seq) noexcept {
+  const Lane& l = lane_of(kind);
+  int lo = 0, hi = l.count;
   while (lo < hi) {
     const int mid = lo + (hi - lo) / 2;
-    if (entries[mid].seq < seq)
+    if (l.entries[mid].seq < seq)
       lo = mid + 1;
     else
       hi = mid;
@@ -156,9 +162,10 @@ int effect_lower_bound(uint32 seq) noexcept {
   return lo;
 }
 
-Effect* effect_by_seq(uint32 seq) noexcept {
-  const int i = effect_lower_bound(seq);
-  return i < count && entries[i].seq == seq ? &entries[i] : nullptr;
+Effect* effect_by_seq(EffectKind kind, uint32 seq) noexcept {
+  Lane& l = lane_of(kind);
+  const int i = effect_lower_bound(kind, seq);
+  return i < l.count && l.entries[i].seq == seq ? &l.entries[i] : nullptr;
 }
 
 }  // namespace rate_limiter::pg

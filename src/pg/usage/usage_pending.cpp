@@ -19,7 +19,7 @@ struct Event {
                                 // InvalidSubTransactionId: not written, pending
 };
 
-bool is_usage(const Effect& e) { return e.kind == EffectKind::Usage; }
+constexpr EffectKind kKind = EffectKind::Usage;
 
 int pending_stream = -1;  // every event belongs to this stream
 
@@ -36,7 +36,13 @@ StreamRecord* batch = nullptr;
 int batch_capacity = 0;
 int batch_count = 0;
 
+// Next-fit packing of every kept event, kept up to date as events are
+// added (so a call does not walk all the transaction's events) and
+// recomputed after a savepoint rollback removed some.
+NextFitPacking kept_packing;
+
 void forget() {
+  kept_packing = NextFitPacking{};
   chunks = nullptr;  // the memory goes with TopTransactionContext
   batch = nullptr;
   chunk_count = chunk_capacity = 0;
@@ -48,17 +54,14 @@ uint32 chunk_bytes() { return usage_queue_pool().chunk_bytes(); }
 
 NextFitPacking packing_of_events() {
   NextFitPacking packing;
-  if (effect_count_of(EffectKind::Usage) == 0) return packing;
-  for (int i = 0; i < effect_count(); ++i) {
-    const Effect* e = effect_at(i);
-    if (is_usage(*e)) packing.add(e->as<Event>().record.length, chunk_bytes());
-  }
+  for (int i = 0; i < effect_count(kKind); ++i)
+    packing.add(effect_at(kKind, i)->as<Event>().record.length, chunk_bytes());
   return packing;
 }
 
 // Gives back the reserved chunks the kept events no longer need.
 void release_surplus() noexcept {
-  const int needed = static_cast<int>(packing_of_events().chunks);
+  const int needed = static_cast<int>(kept_packing.chunks);
   if (chunk_count > needed) {
     usage_queue_pool().release_reserved(pending_stream, chunks + needed, chunk_count - needed);
     chunk_count = needed;
@@ -111,6 +114,7 @@ void end_phase(EffectPhase phase) {
       forget();
       break;
     case EffectPhase::Rollback:
+      kept_packing = packing_of_events();
       if (chunk_count > 0) release_surplus();
       break;
   }
@@ -137,17 +141,17 @@ void register_pending_usage_callbacks() { register_effect_kind(EffectKind::Usage
 
 bool defer_usage_event(int stream, const char* record, uint32 length, int wait_ms, bool* capped) {
   *capped = false;
-  const int events = effect_count_of(EffectKind::Usage);
+  const int events = effect_count(kKind);
   // One stream per transaction (its database's installation); an event of
   // another one (the extension re-created in this transaction) is written
   // synchronously.
   if (events > 0 && stream != pending_stream) return false;
   // Everything that can fail comes first: memory, then the reservation.
-  reserve_effects(1);
+  reserve_effects(kKind, 1);
   batch = grown(batch, &batch_capacity, events + 1);
   char* copy = static_cast<char*>(MemoryContextAlloc(TopTransactionContext, length));
   memcpy(copy, record, length);
-  NextFitPacking packing = packing_of_events();
+  NextFitPacking packing = kept_packing;
   packing.add(length, chunk_bytes());
   if (static_cast<int>(packing.chunks) > chunk_count) {
     chunks = grown(chunks, &chunk_capacity, chunk_count + 1);
@@ -158,9 +162,10 @@ bool defer_usage_event(int stream, const char* record, uint32 length, int wait_m
     chunks[chunk_count++] = chunk;
   }
   pending_stream = stream;
-  Event& ev = record_effect(EffectKind::Usage)->as<Event>();  // cannot fail: reserved above
+  Event& ev = record_effect(kKind)->as<Event>();  // cannot fail: reserved above
   ev.record = StreamRecord{copy, length};
   ev.written_in = InvalidSubTransactionId;
+  kept_packing = packing;
   return true;
 }
 
@@ -173,9 +178,9 @@ void materialize_pending_usage() {
   uint32 next = 0;
   for (;;) {
     Effect* e = nullptr;
-    for (int i = effect_lower_bound(next); i < effect_count(); ++i) {
-      Effect* c = effect_at(i);
-      if (is_usage(*c) && c->as<Event>().written_in == InvalidSubTransactionId) {
+    for (int i = effect_lower_bound(kKind, next); i < effect_count(kKind); ++i) {
+      Effect* c = effect_at(kKind, i);
+      if (c->as<Event>().written_in == InvalidSubTransactionId) {
         e = c;
         break;
       }
@@ -185,7 +190,7 @@ void materialize_pending_usage() {
     const Event ev = e->as<Event>();
     next = seq + 1;
     insert_usage_row(decode_usage_event(ev.record.bytes));
-    if (Effect* again = effect_by_seq(seq))
+    if (Effect* again = effect_by_seq(kKind, seq))
       again->as<Event>().written_in = GetCurrentSubTransactionId();
   }
 }

@@ -2,9 +2,10 @@
 // shared state that must follow its outcome.
 //
 // One log per backend, in TopTransactionContext, with one pair of
-// transaction callbacks.  Each entry has a kind and a typed payload owned by
-// the subsystem of that kind, which registers what its entries do at each
-// transaction event (EffectHandlers):
+// transaction callbacks; each kind's entries are kept apart (a lane), so
+// that a kind's lookups cost what it recorded, not the whole transaction.  Each entry has a kind
+// and a typed payload owned by the subsystem of that kind, which registers what its entries do at
+// each transaction event (EffectHandlers):
 //
 //   kind         owner                           recorded by
 //   Revocation   revocations/revocation_changes  token_revocations triggers, reload_revocations()
@@ -90,29 +91,29 @@ struct EffectHandlers {
 void register_effect_kind(EffectKind kind, const EffectHandlers* handlers);
 void register_transaction_log();  // once, from _PG_init
 
-// Room for `n` more entries: after it, that many record_effect() calls
-// cannot fail.  May ereport (out of memory).
-void reserve_effects(int n);
+// Room for `n` more entries of `kind`: after it, that many record_effect()
+// calls of that kind cannot fail.  May ereport (out of memory).
+void reserve_effects(EffectKind kind, int n);
 
 // A new entry of `kind`, stamped with the current subtransaction; its
 // payload is zeroed for the caller to fill.  May ereport (out of memory)
 // unless reserve_effects() made room.
 Effect* record_effect(EffectKind kind);
 
-// Entries of the current transaction, in recording order (valid until the
-// next record_effect() or transaction event).
-int effect_count() noexcept;
-int effect_count_of(EffectKind kind) noexcept;
-Effect* effect_at(int i) noexcept;
+// The entries of one kind in the current transaction, in recording order
+// (valid until the next record_effect() of that kind or transaction event).
+int effect_count(EffectKind kind) noexcept;
+Effect* effect_at(EffectKind kind, int i) noexcept;
 
-// The first entry whose seq is >= `seq` (effect_count() if none), and the
-// entry of exactly `seq` or nullptr: entries stay in seq order, so these
-// find an entry again after a compaction moved it.
-int effect_lower_bound(uint32 seq) noexcept;
-Effect* effect_by_seq(uint32 seq) noexcept;
+// The first entry of `kind` whose seq is >= `seq` (effect_count(kind) if
+// none), and the entry of exactly `seq` or nullptr: a kind's entries stay
+// in seq order, so these find an entry again after a compaction moved it.
+int effect_lower_bound(EffectKind kind, uint32 seq) noexcept;
+Effect* effect_by_seq(EffectKind kind, uint32 seq) noexcept;
 
-// Removes the entries `drop` says true of, keeping the others' order.
-void discard_effects(bool (*drop)(Effect&)) noexcept;
+// Removes the entries of `kind` that `drop` says true of, keeping the
+// others' order.
+void discard_effects(EffectKind kind, bool (*drop)(Effect&)) noexcept;
 
 // The recording position now; entries recorded from here on have
 // seq >= the mark, across any compaction.
