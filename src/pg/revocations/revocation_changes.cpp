@@ -69,7 +69,7 @@ void begin_phase(EffectPhase) { batch_count = 0; }
 
 void gather(Effect& e) {
   const Change& c = change_of(e);
-  batch[batch_count++] = RevocationChange{c.key, c.installation, e.subxact, c.kind};
+  batch[batch_count++] = RevocationChange{c.key, c.installation, c.kind};
 }
 
 void end_phase(EffectPhase phase) {

@@ -127,7 +127,6 @@ Effect* record_effect(EffectKind kind) {
   Lane& l = lane_of(kind);
   Effect* e = &l.entries[l.count++];
   memset(e, 0, sizeof *e);
-  e->kind = kind;
   e->subxact = GetCurrentSubTransactionId();
   e->seq = next_seq++;
   return e;

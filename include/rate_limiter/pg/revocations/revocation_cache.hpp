@@ -75,7 +75,6 @@ enum class RevocationChangeKind : uint8 {
 struct RevocationChange {
   core::Hash128 key;  // unused for Reload
   uint64 installation;
-  SubTransactionId subxact;  // the subtransaction that made the change
   RevocationChangeKind kind;
 };
 

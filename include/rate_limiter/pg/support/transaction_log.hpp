@@ -49,7 +49,6 @@ enum class EffectPhase : uint8 { Commit, Prepare, Abort, Rollback };
 constexpr std::size_t kEffectPayloadBytes = 112;
 
 struct Effect {
-  EffectKind kind;
   SubTransactionId subxact;  // the subtransaction that recorded it (an owner may move it older)
   uint32 seq;                // recording order within the transaction (effect_log_mark())
   alignas(8) unsigned char payload[kEffectPayloadBytes];
