@@ -72,6 +72,11 @@ Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcep
 
 Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, std::string_view user,
                    std::string_view endpoint) noexcept {
+  // A user+endpoint scope is derived from the user's scope, so that an
+  // ancestor's (known by its scope hash only, hierarchy.hpp) can be found.
+  if (scope == ScopeKind::UserEndpoint)
+    return user_endpoint_scope(key, installation,
+                               scope_hash(key, installation, ScopeKind::User, user, {}), endpoint);
   // Fixed-width little-endian framing: installation (8), scope (1), then
   // each string as a 4-byte length followed by its bytes.
   unsigned char header[9];
@@ -90,23 +95,48 @@ Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, st
   return h.finish();
 }
 
+Hash128 user_endpoint_scope(const SipKey& key, uint64_t installation, const Hash128& user_scope,
+                            std::string_view endpoint) noexcept {
+  // installation (8), scope (1), the user scope without its tag (16), then
+  // the endpoint as a 4-byte length and its bytes.
+  const Hash128 user = with_tag(user_scope, 0);
+  unsigned char header[9 + 16 + 4];
+  for (int i = 0; i < 8; ++i) header[i] = static_cast<unsigned char>(installation >> (8 * i));
+  header[8] = static_cast<unsigned char>(ScopeKind::UserEndpoint);
+  for (int i = 0; i < 8; ++i) {
+    header[9 + i] = static_cast<unsigned char>(user.hi >> (8 * i));
+    header[17 + i] = static_cast<unsigned char>(user.lo >> (8 * i));
+  }
+  const auto n = static_cast<uint32_t>(endpoint.size());
+  for (int i = 0; i < 4; ++i) header[25 + i] = static_cast<unsigned char>(n >> (8 * i));
+  SipHasher128 h(key);
+  h.update(header, sizeof header);
+  h.update(endpoint.data(), endpoint.size());
+  return h.finish();
+}
+
 Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noexcept {
   // XOR of the low half with one constant per kind and one per role.  The
-  // ten combinations kind ^ role are distinct (and none of their pairwise
+  // twelve combinations kind ^ role are distinct (and none of their pairwise
   // XORs is 1, which the {0,0} remapping below relies on; both checked in
   // scope_key_test), so the keys of one scope never collide; across scopes
   // a collision needs a 2^-128 accident.  Main tokens keys are the scope
   // itself, main requests keys carry the 1.0 constant.
   static constexpr uint64_t kKind[kLimitKinds] = {0, 0x9e3779b97f4a7c15ULL};
-  static constexpr uint64_t kRole[kCounterRoles] = {0, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL,
-                                                    0xd6e8feb86659fd93ULL, 0xff51afd7ed558ccdULL};
+  static constexpr uint64_t kRole[kCounterRoles] = {
+      0,
+      0xbf58476d1ce4e5b9ULL,
+      0x94d049bb133111ebULL,
+      0xd6e8feb86659fd93ULL,
+      0xff51afd7ed558ccdULL,
+      0xc4ceb9fe1a85ec53ULL};
   const auto k = static_cast<std::size_t>(kind) < kLimitKinds ? static_cast<std::size_t>(kind) : 0;
   const auto r =
       static_cast<std::size_t>(role) < kCounterRoles ? static_cast<std::size_t>(role) : 0;
   Hash128 key = scope;
   key.lo ^= kKind[k] ^ kRole[r];
   // {0,0} marks an empty slot.  Only a scope whose hi is 0 and whose lo is
-  // one of the ten constants gets here; 1 is none of the other keys then.
+  // one of the twelve constants gets here; 1 is none of the other keys then.
   if (key.is_zero()) key.lo = 1;
   return key;
 }

@@ -77,6 +77,22 @@ TEST(ScopeHash, FramingSeparatesFields) {
             scope_hash(key, 7, ScopeKind::User, "u", ""));
 }
 
+TEST(ScopeHash, UserEndpointScopeDerivesFromTheUserScope) {
+  // An ancestor is known by its user scope alone (hierarchy): its
+  // per-endpoint scope must follow from that hash, tagged or not.
+  const SipKey key = reference_key();
+  const Hash128 user = scope_hash(key, 7, ScopeKind::User, "acme", "");
+  const Hash128 direct = scope_hash(key, 7, ScopeKind::UserEndpoint, "acme", "chat");
+  EXPECT_EQ(user_endpoint_scope(key, 7, user, "chat"), direct);
+  EXPECT_EQ(user_endpoint_scope(key, 7, with_tag(user, 42), "chat"), direct);
+  EXPECT_NE(user_endpoint_scope(key, 7, user, "chat2"), direct);
+  EXPECT_NE(user_endpoint_scope(key, 8, user, "chat"), direct);
+  EXPECT_NE(direct, user);
+  EXPECT_NE(scope_hash(key, 7, ScopeKind::UserEndpoint, "acme", ""), user);
+  EXPECT_NE(scope_hash(key, 7, ScopeKind::UserEndpoint, "acme", ""),
+            scope_hash(key, 7, ScopeKind::Endpoint, "", ""));
+}
+
 TEST(ScopeHash, KeyChangesEverything) {
   SipKey other = reference_key();
   other.k1 ^= 1;
@@ -95,7 +111,7 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
 namespace {
 constexpr CounterRole kRoles[] = {CounterRole::Main, CounterRole::Emergency,
                                   CounterRole::BurstBudget, CounterRole::BurstCap,
-                                  CounterRole::AbuseDenials};
+                                  CounterRole::AbuseDenials, CounterRole::ParentLink};
 constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
 }  // namespace
 
@@ -118,12 +134,12 @@ TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
       for (const Hash128& other : keys) EXPECT_NE(key, other);
       keys.push_back(key);
     }
-  EXPECT_EQ(keys.size(), 10u);
+  EXPECT_EQ(keys.size(), 12u);
 }
 
 TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
   // The only scopes that can hit {0,0}: hi 0 and lo equal to one of the
-  // ten XOR masks.  Their keys must stay non-zero and pairwise distinct.
+  // twelve XOR masks.  Their keys must stay non-zero and pairwise distinct.
   const Hash128 zero{};
   std::vector<uint64_t> masks;
   for (LimitKind k : kKinds)

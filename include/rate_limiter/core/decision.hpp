@@ -77,8 +77,11 @@ struct AppliedLimit {
   bool shadow = false;
 };
 
-// Three scopes times two kinds, each with an optional burst cap.
-constexpr std::size_t kMaxAppliedLimits = 12;
+// Per scope two kinds, each with an optional burst cap: the user on the
+// endpoint, the user, the endpoint, and each ancestor on the endpoint and
+// on all endpoints.
+constexpr std::size_t kLimitsPerScope = 2 * kLimitKinds;
+constexpr std::size_t kMaxAppliedLimits = kLimitsPerScope * (3 + 2 * kMaxAncestors);
 
 enum class CallKind : uint8_t {
   Allocate,  // allocate_tokens: counts one request and grants tokens

@@ -43,8 +43,17 @@ Hash128 siphash128(const SipKey& key, const void* data, std::size_t len) noexcep
 // extension (the PostgreSQL layer passes database OID << 32 | extension OID),
 // so a DROP/CREATE EXTENSION starts from fresh counters.  Unused parts are
 // passed empty.  Lengths are hashed too, so ("ab","c") and ("a","bc") differ.
+//
+// A UserEndpoint scope is user_endpoint_scope() of the user's User scope:
+// the hot path finds an ancestor's per-endpoint limits from the ancestor's
+// scope hash alone, without its id (hierarchy.hpp in the PostgreSQL layer).
 Hash128 scope_hash(const SipKey& key, uint64_t installation, ScopeKind scope, std::string_view user,
                    std::string_view endpoint) noexcept;
+
+// The UserEndpoint scope of the user whose User scope is `user_scope`
+// (tagged or not: the tag bits are ignored) on `endpoint`.
+Hash128 user_endpoint_scope(const SipKey& key, uint64_t installation, const Hash128& user_scope,
+                            std::string_view endpoint) noexcept;
 
 // Which counter of a limit a key names.  Hashed: never renumber.
 enum class CounterRole : uint8_t {
@@ -53,8 +62,10 @@ enum class CounterRole : uint8_t {
   BurstBudget = 2,   // its burst-mode budget
   BurstCap = 3,      // the burst cap (burst_limit over burst_window_seconds) on top of it
   AbuseDenials = 4,  // a user's denials in the abuse window (alerts; user scope, requests kind)
+  ParentLink = 5,    // not a counter: the rule-table key of a user's parent link (user scope,
+                     // tokens kind; hierarchy.hpp in the PostgreSQL layer)
 };
-constexpr int kCounterRoles = 5;
+constexpr int kCounterRoles = 6;
 
 // The key of one counter: a scope identity with the limit kind and the
 // counter's role folded in.  Distinct for every (kind, role) of a scope.

@@ -60,6 +60,10 @@ constexpr int64_t kMaxWindowMicros = 3650 * kMicrosPerDay;  // 3650 days
 constexpr int64_t kMaxQuantity = 1'000'000'000'000'000;     // 10^15 tokens or requests
 constexpr std::size_t kMaxIdBytes = 255;                    // user_id, api_endpoint, session_id
 
+// How many ancestors (set_parent) a user's calls are checked against: a
+// user, its parent, ... up to kMaxAncestors levels above it.
+constexpr int kMaxAncestors = 8;
+
 // Priority shares are fixed-point parts per million so that
 // floor(share * remaining) is exact (0.29 * 100 must be 29, not 28).
 constexpr uint32_t kShareScale = 1'000'000;

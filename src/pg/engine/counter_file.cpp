@@ -17,8 +17,10 @@ constexpr uint32 kFileMagic = 0x524c4331;  // "RLC1"
 // Bump when CounterSlot, CounterState, the key derivation or the layout
 // below changes.  3: installation tags in the keys, the installations with
 // their tags, slot owners and the role map.  4: counter keys carry the
-// limit's shape (core::limit_key).
-constexpr uint32 kFileVersion = 4;
+// limit's shape (core::limit_key).  5: user+endpoint scopes derive from
+// the user's scope (core::user_endpoint_scope), so an older file's keys of
+// those scopes name nothing; the counters are rebuilt from token_usage.
+constexpr uint32 kFileVersion = 5;
 
 struct FileHeader {
   uint32 magic;

@@ -41,7 +41,7 @@ void PartitionSet::add(uint32 partition) noexcept {
   int i = 0;
   while (i < count && ids[i] < partition) ++i;
   if (i < count && ids[i] == partition) return;
-  if (count == kMaxLockedPartitions) return;  // cannot happen: at most 6 counters per call
+  if (count == kMaxLockedPartitions) return;  // cannot happen: one partition per scope
   for (int j = count; j > i; --j) ids[j] = ids[j - 1];
   ids[i] = partition;
   ++count;

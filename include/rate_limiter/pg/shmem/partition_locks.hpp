@@ -22,11 +22,15 @@
 
 #include <cstdint>
 
+#include "rate_limiter/core/types.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
 
-constexpr int kMaxLockedPartitions = 8;
+// Every counter of a scope lives in one partition (core::counter_key), and
+// a call touches at most these scopes: the user on the endpoint, the user,
+// the endpoint, and each ancestor on the endpoint and on all endpoints.
+constexpr int kMaxLockedPartitions = 3 + 2 * rate_limiter::core::kMaxAncestors;
 
 // A sorted, duplicate-free set of partition numbers.
 struct PartitionSet {
