@@ -1,6 +1,6 @@
 -- rate_limiter 1.0 -> 1.1 update script: ALTER EXTENSION rate_limiter UPDATE
 -- applies it to an installation of 1.0.  CREATE EXTENSION installs the current
--- version directly (rate_limiter--1.4.sql, built from sql/schema).
+-- version directly (the newest rate_limiter--<version>.sql, built from sql/schema).
 --
 -- After installing a new version of the rate_limiter library, run
 -- ALTER EXTENSION rate_limiter UPDATE in every database that has the

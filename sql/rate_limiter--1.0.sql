@@ -1,6 +1,6 @@
 -- rate_limiter 1.0 install script, kept for CREATE EXTENSION rate_limiter
 -- VERSION '1.0' (the update scripts take such an installation to the
--- current version).  A new installation gets rate_limiter--1.4.sql.
+-- current version).  A new installation gets rate_limiter--1.5.sql.
 \echo Use "CREATE EXTENSION rate_limiter" to load this file. \quit
 
 -- Fail early and clearly when the library is not preloaded: the counters

@@ -1,6 +1,6 @@
 -- rate_limiter 1.2 -> 1.3 update script: ALTER EXTENSION rate_limiter UPDATE
 -- applies it to an installation of 1.2.  CREATE EXTENSION installs the current
--- version directly (rate_limiter--1.4.sql, built from sql/schema).
+-- version directly (the newest rate_limiter--<version>.sql, built from sql/schema).
 
 \echo Use "ALTER EXTENSION rate_limiter UPDATE TO '1.3'" to load this file. \quit
 

@@ -1,6 +1,6 @@
--- rate_limiter 1.4 install script.
+-- rate_limiter 1.5 install script.
 --
--- make builds sql/rate_limiter--1.4.sql from sql/schema/*.sql, in the
+-- make builds sql/rate_limiter--1.5.sql from sql/schema/*.sql, in the
 -- order of their numbers; edit those files, not the generated script.
 -- CREATE EXTENSION rate_limiter runs it for a new installation; an
 -- installation of an older version gets the same schema by

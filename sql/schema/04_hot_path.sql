@@ -22,7 +22,8 @@ CREATE FUNCTION allocate_tokens(
   OUT scope               text,
   OUT allocation_id       bigint,
   OUT burst_tokens        bigint,
-  OUT emergency_tokens    bigint)
+  OUT emergency_tokens    bigint,
+  OUT limit_owner         text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'allocate_tokens' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION allocate_tokens(text, bigint, text, text, text, jsonb) IS
@@ -39,7 +40,8 @@ CREATE FUNCTION check_rate_limit(
   OUT retry_after interval,
   OUT limit_kind  text,
   OUT scope       text,
-  OUT reason      text)
+  OUT reason      text,
+  OUT limit_owner text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'check_rate_limit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION check_rate_limit(text, text, text) IS
@@ -56,7 +58,8 @@ CREATE FUNCTION enforce_rate_limit(
   OUT retry_after interval,
   OUT limit_kind  text,
   OUT scope       text,
-  OUT reason      text)
+  OUT reason      text,
+  OUT limit_owner text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'enforce_rate_limit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION enforce_rate_limit(text, text, text) IS

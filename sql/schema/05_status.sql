@@ -13,58 +13,73 @@ COMMENT ON FUNCTION rate_limiter_peek_counter(text, text, text, text, interval, 
   'Internal: reads one shared-memory counter without changing it';
 
 -- Every limit that applies to the user: their user+endpoint rules, their own
--- rule or the default (per kind), and every endpoint-wide rule.  Each branch
--- reads its rows through the scope's unique index (the user's own rows, the
--- default rows, the endpoint-wide rows), not every rule of both tables.
+-- rule or the default (per kind), every ancestor's rules (set_parent), and
+-- every endpoint-wide rule.  limit_owner: whose counter the limit counts in
+-- (the user, an ancestor; NULL for an endpoint-wide limit).  Each branch
+-- reads its rows through the scope's unique index (the user's own rows, an
+-- ancestor's, the default rows, the endpoint-wide rows), not every rule of
+-- both tables.
 CREATE FUNCTION get_rate_limit_status(user_id text)
 RETURNS TABLE (scope text, api_endpoint text, limit_kind text, algorithm text, "limit" bigint,
                used bigint, remaining bigint, window_duration interval, window_start timestamptz,
-               reset_at timestamptz)
+               reset_at timestamptz, limit_owner text)
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   RETURN QUERY
-  WITH rules AS (
+  WITH RECURSIVE owners(id, depth) AS (
+    SELECT $1, 0
+    UNION ALL
+    SELECT p.parent_id, owners.depth + 1
+      FROM @extschema@.rate_limit_parents p JOIN owners ON p.child_id = owners.id
+     WHERE owners.depth < 8 AND p.parent_id <> $1
+  ), rules AS (
     SELECT CASE WHEN t.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END AS scope,
            t.api_endpoint AS ep, 'tokens' AS kind, t.max_tokens_per_period AS lim,
-           t.period_interval AS win, t.algorithm AS alg, t.burst AS bst
-      FROM @extschema@.token_limits t WHERE t.user_id = $1
+           t.period_interval AS win, t.algorithm AS alg, t.burst AS bst, o.id AS owner,
+           o.depth AS depth
+      FROM owners o JOIN @extschema@.token_limits t ON t.user_id = o.id
     UNION ALL
     SELECT CASE WHEN r.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END,
-           r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst
-      FROM @extschema@.request_limits r WHERE r.user_id = $1
+           r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst,
+           o.id, o.depth
+      FROM owners o JOIN @extschema@.request_limits r ON r.user_id = o.id
     UNION ALL
-    SELECT 'default', NULL, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst
+    SELECT 'default', NULL, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst,
+           $1, 0
       FROM @extschema@.token_limits t
      WHERE t.user_id IS NULL AND t.api_endpoint IS NULL
        AND NOT EXISTS (SELECT 1 FROM @extschema@.token_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
     UNION ALL
-    SELECT 'default', NULL, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst
+    SELECT 'default', NULL, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst,
+           $1, 0
       FROM @extschema@.request_limits r
      WHERE r.user_id IS NULL AND r.api_endpoint IS NULL
        AND NOT EXISTS (SELECT 1 FROM @extschema@.request_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
     UNION ALL
-    SELECT 'endpoint', t.api_endpoint, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst
+    SELECT 'endpoint', t.api_endpoint, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst,
+           NULL, 9
       FROM @extschema@.token_limits t WHERE t.user_id IS NULL AND t.api_endpoint IS NOT NULL
     UNION ALL
     SELECT 'endpoint', r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm,
-           r.burst
+           r.burst, NULL, 9
       FROM @extschema@.request_limits r WHERE r.user_id IS NULL AND r.api_endpoint IS NOT NULL
   )
   SELECT rules.scope, rules.ep, rules.kind, rules.alg, c.used + c.remaining, c.used, c.remaining,
-         rules.win, c.window_start, c.reset_at
+         rules.win, c.window_start, c.reset_at, rules.owner
     FROM rules,
          LATERAL @extschema@.rate_limiter_peek_counter(
-           rules.scope, CASE WHEN rules.scope = 'endpoint' THEN NULL ELSE $1 END,
+           rules.scope, CASE WHEN rules.scope = 'endpoint' THEN NULL ELSE rules.owner END,
            rules.ep, rules.kind, rules.win, rules.alg, rules.lim, rules.bst) c
-   ORDER BY CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
+   ORDER BY rules.depth,
+            CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
                              WHEN 'default' THEN 2 ELSE 3 END,
             rules.ep NULLS FIRST, rules.kind;
 END $$;
 REVOKE ALL ON FUNCTION get_rate_limit_status(text) FROM PUBLIC;
 COMMENT ON FUNCTION get_rate_limit_status(text) IS
-  'One row per limit that applies to the user, with live usage from shared memory';
+  'One row per limit that applies to the user (its ancestors'' included), with live usage from shared memory';
 
 -- Usage over the last `days` days from token_usage.  Days are UTC dates,
 -- like the windows.
@@ -128,7 +143,8 @@ CREATE FUNCTION rate_limiter_preview_decision(
   user_id text, api_endpoint text, tokens bigint,
   OUT allowed boolean, OUT "limit" bigint, OUT remaining bigint, OUT reset_at timestamptz,
   OUT retry_after interval, OUT limit_kind text, OUT scope text, OUT reason text,
-  OUT algorithm text, OUT window_duration interval, OUT checked_at timestamptz)
+  OUT algorithm text, OUT window_duration interval, OUT checked_at timestamptz,
+  OUT limit_owner text)
 RETURNS record AS 'MODULE_PATHNAME', 'rate_limiter_preview_decision' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION rate_limiter_preview_decision(text, text, bigint) FROM PUBLIC;
 COMMENT ON FUNCTION rate_limiter_preview_decision(text, text, bigint) IS
@@ -183,18 +199,25 @@ BEGIN
   WITH applicable AS (
     SELECT s.scope, s.limit_kind AS kind, s."limit" AS lim, s.remaining AS rem,
            s.window_duration AS win, s.reset_at,
-           (s.scope = d.scope AND s.limit_kind = d.limit_kind) AS binding,
-           CASE s.scope WHEN 'user_endpoint' THEN 1 WHEN 'endpoint' THEN 3 ELSE 2 END AS ord
+           (s.scope = d.scope AND s.limit_kind = d.limit_kind
+            AND s.limit_owner IS NOT DISTINCT FROM d.limit_owner) AS binding,
+           CASE s.scope WHEN 'user_endpoint' THEN 1 WHEN 'endpoint' THEN 3 ELSE 2 END AS ord,
+           -- An ancestor's limits are named after it (quotes and
+           -- backslashes cannot appear in a structured-field string).
+           CASE WHEN s.limit_owner IS DISTINCT FROM $1 AND s.scope <> 'endpoint'
+                THEN translate(s.limit_owner, '"\', '__') || '/' END AS prefix
       FROM @extschema@.get_rate_limit_status($1) s
      WHERE s.scope IN ('user', 'default')
         OR (s.scope IN ('user_endpoint', 'endpoint') AND s.api_endpoint = $2)
     UNION ALL
     -- A burst cap is not in the status; it is listed when it denies.
-    SELECT d.scope, d.limit_kind, d."limit", d.remaining, d.window_duration, d.reset_at, true, 0
+    SELECT d.scope, d.limit_kind, d."limit", d.remaining, d.window_duration, d.reset_at, true, 0,
+           CASE WHEN d.limit_owner IS DISTINCT FROM $1 AND d.scope <> 'endpoint'
+                THEN translate(d.limit_owner, '"\', '__') || '/' END
      WHERE NOT d.allowed AND d.limit_kind IN ('token_burst', 'request_burst')
   ), items AS (
     SELECT a.*,
-           pg_catalog.format('"%s-%s"', a.scope, a.kind) AS name,
+           pg_catalog.format('"%s%s-%s"', a.prefix, a.scope, a.kind) AS name,
            GREATEST(ceil(EXTRACT(EPOCH FROM a.reset_at - d.checked_at)), 0)::bigint AS reset_s,
            GREATEST(ceil(EXTRACT(EPOCH FROM a.reset_at - d.checked_at) * 1000), 0)::bigint AS reset_ms,
            row_number() OVER (ORDER BY a.binding DESC, a.ord, a.kind DESC) AS pos
@@ -221,7 +244,8 @@ BEGIN
     SELECT DISTINCT ON (s.kind) s.kind, s."limit" AS lim, s.remaining AS rem,
            GREATEST(ceil(EXTRACT(EPOCH FROM s.reset_at - d.checked_at) * 1000), 0)::bigint AS reset_ms
       FROM (SELECT g.limit_kind AS kind, g."limit", g.remaining, g.reset_at,
-                   (g.scope = d.scope AND g.limit_kind = d.limit_kind) AS binding,
+                   (g.scope = d.scope AND g.limit_kind = d.limit_kind
+                    AND g.limit_owner IS NOT DISTINCT FROM d.limit_owner) AS binding,
                    CASE g.scope WHEN 'user_endpoint' THEN 1 WHEN 'endpoint' THEN 3 ELSE 2 END AS ord
               FROM @extschema@.get_rate_limit_status($1) g
              WHERE g.scope IN ('user', 'default')

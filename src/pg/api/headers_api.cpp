@@ -64,6 +64,7 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   const int64 now = limiter_now_unix();
 
   preview_call(p.input, now, &p.result);
+  name_limit_owners(ext, p.input, &p.result);
   if (p.result.status == CallStatus::LockTimeout)
     ereport(ERROR,
             (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -75,9 +76,9 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   const DecidedLimit* b = p.result.binding();
   const bool none = b == nullptr;
   const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
-  Datum values[11];
-  bool nulls[11] = {false, none, none, none, d.retry_after <= 0, none, none,
-                    false, none, none, false};
+  Datum values[12];
+  bool nulls[12] = {false, none, none, none, d.retry_after <= 0, none, none,
+                    false, none, none, false, true};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);
@@ -91,5 +92,8 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   // The instant of the decision (the limiter's clock, rate_limiter.debug_clock
   // included): what reset_at and retry_after count from.
   values[10] = TimestampTzGetDatum(unix_to_timestamptz(now));
+  const char* owner = none ? nullptr : limit_owner(p.input, shown);
+  nulls[11] = owner == nullptr;
+  values[11] = owner != nullptr ? CStringGetTextDatum(owner) : (Datum)0;
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
 }

@@ -14,7 +14,9 @@
 //   - the emergency allowance, the burst budget and burst caps are never
 //     given back.
 // A grant recorded before version 1.3 (no charges) is settled without a
-// refund.
+// refund.  A grant that charged an ancestor's quota (parent_links.hpp)
+// recorded the ancestor's id with the charge, so the refund reaches that
+// counter even if the hierarchy changed since.
 //
 // Who may settle: the role that made the grant (token_usage.granted_to, the
 // name of the current_user of the allocate_tokens call), its members, and the
@@ -107,9 +109,10 @@ bool may_settle(const ExtensionCatalog* ext, Oid caller, Oid granted_to) {
   return OidIsValid(granted_to) && has_privs_of_role(caller, granted_to);
 }
 
-// Scopes of the grant's user and endpoint with a reset recorded after the
-// grant (rate_limit_resets), as a bit per core::ScopeKind.
-uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g) {
+// Scopes of `user` (the grant's user, or an ancestor whose quota it
+// charged) and the grant's endpoint with a reset recorded after the grant
+// (rate_limit_resets), as a bit per core::ScopeKind.
+uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g, text* user) {
   uint32 mask = 0;
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
@@ -120,7 +123,7 @@ uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g) {
       "(r.scope = 'endpoint' AND r.user_id IS NULL AND r.api_endpoint = $2))",
       ext->quoted_schema);
   Oid types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  Datum values[3] = {PointerGetDatum(g.user), PointerGetDatum(g.endpoint),
+  Datum values[3] = {PointerGetDatum(user), PointerGetDatum(g.endpoint),
                      TimestampTzGetDatum(g.at)};
   const char nulls[3] = {' ', g.endpoint == nullptr ? 'n' : ' ', ' '};
   if (SPI_execute_with_args(sql, 3, types, values, nulls, true, 0) != SPI_OK_SELECT)
@@ -167,7 +170,7 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
   const int n = decode_grant_charges(VARDATA_ANY(g.charges), VARSIZE_ANY_EXHDR(g.charges), g.tokens,
                                      timestamptz_to_unix(g.at), charges);
   if (n <= 0) return;  // malformed or empty: nothing is known to have been charged
-  const uint32 reset = scopes_reset_since(ext, g);
+  const uint32 reset = scopes_reset_since(ext, g, g.user);
   const std::string_view user(VARDATA_ANY(g.user), VARSIZE_ANY_EXHDR(g.user));
   const std::string_view endpoint =
       g.endpoint != nullptr
@@ -175,22 +178,30 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
           : std::string_view();
   for (int i = 0; i < n; ++i) {
     const GrantCharge& c = charges[i];
-    if (reset & (1u << static_cast<int>(c.scope))) continue;
+    const bool ancestor = !c.owner.empty();
+    // An ancestor's counter (parent_links.hpp): its resets are its own.
+    const uint32 reset_of_owner =
+        ancestor ? scopes_reset_since(ext, g,
+                                      cstring_to_text_with_len(
+                                          c.owner.data(), static_cast<int>(c.owner.size())))
+                 : reset;
+    if (reset_of_owner & (1u << static_cast<int>(c.scope))) continue;
     const int64 back = Min(unused, c.units);
     if (back <= 0) continue;
     // The counter the call charged: the scope as the rule lookup hashes it
     // (the default rule counts in the user's counter), keyed with the
     // limit's shape (rule_lookup.cpp, hot_path.cpp).
+    const std::string_view owner_id = ancestor ? c.owner : user;
     core::Hash128 scope;
     switch (c.scope) {
       case core::ScopeKind::UserEndpoint:
-        scope = scope_of(ext, core::ScopeKind::UserEndpoint, user, endpoint);
+        scope = scope_of(ext, core::ScopeKind::UserEndpoint, owner_id, endpoint);
         break;
       case core::ScopeKind::Endpoint:
         scope = scope_of(ext, core::ScopeKind::Endpoint, {}, endpoint);
         break;
       default:
-        scope = scope_of(ext, core::ScopeKind::User, user, {});
+        scope = scope_of(ext, core::ScopeKind::User, owner_id, {});
         break;
     }
     const core::Hash128 key =

@@ -150,6 +150,7 @@ void run_call(Call* call) {
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
+  name_limit_owners(ext, call->input, &call->result);
   // Before any error below: a refused call (RL507) raises its alert too.
   raise_call_alerts(call->input, call->result, call->now);
 
@@ -231,6 +232,14 @@ Datum nullable_int8(int64 v, bool* isnull) {
   return Int64GetDatum(v < 0 ? 0 : v);
 }
 
+// limit_owner of the binding limit (hot_path.hpp), NULL without one.
+Datum owner_datum(const Call& call, bool* isnull) {
+  const DecidedLimit* b = call.result.binding();
+  const char* owner = b != nullptr ? limit_owner(call.input, *b) : nullptr;
+  *isnull = owner == nullptr;
+  return owner != nullptr ? CStringGetTextDatum(owner) : (Datum)0;
+}
+
 // check_rate_limit / enforce_rate_limit record:
 //   (allowed, "limit", remaining, reset_at, retry_after, limit_kind, scope, reason)
 Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
@@ -238,8 +247,8 @@ Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
   const DecidedLimit* b = call.result.binding();
   const bool none = b == nullptr;
   const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
-  Datum values[8];
-  bool nulls[8] = {false, none, none, none, d.retry_after <= 0, none, none, false};
+  Datum values[9];
+  bool nulls[9] = {false, none, none, none, d.retry_after <= 0, none, none, false, true};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);
@@ -250,6 +259,7 @@ Datum check_record(FunctionCallInfo fcinfo, const Call& call) {
   values[7] = CStringGetTextDatum(call.result.status == CallStatus::LockTimeout
                                       ? "fail_open_lock_timeout"
                                       : reason_of(call.result, core::CallKind::Check));
+  values[8] = owner_datum(call, &nulls[8]);
   HeapTuple tuple = heap_form_tuple(result_descriptor(fcinfo), values, nulls);
   return HeapTupleGetDatum(tuple);
 }
@@ -302,12 +312,16 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
              ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
                       text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
              : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
-         errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope); remaining: " INT64_FORMAT ".",
+         errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope%s%s%s); remaining: " INT64_FORMAT
+                   ".",
                    b.capacity(),
                    b.burst_cap
                        ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
                        : kind_name(b.kind),
-                   window_words(b.rule.window_micros), scope_name(b.scope), d.binding_remaining),
+                   window_words(b.rule.window_micros), scope_name(b.scope),
+                   b.owner_level > 0 ? " of \"" : "",
+                   b.owner_level > 0 && b.owner_id != nullptr ? b.owner_id : "",
+                   b.owner_level > 0 ? "\"" : "", d.binding_remaining),
          d.outcome == core::Outcome::DeniedExceedsCapacity
              ? errhint(
                    "Retrying cannot succeed: the largest priority share of this limit is less than "
@@ -378,9 +392,9 @@ RL_SQL_FUNCTION(allocate_tokens) {
     log_decision("allocate_tokens", call.user, call.endpoint, call.result, core::CallKind::Allocate,
                  call.input.request.tokens);
 
-  Datum values[14];
-  bool nulls[14] = {false, false, false, false, false, none, none, d.retry_after <= 0,
-                    false, none,  none,  false, false, false};
+  Datum values[15];
+  bool nulls[15] = {false, false, false, false, false, none,  none, d.retry_after <= 0,
+                    false, none,  none,  false, false, false, true};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(d.granted);
   values[2] = nullable_int8(d.tokens_remaining, &nulls[2]);
@@ -397,6 +411,7 @@ RL_SQL_FUNCTION(allocate_tokens) {
   values[11] = nullable_int8(allocation_id, &nulls[11]);
   values[12] = Int64GetDatum(d.burst_tokens);
   values[13] = Int64GetDatum(d.emergency_units);
+  values[14] = owner_datum(call, &nulls[14]);
   HeapTuple tuple = heap_form_tuple(result_descriptor(fcinfo), values, nulls);
   return HeapTupleGetDatum(tuple);
 }

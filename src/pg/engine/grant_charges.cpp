@@ -5,7 +5,8 @@
 namespace rate_limiter::pg {
 namespace {
 
-constexpr uint8 kBurstCap = 1 << 4;
+constexpr uint8 kBurstCap = 1 << 4;  // version 1: reserved; version 2: kAncestor
+constexpr uint8 kAncestor = 1 << 4;
 constexpr uint8 kUnitsAreTokens = 1 << 5;
 constexpr uint8 kHasBurst = 1 << 6;
 constexpr uint8 kAlignedWindow = 1 << 7;
@@ -59,6 +60,7 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
   if (result.status != CallStatus::Decided) return 0;
   char* p = out + 1;
   int n = 0;
+  bool ancestors = false;
   for (int i = 0; i < result.charged_count && n < kMaxGrantCharges; ++i) {
     const ChargedCounter& c = result.charged[i];
     const DecidedLimit& l = result.limits[c.limit];
@@ -66,9 +68,13 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     // of the limit they cap, which the record does not hold, and a refund
     // to them is never needed for exactness (they only ever deny).
     if (c.role != 0 || l.kind != core::LimitKind::Tokens || c.units <= 0 || l.burst_cap) continue;
+    // An ancestor's charge whose id could not be found (its link was
+    // removed meanwhile) is not recorded: settle gives it nothing back.
+    if (l.owner_level > 0 && l.owner_id == nullptr) continue;
     const core::Algorithm a = c.rule.algorithm;
     uint8 flags = static_cast<uint8>(static_cast<uint8>(l.scope) & 3) |
                   static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
+    if (l.owner_level > 0) flags |= kAncestor;
     if (c.units == tokens) flags |= kUnitsAreTokens;
     if (c.rule.burst != 0) flags |= kHasBurst;
     if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros))
@@ -76,6 +82,13 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     *p++ = static_cast<char>(flags);
     *p++ = static_cast<char>(c.generation & 0xFF);
     *p++ = static_cast<char>(c.generation >> 8);
+    if (flags & kAncestor) {
+      const size_t len = strnlen(l.owner_id, core::kMaxIdBytes);
+      p = put_varint(p, len);
+      memcpy(p, l.owner_id, len);
+      p += len;
+      ancestors = true;
+    }
     p = put_varint(p, static_cast<uint64>(c.rule.limit));
     p = put_varint(p, static_cast<uint64>(c.rule.window_micros));
     if (flags & kHasBurst) p = put_varint(p, static_cast<uint64>(c.rule.burst));
@@ -84,13 +97,15 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     ++n;
   }
   if (n == 0) return 0;
-  out[0] = static_cast<char>(kGrantChargesVersion);
+  out[0] = static_cast<char>(ancestors ? kGrantChargesVersion : kGrantChargesVersion1);
   return static_cast<uint32>(p - out);
 }
 
 int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 now,
                          GrantCharge* out) noexcept {
-  if (length < 1 || static_cast<uint8>(bytes[0]) != kGrantChargesVersion) return -1;
+  if (length < 1) return -1;
+  const uint8 version = static_cast<uint8>(bytes[0]);
+  if (version != kGrantChargesVersion && version != kGrantChargesVersion1) return -1;
   const char* p = bytes + 1;
   const char* end = bytes + length;
   int n = 0;
@@ -102,7 +117,15 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
     p += 2;
     c.scope = static_cast<core::ScopeKind>(flags & 3);
     c.rule.algorithm = static_cast<core::Algorithm>((flags >> 2) & 3);
-    if (flags & kBurstCap) return -1;  // reserved: burst caps are not recorded
+    c.owner = std::string_view();
+    if (version == kGrantChargesVersion1 && (flags & kBurstCap))
+      return -1;  // reserved: burst caps are not recorded
+    if (version == kGrantChargesVersion && (flags & kAncestor)) {
+      int64 len = 0;
+      if (!get_positive(&p, end, core::kMaxIdBytes, &len) || len < 1 || end - p < len) return -1;
+      c.owner = std::string_view(p, static_cast<size_t>(len));
+      p += len;
+    }
     if (!get_positive(&p, end, core::kMaxQuantity, &c.rule.limit) || c.rule.limit < 1) return -1;
     if (!get_positive(&p, end, core::kMaxWindowMicros, &c.rule.window_micros) ||
         c.rule.window_micros < core::kMinWindowMicros)

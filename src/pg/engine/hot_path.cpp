@@ -35,6 +35,10 @@ struct PlannedLimits {
   UninitializedArray<core::AppliedLimit, core::kMaxAppliedLimits> limits;
   UninitializedArray<PlannedCounter, kMaxChargedCounters> counters;
   int counter_of[core::kMaxAppliedLimits][3];  // main, emergency, burst; -1: none
+  // Whose limit each one is: 0 the call's own scopes, i an ancestor's
+  // (ApplicableRules::ancestors[i - 1], user scope owner[i]).
+  uint8 level[core::kMaxAppliedLimits];
+  core::Hash128 owner[core::kMaxAppliedLimits];
   int count = 0;
   int ncounters = 0;
 
@@ -54,7 +58,8 @@ struct PlannedLimits {
   }
 
   void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules,
-           int kind, const core::Hash128& counter_scope) noexcept {
+           int kind, const core::Hash128& counter_scope, int owner_level,
+           const core::Hash128& owner_scope) noexcept {
     const core::RuleRecord& kr = rules.kind[kind];
     const auto lk = static_cast<core::LimitKind>(kind);
     default_class = reported == core::ScopeKind::Default;
@@ -66,6 +71,8 @@ struct PlannedLimits {
       l.rule = limit_rule_of(kr);
       l.params = resolve_params(rules, kind);
       l.shadow = is_shadow_limit(rules, kind);
+      level[count] = static_cast<uint8>(owner_level);
+      owner[count] = owner_scope;
       // Every counter of the limit is keyed with the limit's own shape.
       const auto key = [&](core::CounterRole role) {
         return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm),
@@ -97,6 +104,8 @@ struct PlannedLimits {
       c.rule = burst_cap_of(kr);
       c.params.dynamic = c.params.emergency = c.params.burst_mode = false;
       c.shadow = is_shadow_limit(rules, kind);  // a burst cap follows its limit
+      level[count] = static_cast<uint8>(owner_level);
+      owner[count] = owner_scope;
       counter_of[count][0] =
           add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros,
                                       core::CounterRole::BurstCap),
@@ -108,24 +117,39 @@ struct PlannedLimits {
 };
 
 // The limits that apply, in the order the core breaks ties by: user+endpoint,
-// user (or the default rule), endpoint; tokens before requests; each limit
-// followed by its burst cap.
+// user (or the default rule), each ancestor nearest first (on the endpoint,
+// then on all endpoints), endpoint; tokens before requests; each limit
+// followed by its burst cap.  add(reported scope, rules, kind, counter
+// scope, owner level, owner's user scope): level 0 is the call's own
+// scopes, i > 0 the ancestor r.ancestors[i - 1].
 template <typename AddFn>
 void for_each_applicable(const ApplicableRules& r, AddFn add) {
   if (!r.any) return;
   for (int k = 0; k < core::kLimitKinds; ++k)
     if (r.user_endpoint.has[k])
-      add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope);
+      add(core::ScopeKind::UserEndpoint, r.user_endpoint, k, r.user_endpoint_scope, 0,
+          r.user_scope);
   for (int k = 0; k < core::kLimitKinds; ++k) {
     // The default applies per kind to users without their own rule of that
     // kind, and counts in the user's own counter.
     if (r.user.has[k])
-      add(core::ScopeKind::User, r.user, k, r.user_scope);
+      add(core::ScopeKind::User, r.user, k, r.user_scope, 0, r.user_scope);
     else if (r.fallback.has[k])
-      add(core::ScopeKind::Default, r.fallback, k, r.user_scope);
+      add(core::ScopeKind::Default, r.fallback, k, r.user_scope, 0, r.user_scope);
+  }
+  for (int a = 0; a < r.ancestor_count; ++a) {
+    const AncestorRules& up = r.ancestors[a];
+    for (int k = 0; k < core::kLimitKinds; ++k)
+      if (up.user_endpoint.has[k])
+        add(core::ScopeKind::UserEndpoint, up.user_endpoint, k, up.user_endpoint_scope, a + 1,
+            up.user_scope);
+    for (int k = 0; k < core::kLimitKinds; ++k)
+      if (up.user.has[k])
+        add(core::ScopeKind::User, up.user, k, up.user_scope, a + 1, up.user_scope);
   }
   for (int k = 0; k < core::kLimitKinds; ++k)
-    if (r.endpoint.has[k]) add(core::ScopeKind::Endpoint, r.endpoint, k, r.endpoint_scope);
+    if (r.endpoint.has[k])
+      add(core::ScopeKind::Endpoint, r.endpoint, k, r.endpoint_scope, 0, r.endpoint_scope);
 }
 
 // The decided limits of the result (DecidedLimit), in the core's order.
@@ -139,6 +163,9 @@ void fill_limits(const PlannedLimits& plan, CallResult* out) noexcept {
     dl.scope = l.scope;
     dl.burst_cap = l.burst_cap;
     dl.rule = l.rule;
+    dl.owner_level = plan.level[i];
+    dl.owner_scope = plan.owner[i];
+    dl.owner_id = nullptr;
   }
 }
 
@@ -157,9 +184,11 @@ void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 no
 }
 
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
-  for_each_applicable(
-      *in.rules, [&](core::ScopeKind reported, const ScopeRules& r, int k,
-                     const core::Hash128& scope) { plan->add(in.request, reported, r, k, scope); });
+  for_each_applicable(*in.rules, [&](core::ScopeKind reported, const ScopeRules& r, int k,
+                                     const core::Hash128& scope, int level,
+                                     const core::Hash128& owner) {
+    plan->add(in.request, reported, r, k, scope, level, owner);
+  });
 }
 
 }  // namespace
@@ -181,7 +210,8 @@ int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
                         core::Hash128* keys, core::LimitRule* rules) {
   int n = 0;
   for_each_applicable(
-      applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope) {
+      applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope, int,
+                      const core::Hash128&) {
         if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits)) return;
         keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
         rules[n] = limit_rule_of(r.kind[k]);
@@ -195,7 +225,7 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
                              int max) {
   int n = 0;
   for_each_applicable(applicable, [&](core::ScopeKind reported, const ScopeRules& r, int k,
-                                      const core::Hash128& scope) {
+                                      const core::Hash128& scope, int, const core::Hash128&) {
     const auto kind = static_cast<core::LimitKind>(k);
     const core::RuleRecord& rec = r.kind[k];
     if (n < max) {
@@ -213,6 +243,23 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
     }
   });
   return n;
+}
+
+void name_limit_owners(const ExtensionCatalog* ext, const CallInput& in, CallResult* out) {
+  if (in.rules == nullptr || in.rules->ancestor_count == 0) return;
+  for (int i = 0; i < out->limit_count; ++i) {
+    DecidedLimit& l = out->limits[i];
+    if (l.owner_level == 0 || l.owner_level > in.rules->ancestor_count) continue;
+    const AncestorRules& a = in.rules->ancestors[l.owner_level - 1];
+    const char* id = a.id != nullptr ? a.id : ancestor_id(ext, in.user, l.owner_scope);
+    l.owner_id = id != nullptr ? pstrdup(id) : nullptr;  // the cache may move on
+  }
+}
+
+const char* limit_owner(const CallInput& in, const DecidedLimit& l) {
+  if (l.owner_level > 0) return l.owner_id;
+  if (l.scope == core::ScopeKind::Endpoint) return nullptr;
+  return pnstrdup(in.user.data(), in.user.size());
 }
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {

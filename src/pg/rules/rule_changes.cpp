@@ -261,6 +261,15 @@ OwnChange own_rule_change(const core::Hash128& key, core::RuleRecord* out) {
   return OwnChange::Upsert;
 }
 
+void record_rule_upsert(const ExtensionCatalog* ext, const core::Hash128& key,
+                        const core::RuleRecord& record) {
+  record_change(ext, key, Op::Upsert, &record);
+}
+
+void record_rule_delete(const ExtensionCatalog* ext, const core::Hash128& key) {
+  record_change(ext, key, Op::Delete, nullptr);
+}
+
 void note_rules_reload() {
   const ExtensionCatalog* ext = extension_catalog();
   ensure_context();

@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
 #include "rate_limiter/pg/shmem.hpp"
@@ -77,6 +78,44 @@ bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid,
   return valid;
 }
 
+// Reads rate_limit_parents the same way: one record per link.
+bool load_links(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch,
+                uint64* loaded) {
+  if (!OidIsValid(ext->rate_limit_parents)) return true;  // a script is creating it
+  const char* sql = psprintf("SELECT child_id, parent_id FROM %s.rate_limit_parents",
+                             ext->quoted_schema);
+  SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
+  if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the parent load");
+  Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
+  bool valid = true;
+  for (;;) {
+    SPI_cursor_fetch(portal, true, kFetchRows);
+    if (SPI_processed == 0) break;
+    for (uint64 i = 0; i < SPI_processed && valid; ++i) {
+      bool child_null = false, parent_null = false;
+      const Datum child =
+          SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &child_null);
+      const Datum parent =
+          SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &parent_null);
+      if (child_null || parent_null) continue;
+      core::Hash128 key;
+      core::RuleRecord record;
+      parent_link_of(ext, view_of(DatumGetTextPP(child)), view_of(DatumGetTextPP(parent)), &key,
+                     &record);
+      bool stale = false;
+      const core::RuleWrite w = rule_table_load(key, record, &slot->rules_epoch, epoch, &stale);
+      if (stale) valid = false;
+      note_rule_write(slot, w, record);
+      if (w == core::RuleWrite::Inserted) ++*loaded;
+    }
+    SPI_freetuptable(SPI_tuptable);
+    if (!valid) break;
+  }
+  SPI_cursor_close(portal);
+  SPI_freeplan(plan);
+  return valid;
+}
+
 // Runs the load this session claimed.  Errors propagate; the caller
 // abandons the claim.
 bool load_rules(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch, uint64* loaded) {
@@ -89,7 +128,8 @@ bool load_rules(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoc
   PushActiveSnapshot(GetLatestSnapshot());
   GetActiveSnapshot()->curcid = FirstCommandId;
   bool valid = load_table(ext, slot, ext->token_limits, core::LimitKind::Tokens, epoch, loaded) &&
-               load_table(ext, slot, ext->request_limits, core::LimitKind::Requests, epoch, loaded);
+               load_table(ext, slot, ext->request_limits, core::LimitKind::Requests, epoch, loaded) &&
+               load_links(ext, slot, epoch, loaded);
   PopActiveSnapshot();
   SPI_finish();
   owner.restore();

@@ -1,6 +1,7 @@
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
@@ -139,15 +140,15 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
   *out = ApplicableRules{};
   out->any = installation_has_rules(ext);
   if (!out->any) return;
+  out->user_scope = scope_of(ext, core::ScopeKind::User, user, {});
   if (has_endpoint) {
-    out->user_endpoint_scope = scope_of(ext, core::ScopeKind::UserEndpoint, user, endpoint);
+    out->user_endpoint_scope = user_endpoint_scope_of(ext, out->user_scope, endpoint);
     lookup_scope_rules(ext, core::ScopeKind::UserEndpoint, user, endpoint, out->user_endpoint_scope,
                        &out->user_endpoint, view);
     out->endpoint_scope = scope_of(ext, core::ScopeKind::Endpoint, {}, endpoint);
     lookup_scope_rules(ext, core::ScopeKind::Endpoint, {}, endpoint, out->endpoint_scope,
                        &out->endpoint, view);
   }
-  out->user_scope = scope_of(ext, core::ScopeKind::User, user, {});
   lookup_scope_rules(ext, core::ScopeKind::User, user, {}, out->user_scope, &out->user, view);
   // The default rule is needed only for a kind the user has no rule of.
   if (!out->user.has[0] || !out->user.has[1]) {
@@ -155,6 +156,7 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
     lookup_scope_rules(ext, core::ScopeKind::Default, {}, {}, out->default_scope, &out->fallback,
                        view);
   }
+  collect_ancestors(ext, user, has_endpoint, endpoint, out, view);
 }
 
 int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,

@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/shmem/extension_catalog.hpp"
 
+#include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/shmem/shared_state.hpp"
 #include "rate_limiter/pg/workers.hpp"
 
@@ -133,6 +134,7 @@ const ExtensionCatalog* extension_catalog() {
   fresh.token_limits = table_in_schema("token_limits", fresh.schema);
   fresh.request_limits = table_in_schema("request_limits", fresh.schema);
   fresh.token_usage = table_in_schema("token_usage", fresh.schema);
+  fresh.rate_limit_parents = get_relname_relid("rate_limit_parents", fresh.schema);
   fresh.slot = register_installation(fresh.installation);
   fresh.tag = fresh.slot->tag;
   fresh.default_scope =
@@ -169,6 +171,10 @@ core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::
                        std::string_view endpoint) {
   // The default rule's scope has no ids: hashed once per catalog load.
   if (scope == core::ScopeKind::Default) return ext->default_scope;
+  // Derived from the user's scope (core::scope_hash), which the cache
+  // below usually has.
+  if (scope == core::ScopeKind::UserEndpoint)
+    return user_endpoint_scope_of(ext, scope_of(ext, core::ScopeKind::User, user, {}), endpoint);
   if (scope == core::ScopeKind::User && user.size() <= sizeof last_user.bytes) {
     LastScope& c = last_user;
     if (c.valid && c.installation == ext->installation && c.tag == ext->tag &&
@@ -183,6 +189,13 @@ core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::
     return c.hash;
   }
   return installation_scope(ext->installation, ext->tag, scope, user, endpoint);
+}
+
+core::Hash128 user_endpoint_scope_of(const ExtensionCatalog* ext, const core::Hash128& user_scope,
+                                     std::string_view endpoint) {
+  return core::with_tag(
+      core::user_endpoint_scope(shared->hash_key, ext->installation, user_scope, endpoint),
+      ext->tag);
 }
 
 void on_extension_catalog_reset(CatalogResetCallback callback) {

@@ -9,8 +9,9 @@ namespace {
 
 constexpr const char* kSegmentName = "rate_limiter usage queue";
 constexpr const char* kTrancheName = "rate_limiter_usage_queue";
-// A chunk holds several of the largest records (kMaxEncodedEventBytes,
-// about 800 bytes) and about a hundred typical ones (60 to 100 bytes).
+// A chunk holds one of the largest records (kMaxEncodedEventBytes, about
+// 6 kB: a grant that charged every level of a deep hierarchy with long
+// ids) and about a hundred typical ones (60 to 100 bytes).
 constexpr uint32 kChunkBytes = 8192;
 static_assert(kMaxEncodedEventBytes + kRecordLengthBytes <= kChunkBytes);
 

@@ -22,7 +22,13 @@
 //            (else a zigzag varint of charge point - decision time follows)
 //   limit, window_micros[, burst][, units][, charge point delta]
 // A fixed-window charge takes 12 bytes.  The decoder checks every bound.
+// Version 2 (written when an ancestor's quota was charged, parent_links.hpp)
+// gives bit 4 a meaning: the charge is the ancestor's whose id follows the
+// generation (a varint length and the bytes); scope kind says which of its
+// scopes (user or user+endpoint).  Version 1 records decode as before.
 #pragma once
+
+#include <string_view>
 
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/decision.hpp"
@@ -36,12 +42,20 @@ struct GrantCharge {
   int64 units = 0;
   int64 window = 0;  // consume()'s result
   uint16 generation = 0;
+  // Empty: the row's user's scope; else the ancestor whose counter it was
+  // (points into the decoded bytes).
+  std::string_view owner;
 };
 
-constexpr uint8 kGrantChargesVersion = 1;
-constexpr int kMaxGrantCharges = static_cast<int>(core::kMaxAppliedLimits);
+constexpr uint8 kGrantChargesVersion1 = 1;  // no ancestors
+constexpr uint8 kGrantChargesVersion = 2;
+// One token quota per scope (its main counter): the user on the endpoint,
+// the user (or the default rule), the endpoint, and two per ancestor.
+constexpr int kMaxGrantCharges = 3 + 2 * core::kMaxAncestors;
 constexpr uint32 kMaxGrantChargeBytes = 1 + 2 + 5 * 10;  // flags, generation, five varints
-constexpr uint32 kMaxGrantChargesBytes = 1 + kMaxGrantCharges * kMaxGrantChargeBytes;
+// ... and each ancestor's charge its id with a two-byte length.
+constexpr uint32 kMaxGrantChargesBytes = 1 + kMaxGrantCharges * kMaxGrantChargeBytes +
+                                         2 * core::kMaxAncestors * (2 + core::kMaxIdBytes);
 
 // The token charges of an allowed allocate_tokens call that granted
 // `tokens` at `now` (us since the Unix epoch) into `out` (at least

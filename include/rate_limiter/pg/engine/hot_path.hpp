@@ -9,7 +9,6 @@
 #pragma once
 
 #include <string_view>
-#include <type_traits>
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/decision.hpp"
@@ -45,6 +44,13 @@ struct DecidedLimit {
   core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
   bool burst_cap = false;  // a burst cap: burst_limit over burst_window_seconds
   core::LimitRule rule;
+  // Whose limit it is: 0 the call's own scopes (the user's, the default
+  // rule's, the endpoint's), i > 0 the user's i-th ancestor, whose user
+  // scope is owner_scope and whose id the API layer looks up when it
+  // reports or records the limit (owner_id; nullptr until then).
+  uint8 owner_level = 0;
+  core::Hash128 owner_scope;
+  const char* owner_id = nullptr;
   // Allowed calls of decide_call() only: the limit's counter was there
   // (false: it went unenforced, fail-open) and what it had available
   // before and after the charge, read under the partition lock.
@@ -70,22 +76,6 @@ struct ChargedCounter {
 // Each applied limit can charge its counter, its emergency counter and its
 // burst budget.
 constexpr int kMaxChargedCounters = 3 * core::kMaxAppliedLimits;
-
-// N elements of T left unconstructed: a call's result holds arrays of
-// about 4 kB that each call would otherwise zero (callgrind: ~800
-// instructions a call in memset).  Only elements below the matching count
-// are ever read, and each is written whole before (T is trivially
-// destructible and copyable).
-template <typename T, int N>
-struct UninitializedArray {
-  static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
-  union {
-    T items[N];
-  };
-  UninitializedArray() noexcept {}
-  T& operator[](int i) noexcept { return items[i]; }
-  const T& operator[](int i) const noexcept { return items[i]; }
-};
 
 struct CallResult {
   CallStatus status = CallStatus::Decided;
@@ -125,6 +115,18 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 // decision and binding are filled (no charges, no usage).  LockTimeout when
 // a lock wait ran out.  For rate_limit_headers().
 void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
+
+// After decide_call() or preview_call(), outside the locks (may run SQL):
+// sets owner_id of every decided limit of an ancestor (parent_links.hpp).
+// An id that cannot be found (the link was removed meanwhile) stays
+// nullptr.
+void name_limit_owners(const ExtensionCatalog* ext, const CallInput& in, CallResult* out);
+
+// limit_owner of the result records: the id whose counter the limit counts
+// in - the user for its own limits and the default rule, the ancestor's
+// id for an ancestor's - or nullptr for an endpoint-wide limit (and an
+// ancestor whose id was not found).
+const char* limit_owner(const CallInput& in, const DecidedLimit& l);
 
 // The counters of `kind` among the applicable rules, main counters only,
 // with their rules: what settle_tokens gives unused tokens back to.

@@ -26,6 +26,7 @@
 #pragma once
 
 #include "rate_limiter/core/rule_table.hpp"
+#include "rate_limiter/pg/shmem.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {
@@ -46,5 +47,11 @@ bool own_rules_reload_pending() noexcept;  // a statement-level change is pendin
 
 // reload_rate_limits(): the installation's rules reload after the commit.
 void note_rules_reload();
+
+// A row trigger's change of one shared-table record (parent_links.hpp
+// records its links through these; the limit tables' trigger is here).
+void record_rule_upsert(const ExtensionCatalog* ext, const core::Hash128& key,
+                        const core::RuleRecord& record);
+void record_rule_delete(const ExtensionCatalog* ext, const core::Hash128& key);
 
 }  // namespace rate_limiter::pg

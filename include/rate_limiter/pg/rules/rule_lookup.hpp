@@ -37,11 +37,28 @@ void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::
                         std::string_view endpoint, const core::Hash128& scope, ScopeRules* out,
                         RuleView view = RuleView::Transaction);
 
+// One ancestor of the user (parent_links.hpp): its scopes and its rules on
+// the call's endpoint and on all endpoints.  No default rule applies to an
+// ancestor.
+struct AncestorRules {
+  core::Hash128 user_scope, user_endpoint_scope;
+  ScopeRules user, user_endpoint;
+  // Its id when the lookup read it from the table (SQL), else nullptr: the
+  // shared rule table knows an ancestor by its scope only (ancestor_id()).
+  const char* id;
+};
+
 // The scopes that can apply to a call for (user, endpoint), looked up.
 struct ApplicableRules {
+  ApplicableRules() noexcept {}  // the ancestors stay unconstructed (see below)
+
   bool any = false;  // false: no rule applies (nothing below is set)
   core::Hash128 user_endpoint_scope, user_scope, endpoint_scope, default_scope;
   ScopeRules user_endpoint, user, endpoint, fallback;  // fallback: the default rule
+  // The user's parent, its parent, ...: [0, ancestor_count), nearest first,
+  // each written whole by the lookup before it is read.
+  int ancestor_count = 0;
+  UninitializedArray<AncestorRules, core::kMaxAncestors> ancestors;
 };
 
 void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,

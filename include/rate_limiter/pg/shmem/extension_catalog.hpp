@@ -24,6 +24,7 @@ struct ExtensionCatalog {
   Oid token_limits;
   Oid request_limits;
   Oid token_usage;
+  Oid rate_limit_parents;  // InvalidOid while a script creates it
   // The installation's slot in the registry (installations.hpp) and its
   // tag, registered on first use.
   InstallationSlot* slot;
@@ -34,6 +35,10 @@ struct ExtensionCatalog {
 // installation_scope() for this installation.
 core::Hash128 scope_of(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,
                        std::string_view endpoint);
+// The UserEndpoint scope of the user whose User scope (scope_of) is
+// `user_scope`: scope_of(UserEndpoint, user, endpoint) without the id.
+core::Hash128 user_endpoint_scope_of(const ExtensionCatalog* ext, const core::Hash128& user_scope,
+                                     std::string_view endpoint);
 
 // The schema version this library is built for (rate_limiter.control's
 // default_version; the Makefile passes it).  The C code assumes that schema:

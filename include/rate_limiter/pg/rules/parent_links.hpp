@@ -1,0 +1,61 @@
+// Hierarchies: set_parent(child, parent) makes every limit of the parent
+// (and of its parent, up to core::kMaxAncestors levels) apply to the
+// child's calls too, all or nothing with the child's own limits.  Ids live
+// in the user-id namespace: a tenant or a team is a "user" whose limits are
+// set with the same set_* functions and counted in the same counters, so a
+// team's counter holds the calls of all its members and of the team itself.
+//
+// Storage.  The links are the rows of rate_limit_parents (child_id,
+// parent_id).  In shared memory each link is a record of the rule table
+// (rule_table.hpp) keyed by parent_link_key(child's user scope) and holding
+// the parent's user scope: the shared table keeps no ids, so an ancestor is
+// known by its scope hash, from which its per-endpoint scope follows
+// (core::user_endpoint_scope).  Link changes travel exactly like rule
+// changes (rule_changes.hpp): the row trigger records them, the commit
+// applies them, the changing transaction sees its own through the overlay,
+// the loader reads the table, and while the table overflowed (or a
+// TRUNCATE is pending) the links are read from rate_limit_parents itself.
+//
+// Cycles and depth are refused by set_parent() (SQL), which serialises
+// hierarchy changes with a table lock; the walk below still stops at a
+// scope it has seen and after kMaxAncestors levels, so a hierarchy that
+// reached the table some other way (the triggers disabled, a restore)
+// cannot make a call loop or lock more partitions than the bound.
+//
+// Everything here may run SQL and ereport: phase 1 only (boundary.hpp).
+#pragma once
+
+#include <string_view>
+
+#include "rate_limiter/core/rule_table.hpp"
+#include "rate_limiter/pg/rules/rule_lookup.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+
+namespace rate_limiter::pg {
+
+// RuleRecord::kind of a parent link (rule kinds are core::LimitKind values).
+constexpr uint8 kParentLinkKind = 0x80;
+
+core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept;
+bool is_parent_link(const core::RuleRecord& r) noexcept;
+
+// The shared-table key and record of the link child -> parent.
+void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
+                    core::Hash128* key, core::RuleRecord* record);
+
+// Fills out->ancestors (and ancestor_count) for a call of `user`, whose
+// user scope is out->user_scope: nearest first, with their rules.
+void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
+                       std::string_view endpoint, ApplicableRules* out, RuleView view);
+
+// The id of the ancestor of `user` whose user scope is `scope`, from a
+// backend-local cache (an id's scope never changes) or, on a miss, from
+// rate_limit_parents; nullptr when no ancestor of `user` has that scope
+// now (the link was removed meanwhile).  Memory: the cache's, valid until
+// the next call.
+const char* ancestor_id(const ExtensionCatalog* ext, std::string_view user,
+                        const core::Hash128& scope);
+
+void register_parent_link_reset();  // once, from _PG_init
+
+}  // namespace rate_limiter::pg

@@ -1,0 +1,275 @@
+#include "rate_limiter/pg/rules/parent_links.hpp"
+
+#include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/rules/rule_changes.hpp"
+#include "rate_limiter/pg/rules/rule_table.hpp"
+#include "rate_limiter/pg/shmem.hpp"
+#include "rate_limiter/pg/support.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+// The parent's user scope, tag bits cleared (the tag is the installation's
+// at the time of the lookup), in the two int64 fields every record has.
+core::RuleRecord link_record(const core::Hash128& parent_scope) noexcept {
+  core::RuleRecord r;
+  const core::Hash128 untagged = core::with_tag(parent_scope, 0);
+  r.limit = static_cast<int64>(untagged.hi);
+  r.window_micros = static_cast<int64>(untagged.lo);
+  r.kind = kParentLinkKind;
+  return r;
+}
+
+core::Hash128 parent_of(const ExtensionCatalog* ext, const core::RuleRecord& r) noexcept {
+  return core::with_tag(
+      core::Hash128{static_cast<uint64>(r.limit), static_cast<uint64>(r.window_micros)}, ext->tag);
+}
+
+// ---- the ancestors of one user, from rate_limit_parents (SQL) ----
+
+SPIPlanPtr chain_plan = nullptr;
+bool chain_plan_stale = false;
+
+SPIPlanPtr prepare_chain(const ExtensionCatalog* ext) {
+  if (chain_plan_stale) {
+    if (chain_plan != nullptr) SPI_freeplan(chain_plan);
+    chain_plan = nullptr;
+    chain_plan_stale = false;
+  }
+  if (chain_plan != nullptr) return chain_plan;
+  // The depth bound keeps a cycle that reached the table some other way
+  // (triggers disabled, a restore) from recursing for ever.
+  const char* sql = psprintf(
+      "WITH RECURSIVE up(id, depth) AS ("
+      " SELECT p.parent_id, 1 FROM %s.rate_limit_parents p WHERE p.child_id = $1"
+      " UNION ALL"
+      " SELECT p.parent_id, up.depth + 1 FROM %s.rate_limit_parents p JOIN up"
+      " ON p.child_id OPERATOR(pg_catalog.=) up.id WHERE up.depth < %d)"
+      " SELECT up.id FROM up ORDER BY up.depth",
+      ext->quoted_schema, ext->quoted_schema, core::kMaxAncestors);
+  Oid types[1] = {TEXTOID};
+  SPIPlanPtr plan = SPI_prepare(sql, 1, types);
+  if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the parent lookup");
+  if (SPI_keepplan(plan) != 0) elog(ERROR, "rate_limiter: could not save the parent lookup");
+  chain_plan = plan;
+  return plan;
+}
+
+// The ids above `user`, nearest first, copied into the caller's memory
+// context; returns how many (at most kMaxAncestors).
+int read_chain(const ExtensionCatalog* ext, std::string_view user, RuleView view, char** ids) {
+  metric_add(&shared->metrics.rule_sql_lookups);
+  MemoryContext caller = CurrentMemoryContext;
+  AsExtensionOwner owner(ext);
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
+  SPIPlanPtr plan = prepare_chain(ext);
+  Datum values[1] = {
+      PointerGetDatum(cstring_to_text_with_len(user.data(), static_cast<int>(user.size())))};
+  // As rule_lookup.cpp does: the committed view hides this transaction's
+  // own changes.
+  if (view == RuleView::Committed) {
+    PushActiveSnapshot(GetLatestSnapshot());
+    GetActiveSnapshot()->curcid = FirstCommandId;
+  }
+  const int rc = SPI_execute_plan(plan, values, nullptr, true, core::kMaxAncestors);
+  if (view == RuleView::Committed) PopActiveSnapshot();
+  if (rc != SPI_OK_SELECT)
+    elog(ERROR, "rate_limiter: parent lookup failed: %s", SPI_result_code_string(rc));
+  int n = 0;
+  for (uint64 i = 0; i < SPI_processed && n < core::kMaxAncestors; ++i) {
+    bool isnull = false;
+    const Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+    if (isnull) break;
+    text* t = DatumGetTextPP(d);
+    ids[n++] = MemoryContextStrdup(caller, text_to_cstring(t));
+  }
+  SPI_finish();
+  owner.restore();
+  return n;
+}
+
+// ---- ids of ancestors known by scope only ----
+
+struct NameEntry {
+  core::Hash128 scope;  // the key
+  char id[core::kMaxIdBytes + 1];
+};
+constexpr long kMaxCachedNames = 8192;  // then the cache starts over
+HTAB* names = nullptr;
+
+void forget_plans_and_names() {
+  // From an invalidation callback: no catalog access; free later.
+  chain_plan_stale = true;
+}
+
+NameEntry* find_name(const core::Hash128& scope, bool enter) {
+  if (names == nullptr || (enter && hash_get_num_entries(names) >= kMaxCachedNames)) {
+    if (names != nullptr) hash_destroy(names);
+    HASHCTL ctl;
+    memset(&ctl, 0, sizeof ctl);
+    ctl.keysize = sizeof(core::Hash128);
+    ctl.entrysize = sizeof(NameEntry);
+    ctl.hcxt = TopMemoryContext;
+    names = hash_create("rate_limiter ancestor ids", 256, &ctl,
+                        HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+  }
+  bool found = false;
+  auto* e = static_cast<NameEntry*>(hash_search(names, &scope, enter ? HASH_ENTER : HASH_FIND,
+                                                &found));
+  if (enter && !found) e->id[0] = '\0';
+  return e;
+}
+
+bool sql_links(const ExtensionCatalog* ext, RuleView view) noexcept {
+  return (view == RuleView::Transaction && own_rules_reload_pending()) ||
+         pg_atomic_read_u32(&ext->slot->rules_overflowed) != 0;
+}
+
+// The parent of the user whose user scope is `child`, from this
+// transaction's change or the shared table.
+bool shared_parent(const ExtensionCatalog* ext, const core::Hash128& child, RuleView view,
+                   core::Hash128* parent) {
+  const core::Hash128 key = parent_link_key(child);
+  core::RuleRecord r;
+  switch (view == RuleView::Transaction ? own_rule_change(key, &r) : OwnChange::None) {
+    case OwnChange::Upsert:
+      *parent = parent_of(ext, r);
+      return true;
+    case OwnChange::Delete:
+    case OwnChange::Unknown:  // sql_links() was true: not called then
+      return false;
+    case OwnChange::None:
+      break;
+  }
+  if (rule_table_get(key, &r) != RuleProbe::Present || !is_parent_link(r)) return false;
+  *parent = parent_of(ext, r);
+  return true;
+}
+
+void note_rows_changed(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc, bool removed) {
+  bool isnull = false;
+  const Datum child = SPI_getbinval(row, desc, SPI_fnumber(desc, "child_id"), &isnull);
+  if (isnull) return;
+  const Datum parent = SPI_getbinval(row, desc, SPI_fnumber(desc, "parent_id"), &isnull);
+  if (isnull && !removed) return;
+  text* c = DatumGetTextPP(child);
+  const std::string_view child_id(VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
+  std::string_view parent_id;
+  if (!isnull) {
+    text* p = DatumGetTextPP(parent);
+    parent_id = std::string_view(VARDATA_ANY(p), VARSIZE_ANY_EXHDR(p));
+  }
+  core::Hash128 key;
+  core::RuleRecord record;
+  parent_link_of(ext, child_id, parent_id, &key, &record);
+  if (removed)
+    record_rule_delete(ext, key);
+  else
+    record_rule_upsert(ext, key, record);
+}
+
+}  // namespace
+
+core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept {
+  return core::counter_key(child_user_scope, core::LimitKind::Tokens,
+                           core::CounterRole::ParentLink);
+}
+
+bool is_parent_link(const core::RuleRecord& r) noexcept { return r.kind == kParentLinkKind; }
+
+void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
+                    core::Hash128* key, core::RuleRecord* record) {
+  *key = parent_link_key(scope_of(ext, core::ScopeKind::User, child, {}));
+  *record = link_record(scope_of(ext, core::ScopeKind::User, parent, {}));
+}
+
+void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
+                       std::string_view endpoint, ApplicableRules* out, RuleView view) {
+  out->ancestor_count = 0;
+  char* ids[core::kMaxAncestors] = {};
+  core::Hash128 scopes[core::kMaxAncestors];
+  int n = 0;
+  if (sql_links(ext, view)) {
+    n = read_chain(ext, user, view, ids);
+    for (int i = 0; i < n; ++i) scopes[i] = scope_of(ext, core::ScopeKind::User, ids[i], {});
+  } else {
+    core::Hash128 at = out->user_scope;
+    while (n < core::kMaxAncestors && shared_parent(ext, at, view, &scopes[n])) at = scopes[n++];
+  }
+  for (int i = 0; i < n; ++i) {
+    // A scope seen before closes a cycle: the walk ends there.
+    bool seen = scopes[i] == out->user_scope;
+    for (int j = 0; j < i && !seen; ++j) seen = scopes[j] == scopes[i];
+    if (seen) break;
+    AncestorRules& a = out->ancestors[i];
+    a.user_scope = scopes[i];
+    a.id = ids[i];
+    const std::string_view id = ids[i] != nullptr ? std::string_view(ids[i]) : std::string_view();
+    lookup_scope_rules(ext, core::ScopeKind::User, id, {}, a.user_scope, &a.user, view);
+    if (has_endpoint) {
+      a.user_endpoint_scope = user_endpoint_scope_of(ext, a.user_scope, endpoint);
+      lookup_scope_rules(ext, core::ScopeKind::UserEndpoint, id, endpoint, a.user_endpoint_scope,
+                         &a.user_endpoint, view);
+    } else {
+      a.user_endpoint_scope = core::Hash128{};
+      a.user_endpoint = ScopeRules{};
+    }
+    if (ids[i] != nullptr) {
+      NameEntry* e = find_name(a.user_scope, true);
+      strlcpy(e->id, ids[i], sizeof e->id);
+    }
+    out->ancestor_count = i + 1;
+  }
+}
+
+const char* ancestor_id(const ExtensionCatalog* ext, std::string_view user,
+                        const core::Hash128& scope) {
+  if (names != nullptr) {
+    const NameEntry* e = find_name(scope, false);
+    if (e != nullptr && e->id[0] != '\0') return e->id;
+  }
+  char* ids[core::kMaxAncestors] = {};
+  const int n = read_chain(ext, user, RuleView::Transaction, ids);
+  const char* match = nullptr;
+  for (int i = 0; i < n; ++i) {
+    const core::Hash128 s = scope_of(ext, core::ScopeKind::User, ids[i], {});
+    NameEntry* e = find_name(s, true);
+    strlcpy(e->id, ids[i], sizeof e->id);
+    if (s == scope) match = e->id;
+  }
+  return match;
+}
+
+void register_parent_link_reset() { on_extension_catalog_reset(forget_plans_and_names); }
+
+}  // namespace rate_limiter::pg
+
+using namespace rate_limiter;
+using namespace rate_limiter::pg;
+
+// AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW on rate_limit_parents:
+// records the link's change for the commit, like rate_limiter_rules_changed
+// does for limits.  FOR EACH STATEMENT (TRUNCATE): every rule and link of
+// the installation reloads after the commit.
+RL_SQL_FUNCTION(rate_limiter_parents_changed) {
+  if (!CALLED_AS_TRIGGER(fcinfo))
+    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                    errmsg("rate_limiter_parents_changed() must be called as a trigger")));
+  require_shared_state();
+  auto* td = reinterpret_cast<TriggerData*>(fcinfo->context);
+  if (!TRIGGER_FIRED_FOR_ROW(td->tg_event)) {
+    note_rules_reload();
+    return PointerGetDatum(nullptr);
+  }
+  const ExtensionCatalog* ext = extension_catalog();
+  TupleDesc desc = RelationGetDescr(td->tg_relation);
+  if (TRIGGER_FIRED_BY_INSERT(td->tg_event)) {
+    note_rows_changed(ext, td->tg_trigtuple, desc, false);
+  } else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+    note_rows_changed(ext, td->tg_trigtuple, desc, true);
+    note_rows_changed(ext, td->tg_newtuple, desc, false);
+  } else if (TRIGGER_FIRED_BY_DELETE(td->tg_event)) {
+    note_rows_changed(ext, td->tg_trigtuple, desc, true);
+  }
+  return PointerGetDatum(nullptr);
+}
