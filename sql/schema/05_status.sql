@@ -28,12 +28,12 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   RETURN QUERY
-  WITH RECURSIVE owners(id, depth) AS (
-    SELECT $1, 0
+  WITH RECURSIVE owners(id, depth, seen) AS (
+    SELECT $1, 0, ARRAY[$1]
     UNION ALL
-    SELECT p.parent_id, owners.depth + 1
+    SELECT p.parent_id, owners.depth + 1, owners.seen || p.parent_id
       FROM @extschema@.rate_limit_parents p JOIN owners ON p.child_id = owners.id
-     WHERE owners.depth < 8 AND p.parent_id <> $1
+     WHERE owners.depth < 8 AND NOT p.parent_id = ANY (owners.seen)
   ), rules AS (
     SELECT CASE WHEN t.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END AS scope,
            t.api_endpoint AS ep, 'tokens' AS kind, t.max_tokens_per_period AS lim,

@@ -136,6 +136,55 @@ done
 psql_q "DROP TABLE stress_strategy_log" >/dev/null
 unset PGOPTIONS
 
+# 6. A hierarchy: every client is its own user (default quota 3000) in one
+# of two teams (25000 and 40000 tokens) of one tenant (60000, and 20000 on
+# the endpoint stress_h_chat, where half of the calls go).  Every call is
+# checked and charged at every level, all or nothing; afterwards each
+# level's counter equals the usage rows of its descendants, within its
+# limit, and the levels add up.
+psql_q "SELECT set_rate_limit('stress_h_tenant', 60000, '3650 days');
+        SELECT set_rate_limit('stress_h_tenant', 20000, '3650 days', 'stress_h_chat');
+        SELECT set_rate_limit('stress_h_team0', 25000, '3650 days');
+        SELECT set_rate_limit('stress_h_team1', 40000, '3650 days');
+        SELECT set_parent('stress_h_team' || t, 'stress_h_tenant') FROM generate_series(0, 1) t;
+        SELECT set_parent('stress_h_u' || c, 'stress_h_team' || (c % 2))
+          FROM generate_series(0, $CLIENTS - 1) c;
+        SELECT reset_rate_limit(u) FROM unnest(ARRAY['stress_h_tenant', 'stress_h_team0', 'stress_h_team1']) u;
+        SELECT reset_rate_limit('stress_h_tenant', 'stress_h_chat');
+        SELECT reset_rate_limit('stress_h_u' || c) FROM generate_series(0, $CLIENTS - 1) c;
+        DELETE FROM token_usage WHERE user_id LIKE 'stress_h_%';" >/dev/null
+bench alloc_hierarchy.sql
+level() {  # level <owner> <scope>: used of the owner's tokens limit, as stress_h_u0 sees it
+  psql_q "SELECT used FROM get_rate_limit_status('stress_h_u$3') WHERE limit_owner = '$1' AND scope = '$2' AND limit_kind = 'tokens'"
+}
+rows() {  # rows <where>: tokens in token_usage of the hierarchy's users
+  psql_q "SELECT COALESCE(sum(tokens_used), 0) FROM token_usage WHERE user_id LIKE 'stress_h_u%' AND ($1)"
+}
+tenant=$(level stress_h_tenant user 0)
+chat=$(level stress_h_tenant user_endpoint 0)
+team0=$(level stress_h_team0 user 0)
+team1=$(level stress_h_team1 user 1)
+check "hierarchy: tenant counter equals its descendants' usage rows" "$tenant" "$(rows true)"
+check "hierarchy: tenant's endpoint counter equals the rows on it" "$chat" "$(rows "api_endpoint = 'stress_h_chat'")"
+check "hierarchy: team 0 counter equals its members' rows" "$team0" \
+  "$(rows "substr(user_id, 11)::int % 2 = 0")"
+check "hierarchy: team 1 counter equals its members' rows" "$team1" \
+  "$(rows "substr(user_id, 11)::int % 2 = 1")"
+check "hierarchy: the teams add up to the tenant" "$((team0 + team1))" "$tenant"
+check "hierarchy: no level exceeded its limit" \
+  "$([ "$tenant" -le 60000 ] && [ "$chat" -le 20000 ] && [ "$team0" -le 25000 ] && [ "$team1" -le 40000 ] && echo yes)" yes
+check "hierarchy: the tenant was drained (the test bit)" "$([ "$tenant" -ge 59000 ] && echo yes)" yes
+mismatched=$(psql_q "
+  SELECT count(*)
+    FROM generate_series(0, $CLIENTS - 1) c,
+         LATERAL (SELECT used FROM get_rate_limit_status('stress_h_u' || c)
+                   WHERE scope = 'default' AND limit_kind = 'tokens') s,
+         LATERAL (SELECT COALESCE(sum(tokens_used), 0) AS logged FROM token_usage t
+                   WHERE t.user_id = 'stress_h_u' || c) l
+   WHERE l.logged <> s.used OR l.logged > 3000")
+check "hierarchy: each user's own counter equals its rows, within 3000" "$mismatched" 0
+psql_q "DELETE FROM rate_limit_parents WHERE child_id LIKE 'stress_h_%'" >/dev/null
+
 psql_q "SELECT remove_default_rate_limit();" >/dev/null
 echo "stress: $failures failed"
 [ "$failures" -eq 0 ]
