@@ -71,6 +71,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   Decision d;
   if (limits == nullptr) n = 0;
   n = std::min(n, kMaxAppliedLimits);
+  for (std::size_t i = 0; i < n; ++i) d.charges[i] = Charge{};
   const CallShape call = call_shape(request, shares, enforce_shadow);
   const bool allocate = call.allocate;
   const int64_t wanted = call.wanted;
@@ -102,14 +103,17 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
 
   // Pass 2: what each limit admits under the call's strategies.
   const uint32_t load = system_load(limits, n, now);
-  Evaluation ev[kMaxAppliedLimits];
+  Uninitialized<Evaluation, kMaxAppliedLimits> ev;
   bool any_emergency_path = false;
   bool requests_exhausted = false;
   bool tokens_exhausted = false;
   int64_t min_cap = kNever;
   for (std::size_t i = 0; i < n; ++i) {
     const AppliedLimit& l = limits[i];
-    if (l.state == nullptr) continue;
+    if (l.state == nullptr) {
+      ev[i] = Evaluation{};  // unenforced: every later pass skips it
+      continue;
+    }
     const Evaluation& e = ev[i] = evaluate(call, l, *l.state, load, now);
     if (e.emergency) any_emergency_path = true;
     if (e.ignored) continue;
@@ -147,7 +151,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
     // The would-be outcome of a dry run names an impossible request too.
     if (allowed)
       d.granted = grant;
-    else if (never_passing_limit(call, limits, n, ev, load, now) >= 0)
+    else if (never_passing_limit(call, limits, n, ev.items, load, now) >= 0)
       d.outcome = Outcome::DeniedExceedsCapacity;
     return d;
   }
@@ -184,9 +188,10 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   }
 
   // Remaining after the call.
-  int64_t after[kMaxAppliedLimits] = {};
+  Uninitialized<int64_t, kMaxAppliedLimits> after;
   for (std::size_t i = 0; i < n; ++i) {
     const AppliedLimit& l = limits[i];
+    after[i] = 0;
     if (l.state == nullptr) continue;
     const int64_t rem = available(l.rule, *l.state, now);
     after[i] = rem;
@@ -197,7 +202,7 @@ Decision decide_mode(const CallRequest& request, AppliedLimit* limits, std::size
   // The binding limit and, when denied, the retry.
   int binding = -1;
   if (!allowed) {
-    const RetryPlan retry = earliest_retry(call, limits, n, ev, load, now);
+    const RetryPlan retry = earliest_retry(call, limits, n, ev.items, load, now);
     binding = retry.binding;
     if (retry.never) {
       d.outcome = Outcome::DeniedExceedsCapacity;

@@ -16,6 +16,7 @@
 
 #include "rate_limiter/core/algorithm.hpp"
 #include "rate_limiter/core/types.hpp"
+#include "rate_limiter/core/uninitialized.hpp"
 #include "rate_limiter/core/window.hpp"
 
 namespace rate_limiter::core {
@@ -155,7 +156,9 @@ struct Decision {
   Strategy strategy = Strategy::None;
   int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
   int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)
-  Charge charges[kMaxAppliedLimits];  // per limit, in the caller's order
+  // Per limit, in the caller's order: [0, n) of the decide() call, zero
+  // for limits not charged; unset beyond n.
+  Uninitialized<Charge, kMaxAppliedLimits> charges;
   // Shadow mode: true when the shadow limits would have denied the call or
   // granted fewer tokens, and were overridden; shadow_outcome is the outcome
   // the call would have had with every limit enforced.
