@@ -42,16 +42,29 @@ declare -A label=(
   [trivial]="trivial SQL function (baseline)"
   [grant]="allocate_tokens, granted, usage_log = async"
   [grant_sync]="allocate_tokens, granted, usage_log = sync"
+  [own]="allocate_tokens, granted, the user's own quota"
+  [tree]="allocate_tokens, granted, quotas of user, team, tenant"
   [denied]="allocate_tokens, denied (no row written)"
   [check]="check_rate_limit, denied (no row written)")
 declare -A expr=(
   [trivial]="trivial('u' || (g % 1000), 1, 'low')"
   [grant]="allocate_tokens('u' || (g % 1000), 1, 'low')"
   [grant_sync]="allocate_tokens('u' || (g % 1000), 1, 'low')"
+  [own]="allocate_tokens('o' || (g % 1000), 1, 'low')"
+  [tree]="allocate_tokens('h' || (g % 1000), 1, 'low')"
   [denied]="allocate_tokens(denied_user(g), 1, 'low')"
   [check]="check_rate_limit(denied_user(g))")
-order=(trivial grant grant_sync denied check)
+order=(trivial grant grant_sync own tree denied check)
 declare -A options=([grant_sync]="-c rate_limiter.usage_log=sync")
+
+# o0..o999 have a token quota each; h0..h999 too, and are members of two
+# teams under one tenant, each with a token quota: a call checks and
+# charges three levels (hierarchies: set_parent).
+q -c "SELECT set_rate_limit(p || g, 1000000000000, '3650 days')
+        FROM unnest(ARRAY['o', 'h']) p, generate_series(0, 999) g" \
+  -c "SELECT set_rate_limit(t, 1000000000000, '3650 days') FROM unnest(ARRAY['team0', 'team1', 'tenant']) t" \
+  -c "SELECT set_parent('team' || t, 'tenant') FROM generate_series(0, 1) t" \
+  -c "SELECT set_parent('h' || g, 'team' || (g % 2)) FROM generate_series(0, 999) g" >/dev/null
 
 # Users d0..d999 have used up a one-request limit, so their calls are denied
 # after the locked decision and write nothing.
@@ -76,3 +89,5 @@ for k in "${order[@]}"; do
   awk -v l="${label[$k]}" -v m="$m" -v n="$CALLS" -v b="$base" \
     'BEGIN { printf "%-55s %10.3f %12.2f %8.2f\n", l, m, m * 1e6 / n, m / b }'
 done
+awk -v t="$(median ${times[tree]})" -v o="$(median ${times[own]})" \
+  'BEGIN { printf "three-level hierarchy / own quota only: %.2f\n", t / o }'
