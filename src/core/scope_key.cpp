@@ -123,13 +123,12 @@ Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noex
   // a collision needs a 2^-128 accident.  Main tokens keys are the scope
   // itself, main requests keys carry the 1.0 constant.
   static constexpr uint64_t kKind[kLimitKinds] = {0, 0x9e3779b97f4a7c15ULL};
-  static constexpr uint64_t kRole[kCounterRoles] = {
-      0,
-      0xbf58476d1ce4e5b9ULL,
-      0x94d049bb133111ebULL,
-      0xd6e8feb86659fd93ULL,
-      0xff51afd7ed558ccdULL,
-      0xc4ceb9fe1a85ec53ULL};
+  static constexpr uint64_t kRole[kCounterRoles] = {0,
+                                                    0xbf58476d1ce4e5b9ULL,
+                                                    0x94d049bb133111ebULL,
+                                                    0xd6e8feb86659fd93ULL,
+                                                    0xff51afd7ed558ccdULL,
+                                                    0xc4ceb9fe1a85ec53ULL};
   const auto k = static_cast<std::size_t>(kind) < kLimitKinds ? static_cast<std::size_t>(kind) : 0;
   const auto r =
       static_cast<std::size_t>(role) < kCounterRoles ? static_cast<std::size_t>(role) : 0;

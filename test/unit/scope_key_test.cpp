@@ -109,8 +109,8 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
 }
 
 namespace {
-constexpr CounterRole kRoles[] = {CounterRole::Main, CounterRole::Emergency,
-                                  CounterRole::BurstBudget, CounterRole::BurstCap,
+constexpr CounterRole kRoles[] = {CounterRole::Main,         CounterRole::Emergency,
+                                  CounterRole::BurstBudget,  CounterRole::BurstCap,
                                   CounterRole::AbuseDenials, CounterRole::ParentLink};
 constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
 }  // namespace

@@ -154,8 +154,8 @@ struct Decision {
   bool retry_found = false;         // denied: the retry search found the instant (always
                                     // without dynamic allocation; see retry.hpp)
   Strategy strategy = Strategy::None;
-  int64_t burst_tokens = 0;           // tokens granted above the normal cap by burst mode
-  int64_t emergency_units = 0;        // units taken from emergency allowances (max over limits)
+  int64_t burst_tokens = 0;     // tokens granted above the normal cap by burst mode
+  int64_t emergency_units = 0;  // units taken from emergency allowances (max over limits)
   // Per limit, in the caller's order: [0, n) of the decide() call, zero
   // for limits not charged; unset beyond n.
   Uninitialized<Charge, kMaxAppliedLimits> charges;

@@ -5,10 +5,10 @@
 // (scripts/check_layers.py).
 #pragma once
 
+#include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
-#include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_options.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"

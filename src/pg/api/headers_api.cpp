@@ -77,8 +77,8 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   const bool none = b == nullptr;
   const DecidedLimit shown = none ? DecidedLimit{} : *b;  // read only where not null
   Datum values[12];
-  bool nulls[12] = {false, none, none, none, d.retry_after <= 0, none, none,
-                    false, none, none, false, true};
+  bool nulls[12] = {false, none, none,  none, d.retry_after <= 0, none, none, false,
+                    none,  none, false, true};
   values[0] = BoolGetDatum(d.allowed());
   values[1] = Int64GetDatum(shown.capacity());
   values[2] = Int64GetDatum(d.binding_remaining);

@@ -123,8 +123,7 @@ uint32 scopes_reset_since(const ExtensionCatalog* ext, const GrantRow& g, text* 
       "(r.scope = 'endpoint' AND r.user_id IS NULL AND r.api_endpoint = $2))",
       ext->quoted_schema);
   Oid types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-  Datum values[3] = {PointerGetDatum(user), PointerGetDatum(g.endpoint),
-                     TimestampTzGetDatum(g.at)};
+  Datum values[3] = {PointerGetDatum(user), PointerGetDatum(g.endpoint), TimestampTzGetDatum(g.at)};
   const char nulls[3] = {' ', g.endpoint == nullptr ? 'n' : ' ', ' '};
   if (SPI_execute_with_args(sql, 3, types, values, nulls, true, 0) != SPI_OK_SELECT)
     elog(ERROR, "rate_limiter: could not read rate_limit_resets");
@@ -181,9 +180,9 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
     const bool ancestor = !c.owner.empty();
     // An ancestor's counter (parent_links.hpp): its resets are its own.
     const uint32 reset_of_owner =
-        ancestor ? scopes_reset_since(ext, g,
-                                      cstring_to_text_with_len(
-                                          c.owner.data(), static_cast<int>(c.owner.size())))
+        ancestor ? scopes_reset_since(
+                       ext, g,
+                       cstring_to_text_with_len(c.owner.data(), static_cast<int>(c.owner.size())))
                  : reset;
     if (reset_of_owner & (1u << static_cast<int>(c.scope))) continue;
     const int64 back = Min(unused, c.units);

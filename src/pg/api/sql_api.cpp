@@ -312,16 +312,15 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
              ? errmsg("rate limit exceeded for user \"%s\" on endpoint \"%s\"",
                       text_to_cstring(call.user.datum), text_to_cstring(call.endpoint.datum))
              : errmsg("rate limit exceeded for user \"%s\"", text_to_cstring(call.user.datum)),
-         errdetail("Limit: " INT64_FORMAT " %s per %s (%s scope%s%s%s); remaining: " INT64_FORMAT
-                   ".",
-                   b.capacity(),
-                   b.burst_cap
-                       ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
-                       : kind_name(b.kind),
-                   window_words(b.rule.window_micros), scope_name(b.scope),
-                   b.owner_level > 0 ? " of \"" : "",
-                   b.owner_level > 0 && b.owner_id != nullptr ? b.owner_id : "",
-                   b.owner_level > 0 ? "\"" : "", d.binding_remaining),
+         errdetail(
+             "Limit: " INT64_FORMAT " %s per %s (%s scope%s%s%s); remaining: " INT64_FORMAT ".",
+             b.capacity(),
+             b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
+                         : kind_name(b.kind),
+             window_words(b.rule.window_micros), scope_name(b.scope),
+             b.owner_level > 0 ? " of \"" : "",
+             b.owner_level > 0 && b.owner_id != nullptr ? b.owner_id : "",
+             b.owner_level > 0 ? "\"" : "", d.binding_remaining),
          d.outcome == core::Outcome::DeniedExceedsCapacity
              ? errhint(
                    "Retrying cannot succeed: the largest priority share of this limit is less than "

@@ -184,11 +184,11 @@ void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 no
 }
 
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
-  for_each_applicable(*in.rules, [&](core::ScopeKind reported, const ScopeRules& r, int k,
-                                     const core::Hash128& scope, int level,
-                                     const core::Hash128& owner) {
-    plan->add(in.request, reported, r, k, scope, level, owner);
-  });
+  for_each_applicable(*in.rules,
+                      [&](core::ScopeKind reported, const ScopeRules& r, int k,
+                          const core::Hash128& scope, int level, const core::Hash128& owner) {
+                        plan->add(in.request, reported, r, k, scope, level, owner);
+                      });
 }
 
 }  // namespace
@@ -209,14 +209,13 @@ int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; 
 int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
                         core::Hash128* keys, core::LimitRule* rules) {
   int n = 0;
-  for_each_applicable(
-      applicable, [&](core::ScopeKind, const ScopeRules& r, int k, const core::Hash128& scope, int,
-                      const core::Hash128&) {
-        if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits)) return;
-        keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
-        rules[n] = limit_rule_of(r.kind[k]);
-        ++n;
-      });
+  for_each_applicable(applicable, [&](core::ScopeKind, const ScopeRules& r, int k,
+                                      const core::Hash128& scope, int, const core::Hash128&) {
+    if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits)) return;
+    keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
+    rules[n] = limit_rule_of(r.kind[k]);
+    ++n;
+  });
   return n;
 }
 

@@ -110,12 +110,12 @@ NameEntry* find_name(const core::Hash128& scope, bool enter) {
     ctl.keysize = sizeof(core::Hash128);
     ctl.entrysize = sizeof(NameEntry);
     ctl.hcxt = TopMemoryContext;
-    names = hash_create("rate_limiter ancestor ids", 256, &ctl,
-                        HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+    names =
+        hash_create("rate_limiter ancestor ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
   }
   bool found = false;
-  auto* e = static_cast<NameEntry*>(hash_search(names, &scope, enter ? HASH_ENTER : HASH_FIND,
-                                                &found));
+  auto* e =
+      static_cast<NameEntry*>(hash_search(names, &scope, enter ? HASH_ENTER : HASH_FIND, &found));
   if (enter && !found) e->id[0] = '\0';
   return e;
 }

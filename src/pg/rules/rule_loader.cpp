@@ -79,11 +79,10 @@ bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid,
 }
 
 // Reads rate_limit_parents the same way: one record per link.
-bool load_links(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch,
-                uint64* loaded) {
+bool load_links(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch, uint64* loaded) {
   if (!OidIsValid(ext->rate_limit_parents)) return true;  // a script is creating it
-  const char* sql = psprintf("SELECT child_id, parent_id FROM %s.rate_limit_parents",
-                             ext->quoted_schema);
+  const char* sql =
+      psprintf("SELECT child_id, parent_id FROM %s.rate_limit_parents", ext->quoted_schema);
   SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
   if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the parent load");
   Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
@@ -127,9 +126,10 @@ bool load_rules(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoc
   // sessions through the shared table (the overlay serves them here).
   PushActiveSnapshot(GetLatestSnapshot());
   GetActiveSnapshot()->curcid = FirstCommandId;
-  bool valid = load_table(ext, slot, ext->token_limits, core::LimitKind::Tokens, epoch, loaded) &&
-               load_table(ext, slot, ext->request_limits, core::LimitKind::Requests, epoch, loaded) &&
-               load_links(ext, slot, epoch, loaded);
+  bool valid =
+      load_table(ext, slot, ext->token_limits, core::LimitKind::Tokens, epoch, loaded) &&
+      load_table(ext, slot, ext->request_limits, core::LimitKind::Requests, epoch, loaded) &&
+      load_links(ext, slot, epoch, loaded);
   PopActiveSnapshot();
   SPI_finish();
   owner.restore();
