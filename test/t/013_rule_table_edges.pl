@@ -52,6 +52,20 @@ sql(q{DELETE FROM token_limits WHERE user_id = 'o150'});
 is(sql("SELECT reason FROM allocate_tokens('o150', 1, 'high')"), 'no_limit',
 	'overflow: a deleted rule is gone');
 
+# Hierarchy links overflow like rules: read from rate_limit_parents.
+sql(q{SELECT set_rate_limit('ot', 1000000, '3650 days')});
+sql(q{INSERT INTO rate_limit_parents (child_id, parent_id) SELECT 'o' || g, 'ot' FROM generate_series(1, 300) g});
+is(sql(q{SELECT count(*) FROM generate_series(1, 300) g, LATERAL allocate_tokens('o' || g, 1, 'high') a
+         WHERE a.tokens_remaining IS NULL}), '0', 'overflow: every call got a token quota');
+is(sql(q{SELECT used FROM get_rate_limit_status('ot')}), '300',
+	'overflow: all 300 children were charged to their parent, wherever their links live');
+is(sql(q{SELECT limit_owner FROM allocate_tokens('o150', 1, 'high')}), 'ot',
+	'overflow: the parent is named');
+sql(q{DELETE FROM rate_limit_parents});
+sql(q{SELECT allocate_tokens('o' || g, 1, 'high') FROM generate_series(1, 300) g});
+is(sql(q{SELECT used FROM get_rate_limit_status('ot')}), '301', 'overflow: removed links are gone');
+sql(q{SELECT remove_rate_limit('ot')});
+
 # Back under the capacity, a reload puts every rule into memory again and
 # ends the overflow.
 sql(q{DELETE FROM token_limits WHERE user_id NOT IN (SELECT 'o' || g FROM generate_series(1, 40) g)});
