@@ -1,6 +1,8 @@
 #include "rate_limiter/pg/engine/hot_path.hpp"
 
 #include <algorithm>
+#include <new>
+#include <type_traits>
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/rules.hpp"
@@ -183,6 +185,16 @@ void measure_limits(const PlannedLimits& plan, const core::Decision& d, int64 no
   }
 }
 
+// core::decide() straight into the result: the decision is several kB
+// (charges for the largest call) and a copy of it would cost more than
+// most of its arithmetic.  C++17 elides the prvalue into the placement
+// new; Decision is trivially destructible, so nothing is skipped.
+void decide_into(core::Decision* out, const core::CallRequest& request, core::AppliedLimit* limits,
+                 std::size_t n, const core::PriorityShares& shares, int64 now) noexcept {
+  static_assert(std::is_trivially_destructible_v<core::Decision>);
+  new (out) core::Decision(core::decide(request, limits, n, shares, now));
+}
+
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
   for_each_applicable(*in.rules,
                       [&](core::ScopeKind reported, const ScopeRules& r, int k,
@@ -268,7 +280,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
 
   if (plan.count == 0) {
     out->status = CallStatus::Decided;
-    out->decision = core::decide(in.request, nullptr, 0, shares, now);
+    decide_into(&out->decision, in.request, nullptr, 0, shares, now);
     return;
   }
 
@@ -322,7 +334,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   }
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
-    out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
+    decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
     fill_limits(plan, out);
     if (out->decision.allowed()) measure_limits(plan, out->decision, now, out);
   }
@@ -366,7 +378,7 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   const core::PriorityShares shares = current_priority_shares();
   out->status = CallStatus::Decided;
   if (plan.count == 0) {
-    out->decision = core::decide(in.request, nullptr, 0, shares, now);
+    decide_into(&out->decision, in.request, nullptr, 0, shares, now);
     return;
   }
   PartitionSet set;
@@ -388,7 +400,7 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   // ---- locks released ----
   // The core decides on the copies: what it charges to them is thrown away.
   for (int i = 0; i < plan.ncounters; ++i) *plan.counters[i].target = &copies[i];
-  out->decision = core::decide(in.request, plan.limits.items, plan.count, shares, now);
+  decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
   fill_limits(plan, out);
 }
 

@@ -192,7 +192,10 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
   if (sql_links(ext, view)) {
     n = read_chain(ext, user, view, ids);
     for (int i = 0; i < n; ++i) scopes[i] = scope_of(ext, core::ScopeKind::User, ids[i], {});
-  } else {
+  } else if (pg_atomic_read_u32(&ext->slot->has_parent_links) != 0 ||
+             (view == RuleView::Transaction && has_own_rule_changes())) {
+    // No link has reached the table (nor this transaction's overlay): an
+    // installation without a hierarchy pays nothing for it.
     core::Hash128 at = out->user_scope;
     while (n < core::kMaxAncestors && shared_parent(ext, at, view, &scopes[n])) at = scopes[n++];
   }

@@ -142,6 +142,8 @@ enum class Claim { Done, Load, Wait, Reset };
 
 void note_rule_write(InstallationSlot* slot, core::RuleWrite write,
                      const core::RuleRecord& record) noexcept {
+  if (is_parent_link(record) && pg_atomic_read_u32(&slot->has_parent_links) == 0)
+    pg_atomic_write_u32(&slot->has_parent_links, 1);
   switch (write) {
     case core::RuleWrite::Inserted:
       pg_atomic_fetch_add_u64(&slot->rule_count, 1);
@@ -183,6 +185,7 @@ void reset_installation_rules(InstallationSlot* slot) noexcept {
   if (slot->installation == installation) {
     pg_atomic_write_u64(&slot->rule_count, 0);
     pg_atomic_write_u32(&slot->rules_overflowed, 0);
+    pg_atomic_write_u32(&slot->has_parent_links, 0);
     pg_atomic_write_u32(&slot->rules_load_invalid, 0);
     pg_atomic_write_u64(&slot->longest_horizon, 0);
     pg_atomic_fetch_add_u64(&slot->rule_changes, 1);

@@ -137,7 +137,7 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
   // Every field: a caller may reuse one ApplicableRules for many calls (the
   // counter rebuild does), and a scope this call has not must not keep the
   // rules of the previous one.
-  *out = ApplicableRules{};
+  out->reset();
   out->any = installation_has_rules(ext);
   if (!out->any) return;
   out->user_scope = scope_of(ext, core::ScopeKind::User, user, {});

@@ -51,6 +51,13 @@ struct AncestorRules {
 // The scopes that can apply to a call for (user, endpoint), looked up.
 struct ApplicableRules {
   ApplicableRules() noexcept {}  // the ancestors stay unconstructed (see below)
+  // As a new one, without copying the ancestors' storage.
+  void reset() noexcept {
+    any = false;
+    user_endpoint_scope = user_scope = endpoint_scope = default_scope = core::Hash128{};
+    user_endpoint = user = endpoint = fallback = ScopeRules{};
+    ancestor_count = 0;
+  }
 
   bool any = false;  // false: no rule applies (nothing below is set)
   core::Hash128 user_endpoint_scope, user_scope, endpoint_scope, default_scope;

@@ -76,6 +76,9 @@ struct InstallationSlot {
   pg_atomic_uint32 rules_overflowed;  // some committed rule is not in the table: misses ask SQL
   pg_atomic_uint64 rule_count;        // live records of this installation in the rule table
   pg_atomic_uint64 rule_changes;      // bumped by every change applied to the table
+  // Set when a parent link reaches the table (parent_links.hpp), cleared
+  // by a reset: until then no call needs to look for ancestors there.
+  pg_atomic_uint32 has_parent_links;
   // An upper bound of how far back a usage row can still count for any rule
   // of the installation (microseconds); raised as rules arrive, reset by a
   // reload.  The counter rebuild and retention read it instead of scanning
