@@ -81,8 +81,9 @@ struct AppliedLimit {
 // Per scope two kinds, each with an optional burst cap: the user on the
 // endpoint, the user, the endpoint, and each ancestor on the endpoint and
 // on all endpoints.
-constexpr std::size_t kLimitsPerScope = 2 * kLimitKinds;
-constexpr std::size_t kMaxAppliedLimits = kLimitsPerScope * (3 + 2 * kMaxAncestors);
+constexpr std::size_t kLimitsPerScope = 2 * static_cast<std::size_t>(kLimitKinds);
+constexpr std::size_t kMaxAppliedLimits =
+    kLimitsPerScope * (3 + 2 * static_cast<std::size_t>(kMaxAncestors));
 
 enum class CallKind : uint8_t {
   Allocate,  // allocate_tokens: counts one request and grants tokens

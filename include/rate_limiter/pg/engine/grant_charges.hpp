@@ -54,8 +54,9 @@ constexpr uint8 kGrantChargesVersion = 2;
 constexpr int kMaxGrantCharges = 3 + 2 * core::kMaxAncestors;
 constexpr uint32 kMaxGrantChargeBytes = 1 + 2 + 5 * 10;  // flags, generation, five varints
 // ... and each ancestor's charge its id with a two-byte length.
+constexpr uint32 kMaxIdChargeBytes = 2 + static_cast<uint32>(core::kMaxIdBytes);
 constexpr uint32 kMaxGrantChargesBytes =
-    1 + kMaxGrantCharges * kMaxGrantChargeBytes + 2 * core::kMaxAncestors * (2 + core::kMaxIdBytes);
+    1 + kMaxGrantCharges * kMaxGrantChargeBytes + 2 * core::kMaxAncestors * kMaxIdChargeBytes;
 
 // The token charges of an allowed allocate_tokens call that granted
 // `tokens` at `now` (us since the Unix epoch) into `out` (at least
