@@ -65,3 +65,13 @@ INSERT INTO rate_limit_parents (child_id, parent_id) VALUES ('p1', 'h_team')
   ON CONFLICT (child_id) DO UPDATE SET parent_id = EXCLUDED.parent_id;
 SELECT tokens_allocated, limit_owner FROM allocate_tokens('h_alice', 4, 'high');
 SELECT count(*) FROM get_rate_limit_status('h_alice');
+
+-- A quota alert for an ancestor's limit is the ancestor's: a team's
+-- request limit crossing 80% is reported for the team, not the member.
+DELETE FROM rate_limit_parents;
+SELECT set_user_rate_limit('h_team2', 10, '3650 days');
+SELECT set_parent('h_dave', 'h_team2');
+SELECT count(*) FILTER (WHERE (c).allowed) AS allowed
+  FROM (SELECT check_rate_limit('h_dave') AS c FROM generate_series(1, 8) OFFSET 0) s;
+SELECT rate_limiter_flush() >= 0 AS flushed;
+SELECT kind, user_id, scope FROM rate_limit_alerts WHERE user_id IN ('h_dave', 'h_team2') ORDER BY id;

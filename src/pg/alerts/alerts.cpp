@@ -180,7 +180,10 @@ void quota_alerts(const CallInput& in, const CallResult& r, int64 now) {
                                              static_cast<__int128>(pct) * u.capacity);
       if (!crossed) continue;
       AlertRecord a = blank(AlertKind::QuotaThreshold, now);
-      set_ids(&a, in.user, in.has_endpoint, in.endpoint);
+      // An ancestor's quota (hierarchies) is the ancestor's, not the caller's.
+      set_ids(&a,
+              l.owner_level > 0 && l.owner_id != nullptr ? std::string_view(l.owner_id) : in.user,
+              in.has_endpoint, in.endpoint);
       a.scope = static_cast<uint8>(l.scope);
       a.limit_kind = limit_kind_of(l.kind, l.burst_cap);
       a.threshold = pct;

@@ -64,7 +64,6 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   const int64 now = limiter_now_unix();
 
   preview_call(p.input, now, &p.result);
-  name_limit_owners(ext, p.input, &p.result);
   if (p.result.status == CallStatus::LockTimeout)
     ereport(ERROR,
             (errcode(ERRCODE_LOCK_NOT_AVAILABLE),

@@ -150,7 +150,6 @@ void run_call(Call* call) {
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
-  name_limit_owners(ext, call->input, &call->result);
   // Before any error below: a refused call (RL507) raises its alert too.
   raise_call_alerts(call->input, call->result, call->now);
 

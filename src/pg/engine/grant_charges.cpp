@@ -121,6 +121,8 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
     if (version == kGrantChargesVersion1 && (flags & kBurstCap))
       return -1;  // reserved: burst caps are not recorded
     if (version == kGrantChargesVersion && (flags & kAncestor)) {
+      // An ancestor's counters are its user and user+endpoint scopes only.
+      if (c.scope != core::ScopeKind::User && c.scope != core::ScopeKind::UserEndpoint) return -1;
       int64 len = 0;
       if (!get_positive(&p, end, core::kMaxIdBytes, &len) || len < 1 || end - p < len) return -1;
       c.owner = std::string_view(p, static_cast<size_t>(len));

@@ -155,7 +155,7 @@ void for_each_applicable(const ApplicableRules& r, AddFn add) {
 }
 
 // The decided limits of the result (DecidedLimit), in the core's order.
-void fill_limits(const PlannedLimits& plan, CallResult* out) noexcept {
+void fill_limits(const CallInput& in, const PlannedLimits& plan, CallResult* out) noexcept {
   out->limit_count = plan.count;
   for (int i = 0; i < plan.count; ++i) {
     const core::AppliedLimit& l = plan.limits[i];
@@ -168,6 +168,11 @@ void fill_limits(const PlannedLimits& plan, CallResult* out) noexcept {
     dl.owner_level = plan.level[i];
     dl.owner_scope = plan.owner[i];
     dl.owner_id = nullptr;
+    // The ancestor's id, named by the rule lookup (rule_lookup.hpp).
+    if (dl.owner_level > 0 && dl.owner_level <= in.rules->ancestor_count) {
+      const char* id = in.rules->ancestors[dl.owner_level - 1].id;
+      if (id[0] != '\0') dl.owner_id = id;
+    }
   }
 }
 
@@ -256,17 +261,6 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
   return n;
 }
 
-void name_limit_owners(const ExtensionCatalog* ext, const CallInput& in, CallResult* out) {
-  if (in.rules == nullptr || in.rules->ancestor_count == 0) return;
-  for (int i = 0; i < out->limit_count; ++i) {
-    DecidedLimit& l = out->limits[i];
-    if (l.owner_level == 0 || l.owner_level > in.rules->ancestor_count) continue;
-    const AncestorRules& a = in.rules->ancestors[l.owner_level - 1];
-    const char* id = a.id != nullptr ? a.id : ancestor_id(ext, in.user, l.owner_scope);
-    l.owner_id = id != nullptr ? pstrdup(id) : nullptr;  // the cache may move on
-  }
-}
-
 const char* limit_owner(const CallInput& in, const DecidedLimit& l) {
   if (l.owner_level > 0) return l.owner_id;
   if (l.scope == core::ScopeKind::Endpoint) return nullptr;
@@ -335,7 +329,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
     decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
-    fill_limits(plan, out);
+    fill_limits(in, plan, out);
     if (out->decision.allowed()) measure_limits(plan, out->decision, now, out);
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
@@ -401,7 +395,7 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   // The core decides on the copies: what it charges to them is thrown away.
   for (int i = 0; i < plan.ncounters; ++i) *plan.counters[i].target = &copies[i];
   decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
-  fill_limits(plan, out);
+  fill_limits(in, plan, out);
 }
 
 }  // namespace rate_limiter::pg

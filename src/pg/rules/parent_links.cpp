@@ -55,11 +55,12 @@ SPIPlanPtr prepare_chain(const ExtensionCatalog* ext) {
   return plan;
 }
 
-// The ids above `user`, nearest first, copied into the caller's memory
-// context; returns how many (at most kMaxAncestors).
-int read_chain(const ExtensionCatalog* ext, std::string_view user, RuleView view, char** ids) {
+using IdBuffer = char[core::kMaxIdBytes + 1];
+
+// The ids above `user`, nearest first, into `ids` (nothing is allocated
+// outside SPI's memory); returns how many (at most kMaxAncestors).
+int read_chain(const ExtensionCatalog* ext, std::string_view user, RuleView view, IdBuffer* ids) {
   metric_add(&shared->metrics.rule_sql_lookups);
-  MemoryContext caller = CurrentMemoryContext;
   AsExtensionOwner owner(ext);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "rate_limiter: SPI_connect failed");
   SPIPlanPtr plan = prepare_chain(ext);
@@ -81,7 +82,7 @@ int read_chain(const ExtensionCatalog* ext, std::string_view user, RuleView view
     const Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
     if (isnull) break;
     text* t = DatumGetTextPP(d);
-    ids[n++] = MemoryContextStrdup(caller, text_to_cstring(t));
+    text_to_cstring_buffer(t, ids[n++], sizeof(IdBuffer));
   }
   SPI_finish();
   owner.restore();
@@ -186,10 +187,11 @@ void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::st
 void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
                        std::string_view endpoint, ApplicableRules* out, RuleView view) {
   out->ancestor_count = 0;
-  char* ids[core::kMaxAncestors] = {};
+  IdBuffer ids[core::kMaxAncestors];
   core::Hash128 scopes[core::kMaxAncestors];
   int n = 0;
-  if (sql_links(ext, view)) {
+  const bool from_sql = sql_links(ext, view);
+  if (from_sql) {
     n = read_chain(ext, user, view, ids);
     for (int i = 0; i < n; ++i) scopes[i] = scope_of(ext, core::ScopeKind::User, ids[i], {});
   } else if (pg_atomic_read_u32(&ext->slot->has_parent_links) != 0 ||
@@ -199,6 +201,7 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
     core::Hash128 at = out->user_scope;
     while (n < core::kMaxAncestors && shared_parent(ext, at, view, &scopes[n])) at = scopes[n++];
   }
+  bool chain_read = from_sql;
   for (int i = 0; i < n; ++i) {
     // A scope seen before closes a cycle: the walk ends there.
     bool seen = scopes[i] == out->user_scope;
@@ -206,8 +209,7 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
     if (seen) break;
     AncestorRules& a = out->ancestors[i];
     a.user_scope = scopes[i];
-    a.id = ids[i];
-    const std::string_view id = ids[i] != nullptr ? std::string_view(ids[i]) : std::string_view();
+    const std::string_view id = from_sql ? std::string_view(ids[i]) : std::string_view();
     lookup_scope_rules(ext, core::ScopeKind::User, id, {}, a.user_scope, &a.user, view);
     if (has_endpoint) {
       a.user_endpoint_scope = user_endpoint_scope_of(ext, a.user_scope, endpoint);
@@ -217,30 +219,36 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
       a.user_endpoint_scope = core::Hash128{};
       a.user_endpoint = ScopeRules{};
     }
-    if (ids[i] != nullptr) {
-      NameEntry* e = find_name(a.user_scope, true);
-      strlcpy(e->id, ids[i], sizeof e->id);
-    }
+    a.id[0] = '\0';
     out->ancestor_count = i + 1;
+    const bool limited =
+        a.user.has[0] || a.user.has[1] || a.user_endpoint.has[0] || a.user_endpoint.has[1];
+    if (!limited) continue;
+    if (from_sql) {
+      strlcpy(a.id, ids[i], sizeof a.id);
+      continue;
+    }
+    if (names != nullptr) {
+      const NameEntry* e = find_name(a.user_scope, false);
+      if (e != nullptr && e->id[0] != '\0') {
+        strlcpy(a.id, e->id, sizeof a.id);
+        continue;
+      }
+    }
+    // A miss: read the chain once and name every ancestor of it.
+    if (!chain_read) {
+      const int m = read_chain(ext, user, RuleView::Transaction, ids);
+      for (int k = 0; k < m; ++k) {
+        NameEntry* e = find_name(scope_of(ext, core::ScopeKind::User, ids[k], {}), true);
+        strlcpy(e->id, ids[k], sizeof e->id);
+      }
+      chain_read = true;
+    }
+    if (names != nullptr) {
+      const NameEntry* e = find_name(a.user_scope, false);
+      if (e != nullptr) strlcpy(a.id, e->id, sizeof a.id);
+    }
   }
-}
-
-const char* ancestor_id(const ExtensionCatalog* ext, std::string_view user,
-                        const core::Hash128& scope) {
-  if (names != nullptr) {
-    const NameEntry* e = find_name(scope, false);
-    if (e != nullptr && e->id[0] != '\0') return e->id;
-  }
-  char* ids[core::kMaxAncestors] = {};
-  const int n = read_chain(ext, user, RuleView::Transaction, ids);
-  const char* match = nullptr;
-  for (int i = 0; i < n; ++i) {
-    const core::Hash128 s = scope_of(ext, core::ScopeKind::User, ids[i], {});
-    NameEntry* e = find_name(s, true);
-    strlcpy(e->id, ids[i], sizeof e->id);
-    if (s == scope) match = e->id;
-  }
-  return match;
 }
 
 void register_parent_link_reset() { on_extension_catalog_reset(forget_plans_and_names); }

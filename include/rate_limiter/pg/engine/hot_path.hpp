@@ -46,8 +46,8 @@ struct DecidedLimit {
   core::LimitRule rule;
   // Whose limit it is: 0 the call's own scopes (the user's, the default
   // rule's, the endpoint's), i > 0 the user's i-th ancestor, whose user
-  // scope is owner_scope and whose id the API layer looks up when it
-  // reports or records the limit (owner_id; nullptr until then).
+  // scope is owner_scope and whose id is owner_id (the rule lookup's copy,
+  // ApplicableRules::ancestors; nullptr when it could not be found).
   uint8 owner_level = 0;
   core::Hash128 owner_scope;
   const char* owner_id = nullptr;
@@ -115,12 +115,6 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 // decision and binding are filled (no charges, no usage).  LockTimeout when
 // a lock wait ran out.  For rate_limit_headers().
 void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
-
-// After decide_call() or preview_call(), outside the locks (may run SQL):
-// sets owner_id of every decided limit of an ancestor (parent_links.hpp).
-// An id that cannot be found (the link was removed meanwhile) stays
-// nullptr.
-void name_limit_owners(const ExtensionCatalog* ext, const CallInput& in, CallResult* out);
 
 // limit_owner of the result records: the id whose counter the limit counts
 // in - the user for its own limits and the default rule, the ancestor's

@@ -44,17 +44,12 @@ void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::st
                     core::Hash128* key, core::RuleRecord* record);
 
 // Fills out->ancestors (and ancestor_count) for a call of `user`, whose
-// user scope is out->user_scope: nearest first, with their rules.
+// user scope is out->user_scope: nearest first, with their rules, and the
+// id of each that has a limit: from a backend-local cache (an id's scope
+// never changes), or on a miss from rate_limit_parents (one query for the
+// whole chain).
 void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
                        std::string_view endpoint, ApplicableRules* out, RuleView view);
-
-// The id of the ancestor of `user` whose user scope is `scope`, from a
-// backend-local cache (an id's scope never changes) or, on a miss, from
-// rate_limit_parents; nullptr when no ancestor of `user` has that scope
-// now (the link was removed meanwhile).  Memory: the cache's, valid until
-// the next call.
-const char* ancestor_id(const ExtensionCatalog* ext, std::string_view user,
-                        const core::Hash128& scope);
 
 void register_parent_link_reset();  // once, from _PG_init
 

@@ -43,9 +43,12 @@ void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::
 struct AncestorRules {
   core::Hash128 user_scope, user_endpoint_scope;
   ScopeRules user, user_endpoint;
-  // Its id when the lookup read it from the table (SQL), else nullptr: the
-  // shared rule table knows an ancestor by its scope only (ancestor_id()).
-  const char* id;
+  // Its id, '\0'-terminated; empty when it has no limit (nobody needs its
+  // name) or it could not be found (its link was removed meanwhile).  The
+  // shared rule table knows an ancestor by its scope only, so the lookup
+  // names it (parent_links.hpp) before any counter is charged: naming it
+  // later could fail after the charge.
+  char id[core::kMaxIdBytes + 1];
 };
 
 // The scopes that can apply to a call for (user, endpoint), looked up.
