@@ -11,12 +11,14 @@ SELECT set_parent('h_alice', 'h_team');
 SELECT set_parent('h_bob', 'h_team');
 SELECT child_id, parent_id FROM rate_limit_parents ORDER BY child_id;
 \c
--- A new backend: the links come from shared memory, the owners' ids from
--- rate_limit_parents on first use.
+-- A new backend: the links and the owners' ids come from shared memory,
+-- without SQL.
+SELECT (get_performance_metrics()->>'rule_sql_lookups')::bigint AS sql_before \gset
 SELECT tokens_allocated, tokens_remaining, "limit", scope, limit_owner
   FROM allocate_tokens('h_alice', 1000, 'high');
 SELECT tokens_allocated, "limit", scope, limit_owner
   FROM allocate_tokens('h_bob', 1000, 'high', 'chat');
+SELECT (get_performance_metrics()->>'rule_sql_lookups')::bigint - :sql_before AS sql_lookups;
 SELECT scope, api_endpoint, "limit", used, limit_owner FROM get_rate_limit_status('h_bob');
 
 -- settle_tokens gives back to every level when it commits; the charges

@@ -1,5 +1,8 @@
 #include "rate_limiter/pg/rules/parent_links.hpp"
 
+#include <cstddef>
+#include <type_traits>
+
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
@@ -89,36 +92,26 @@ int read_chain(const ExtensionCatalog* ext, std::string_view user, RuleView view
   return n;
 }
 
-// ---- ids of ancestors known by scope only ----
+// ---- a parent's id, in name records ----
+//
+// Record i holds bytes [64 i, 64 i + 64) of (length byte, id bytes) in the
+// leading 64 bytes of a RuleRecord, which are all plain integers; its kind
+// says what it is.
+constexpr std::size_t kNameChunkBytes = 64;
+constexpr int kNameChunks =
+    static_cast<int>((1 + core::kMaxIdBytes + kNameChunkBytes - 1) / kNameChunkBytes);
+static_assert(offsetof(core::RuleRecord, algorithm) >= kNameChunkBytes);
+static_assert(core::kMaxIdBytes < 256);  // the length fits its byte
+static_assert(std::is_trivially_copyable_v<core::RuleRecord>);
 
-struct NameEntry {
-  core::Hash128 scope;  // the key
-  char id[core::kMaxIdBytes + 1];
-};
-constexpr long kMaxCachedNames = 8192;  // then the cache starts over
-HTAB* names = nullptr;
-
-void forget_plans_and_names() {
-  // From an invalidation callback: no catalog access; free later.
-  chain_plan_stale = true;
+core::Hash128 name_key(const core::Hash128& scope, int chunk) noexcept {
+  return core::limit_key(scope, core::LimitKind::Tokens, static_cast<uint8>(0xF0 + chunk), 0,
+                         core::CounterRole::ParentLink);
 }
 
-NameEntry* find_name(const core::Hash128& scope, bool enter) {
-  if (names == nullptr || (enter && hash_get_num_entries(names) >= kMaxCachedNames)) {
-    if (names != nullptr) hash_destroy(names);
-    HASHCTL ctl;
-    memset(&ctl, 0, sizeof ctl);
-    ctl.keysize = sizeof(core::Hash128);
-    ctl.entrysize = sizeof(NameEntry);
-    ctl.hcxt = TopMemoryContext;
-    names =
-        hash_create("rate_limiter ancestor ids", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-  }
-  bool found = false;
-  auto* e =
-      static_cast<NameEntry*>(hash_search(names, &scope, enter ? HASH_ENTER : HASH_FIND, &found));
-  if (enter && !found) e->id[0] = '\0';
-  return e;
+void forget_plans() {
+  // From an invalidation callback: no catalog access; free later.
+  chain_plan_stale = true;
 }
 
 bool sql_links(const ExtensionCatalog* ext, RuleView view) noexcept {
@@ -126,24 +119,45 @@ bool sql_links(const ExtensionCatalog* ext, RuleView view) noexcept {
          pg_atomic_read_u32(&ext->slot->rules_overflowed) != 0;
 }
 
-// The parent of the user whose user scope is `child`, from this
-// transaction's change or the shared table.
-bool shared_parent(const ExtensionCatalog* ext, const core::Hash128& child, RuleView view,
-                   core::Hash128* parent) {
-  const core::Hash128 key = parent_link_key(child);
-  core::RuleRecord r;
-  switch (view == RuleView::Transaction ? own_rule_change(key, &r) : OwnChange::None) {
+// The record of `key` as this transaction sees it (its own change, else
+// the shared table), if it is of `kind`.
+bool shared_record(const core::Hash128& key, RuleView view, uint8 kind, core::RuleRecord* r) {
+  switch (view == RuleView::Transaction ? own_rule_change(key, r) : OwnChange::None) {
     case OwnChange::Upsert:
-      *parent = parent_of(ext, r);
-      return true;
+      return r->kind == kind;
     case OwnChange::Delete:
     case OwnChange::Unknown:  // sql_links() was true: not called then
       return false;
     case OwnChange::None:
       break;
   }
-  if (rule_table_get(key, &r) != RuleProbe::Present || !is_parent_link(r)) return false;
+  return rule_table_get(key, r) == RuleProbe::Present && r->kind == kind;
+}
+
+// The parent of the user whose user scope is `child`.
+bool shared_parent(const ExtensionCatalog* ext, const core::Hash128& child, RuleView view,
+                   core::Hash128* parent) {
+  core::RuleRecord r;
+  if (!shared_record(parent_link_key(child), view, kParentLinkKind, &r)) return false;
   *parent = parent_of(ext, r);
+  return true;
+}
+
+// The id of the parent whose user scope is `scope` into `out`; false when
+// its name records are not all there.
+bool shared_name(const core::Hash128& scope, RuleView view, char* out) {
+  unsigned char bytes[kNameChunks * kNameChunkBytes];
+  int chunks = 1;
+  for (int i = 0; i < chunks; ++i) {
+    core::RuleRecord r;
+    if (!shared_record(name_key(scope, i), view, kParentNameKind, &r)) return false;
+    memcpy(bytes + i * kNameChunkBytes, &r, kNameChunkBytes);
+    if (i == 0) chunks = static_cast<int>((1 + bytes[0] + kNameChunkBytes - 1) / kNameChunkBytes);
+  }
+  const int length = bytes[0];
+  if (length < 1 || length > static_cast<int>(core::kMaxIdBytes)) return false;
+  memcpy(out, bytes + 1, length);
+  out[length] = '\0';
   return true;
 }
 
@@ -160,13 +174,14 @@ void note_rows_changed(const ExtensionCatalog* ext, HeapTuple row, TupleDesc des
     text* p = DatumGetTextPP(parent);
     parent_id = std::string_view(VARDATA_ANY(p), VARSIZE_ANY_EXHDR(p));
   }
-  core::Hash128 key;
-  core::RuleRecord record;
-  parent_link_of(ext, child_id, parent_id, &key, &record);
-  if (removed)
-    record_rule_delete(ext, key);
-  else
-    record_rule_upsert(ext, key, record);
+  if (removed) {
+    record_rule_delete(ext, parent_link_key(scope_of(ext, core::ScopeKind::User, child_id, {})));
+    return;
+  }
+  LinkRecords records;
+  link_records(ext, child_id, parent_id, &records);
+  for (int i = 0; i < records.count; ++i)
+    record_rule_upsert(ext, records.keys[i], records.records[i]);
 }
 
 }  // namespace
@@ -178,10 +193,29 @@ core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept {
 
 bool is_parent_link(const core::RuleRecord& r) noexcept { return r.kind == kParentLinkKind; }
 
-void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
-                    core::Hash128* key, core::RuleRecord* record) {
-  *key = parent_link_key(scope_of(ext, core::ScopeKind::User, child, {}));
-  *record = link_record(scope_of(ext, core::ScopeKind::User, parent, {}));
+bool is_hierarchy_record(const core::RuleRecord& r) noexcept {
+  return r.kind == kParentLinkKind || r.kind == kParentNameKind;
+}
+
+void link_records(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
+                  LinkRecords* out) {
+  const core::Hash128 parent_scope = scope_of(ext, core::ScopeKind::User, parent, {});
+  out->count = 0;
+  out->keys[0] = parent_link_key(scope_of(ext, core::ScopeKind::User, child, {}));
+  out->records[0] = link_record(parent_scope);
+  out->count = 1;
+  unsigned char bytes[kNameChunks * kNameChunkBytes] = {};
+  const std::size_t length = Min(parent.size(), core::kMaxIdBytes);
+  bytes[0] = static_cast<unsigned char>(length);
+  memcpy(bytes + 1, parent.data(), length);
+  const int chunks = static_cast<int>((1 + length + kNameChunkBytes - 1) / kNameChunkBytes);
+  for (int i = 0; i < chunks; ++i) {
+    core::RuleRecord r;
+    memcpy(static_cast<void*>(&r), bytes + i * kNameChunkBytes, kNameChunkBytes);
+    r.kind = kParentNameKind;
+    out->keys[out->count] = name_key(parent_scope, i);
+    out->records[out->count++] = r;
+  }
 }
 
 void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
@@ -201,7 +235,6 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
     core::Hash128 at = out->user_scope;
     while (n < core::kMaxAncestors && shared_parent(ext, at, view, &scopes[n])) at = scopes[n++];
   }
-  bool chain_read = from_sql;
   for (int i = 0; i < n; ++i) {
     // A scope seen before closes a cycle: the walk ends there.
     bool seen = scopes[i] == out->user_scope;
@@ -228,30 +261,11 @@ void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool 
       strlcpy(a.id, ids[i], sizeof a.id);
       continue;
     }
-    if (names != nullptr) {
-      const NameEntry* e = find_name(a.user_scope, false);
-      if (e != nullptr && e->id[0] != '\0') {
-        strlcpy(a.id, e->id, sizeof a.id);
-        continue;
-      }
-    }
-    // A miss: read the chain once and name every ancestor of it.
-    if (!chain_read) {
-      const int m = read_chain(ext, user, RuleView::Transaction, ids);
-      for (int k = 0; k < m; ++k) {
-        NameEntry* e = find_name(scope_of(ext, core::ScopeKind::User, ids[k], {}), true);
-        strlcpy(e->id, ids[k], sizeof e->id);
-      }
-      chain_read = true;
-    }
-    if (names != nullptr) {
-      const NameEntry* e = find_name(a.user_scope, false);
-      if (e != nullptr) strlcpy(a.id, e->id, sizeof a.id);
-    }
+    if (!shared_name(a.user_scope, view, a.id)) a.id[0] = '\0';
   }
 }
 
-void register_parent_link_reset() { on_extension_catalog_reset(forget_plans_and_names); }
+void register_parent_link_reset() { on_extension_catalog_reset(forget_plans); }
 
 }  // namespace rate_limiter::pg
 

@@ -97,15 +97,16 @@ bool load_links(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoc
       const Datum parent =
           SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &parent_null);
       if (child_null || parent_null) continue;
-      core::Hash128 key;
-      core::RuleRecord record;
-      parent_link_of(ext, view_of(DatumGetTextPP(child)), view_of(DatumGetTextPP(parent)), &key,
-                     &record);
-      bool stale = false;
-      const core::RuleWrite w = rule_table_load(key, record, &slot->rules_epoch, epoch, &stale);
-      if (stale) valid = false;
-      note_rule_write(slot, w, record);
-      if (w == core::RuleWrite::Inserted) ++*loaded;
+      LinkRecords records;
+      link_records(ext, view_of(DatumGetTextPP(child)), view_of(DatumGetTextPP(parent)), &records);
+      for (int r = 0; r < records.count && valid; ++r) {
+        bool stale = false;
+        const core::RuleWrite w =
+            rule_table_load(records.keys[r], records.records[r], &slot->rules_epoch, epoch, &stale);
+        if (stale) valid = false;
+        note_rule_write(slot, w, records.records[r]);
+        if (w == core::RuleWrite::Inserted) ++*loaded;
+      }
     }
     SPI_freetuptable(SPI_tuptable);
     if (!valid) break;

@@ -66,7 +66,7 @@ core::LimitRule burst_cap_of(const core::RuleRecord& r) noexcept {
 }
 
 int64 replay_horizon(const core::RuleRecord& r) noexcept {
-  if (is_parent_link(r)) return 0;  // counts nothing
+  if (is_hierarchy_record(r)) return 0;  // counts nothing
   auto horizon = [](const core::LimitRule& rule) -> int64 {
     switch (rule.algorithm) {
       case core::Algorithm::FixedWindow:

@@ -8,9 +8,14 @@
 // Storage.  The links are the rows of rate_limit_parents (child_id,
 // parent_id).  In shared memory each link is a record of the rule table
 // (rule_table.hpp) keyed by parent_link_key(child's user scope) and holding
-// the parent's user scope: the shared table keeps no ids, so an ancestor is
-// known by its scope hash, from which its per-endpoint scope follows
-// (core::user_endpoint_scope).  Link changes travel exactly like rule
+// the parent's user scope, so an ancestor is known by its scope hash, from
+// which its per-endpoint scope follows (core::user_endpoint_scope).  A
+// parent's id, which results and grant charges name, is kept next to it as
+// one to four name records (64 bytes each) keyed by its scope: the hot path
+// names an ancestor with hash probes, never with SQL.  A name record is
+// written with every link to the parent and stays until the installation's
+// rules are reloaded (a scope's name never changes, so a stale one is only
+// a record of rate_limiter.max_rules spent).  Link changes travel exactly like rule
 // changes (rule_changes.hpp): the row trigger records them, the commit
 // applies them, the changing transaction sees its own through the overlay,
 // the loader reads the table, and while the table overflowed (or a
@@ -33,21 +38,30 @@
 
 namespace rate_limiter::pg {
 
-// RuleRecord::kind of a parent link (rule kinds are core::LimitKind values).
+// RuleRecord::kind of a parent link and of a parent's name record (rule
+// kinds are core::LimitKind values).
 constexpr uint8 kParentLinkKind = 0x80;
+constexpr uint8 kParentNameKind = 0x81;
 
 core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept;
 bool is_parent_link(const core::RuleRecord& r) noexcept;
+// A link or a name record: counts nothing, has no shape.
+bool is_hierarchy_record(const core::RuleRecord& r) noexcept;
 
-// The shared-table key and record of the link child -> parent.
-void parent_link_of(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
-                    core::Hash128* key, core::RuleRecord* record);
+// The shared-table records of the link child -> parent: the link and the
+// parent's name records, each passed to emit(key, record).  Returns how
+// many (at most 1 + 4).
+struct LinkRecords {
+  int count = 0;
+  core::Hash128 keys[5];
+  core::RuleRecord records[5];
+};
+void link_records(const ExtensionCatalog* ext, std::string_view child, std::string_view parent,
+                  LinkRecords* out);
 
 // Fills out->ancestors (and ancestor_count) for a call of `user`, whose
 // user scope is out->user_scope: nearest first, with their rules, and the
-// id of each that has a limit: from a backend-local cache (an id's scope
-// never changes), or on a miss from rate_limit_parents (one query for the
-// whole chain).
+// id of each that has a limit (its name records).
 void collect_ancestors(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,
                        std::string_view endpoint, ApplicableRules* out, RuleView view);
 
