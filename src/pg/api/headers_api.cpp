@@ -91,8 +91,11 @@ RL_SQL_FUNCTION(rate_limiter_preview_decision) {
   // The instant of the decision (the limiter's clock, rate_limiter.debug_clock
   // included): what reset_at and retry_after count from.
   values[10] = TimestampTzGetDatum(unix_to_timestamptz(now));
-  const char* owner = none ? nullptr : limit_owner(p.input, shown);
-  nulls[11] = owner == nullptr;
-  values[11] = owner != nullptr ? CStringGetTextDatum(owner) : (Datum)0;
+  const std::string_view owner = none ? std::string_view() : limit_owner(p.input, shown);
+  nulls[11] = owner.empty();
+  values[11] =
+      owner.empty()
+          ? (Datum)0
+          : PointerGetDatum(cstring_to_text_with_len(owner.data(), static_cast<int>(owner.size())));
   return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
 }

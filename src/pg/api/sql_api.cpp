@@ -234,9 +234,11 @@ Datum nullable_int8(int64 v, bool* isnull) {
 // limit_owner of the binding limit (hot_path.hpp), NULL without one.
 Datum owner_datum(const Call& call, bool* isnull) {
   const DecidedLimit* b = call.result.binding();
-  const char* owner = b != nullptr ? limit_owner(call.input, *b) : nullptr;
-  *isnull = owner == nullptr;
-  return owner != nullptr ? CStringGetTextDatum(owner) : (Datum)0;
+  const std::string_view owner = b != nullptr ? limit_owner(call.input, *b) : std::string_view();
+  *isnull = owner.empty();
+  return owner.empty() ? (Datum)0
+                       : PointerGetDatum(cstring_to_text_with_len(owner.data(),
+                                                                  static_cast<int>(owner.size())));
 }
 
 // check_rate_limit / enforce_rate_limit record:

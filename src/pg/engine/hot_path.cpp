@@ -261,10 +261,11 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
   return n;
 }
 
-const char* limit_owner(const CallInput& in, const DecidedLimit& l) {
-  if (l.owner_level > 0) return l.owner_id;
-  if (l.scope == core::ScopeKind::Endpoint) return nullptr;
-  return pnstrdup(in.user.data(), in.user.size());
+std::string_view limit_owner(const CallInput& in, const DecidedLimit& l) noexcept {
+  if (l.owner_level > 0)
+    return l.owner_id != nullptr ? std::string_view(l.owner_id) : std::string_view();
+  if (l.scope == core::ScopeKind::Endpoint) return {};
+  return in.user;
 }
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {

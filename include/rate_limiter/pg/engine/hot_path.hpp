@@ -118,9 +118,9 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 
 // limit_owner of the result records: the id whose counter the limit counts
 // in - the user for its own limits and the default rule, the ancestor's
-// id for an ancestor's - or nullptr for an endpoint-wide limit (and an
-// ancestor whose id was not found).
-const char* limit_owner(const CallInput& in, const DecidedLimit& l);
+// id for an ancestor's - or empty (SQL NULL) for an endpoint-wide limit
+// and an ancestor whose id was not found.
+std::string_view limit_owner(const CallInput& in, const DecidedLimit& l) noexcept;
 
 // The counters of `kind` among the applicable rules, main counters only,
 // with their rules: what settle_tokens gives unused tokens back to.
