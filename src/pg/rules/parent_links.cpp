@@ -146,7 +146,7 @@ bool shared_parent(const ExtensionCatalog* ext, const core::Hash128& child, Rule
 // The id of the parent whose user scope is `scope` into `out`; false when
 // its name records are not all there.
 bool shared_name(const core::Hash128& scope, RuleView view, char* out) {
-  unsigned char bytes[kNameChunks * kNameChunkBytes];
+  unsigned char bytes[kNameChunks * kNameChunkBytes] = {};
   int chunks = 1;
   for (int i = 0; i < chunks; ++i) {
     core::RuleRecord r;
