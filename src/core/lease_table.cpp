@@ -165,7 +165,7 @@ LeaseRoom LeaseTable::room(const Hash128& scope, int32_t max_in_flight, int64_t 
 }
 
 LeaseHandle LeaseTable::take(const Hash128& scope, int64_t now, int64_t expires_at,
-                             int32_t owner) noexcept {
+                             int32_t owner, int32_t owner_pid, uint32_t group) noexcept {
   LeaseHandle h;
   if (header_->free_head < 0 || scope.is_zero()) return h;
   uint32_t s = home(scope);
@@ -189,6 +189,8 @@ LeaseHandle LeaseTable::take(const Hash128& scope, int64_t now, int64_t expires_
   l.taken_at = now;
   l.expires_at = expires_at;
   l.owner = owner;
+  l.owner_pid = owner_pid;
+  l.group = group;
   l.next = slot.head;
   if (slot.head >= 0) leases_[slot.head].prev = index;
   slot.head = index;

@@ -117,7 +117,7 @@ Hash128 user_endpoint_scope(const SipKey& key, uint64_t installation, const Hash
 
 Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noexcept {
   // XOR of the low half with one constant per kind and one per role.  The
-  // twelve combinations kind ^ role are distinct (and none of their pairwise
+  // fourteen combinations kind ^ role are distinct (and none of their pairwise
   // XORs is 1, which the {0,0} remapping below relies on; both checked in
   // scope_key_test), so the keys of one scope never collide; across scopes
   // a collision needs a 2^-128 accident.  Main tokens keys are the scope
@@ -128,14 +128,15 @@ Hash128 counter_key(const Hash128& scope, LimitKind kind, CounterRole role) noex
                                                     0x94d049bb133111ebULL,
                                                     0xd6e8feb86659fd93ULL,
                                                     0xff51afd7ed558ccdULL,
-                                                    0xc4ceb9fe1a85ec53ULL};
+                                                    0xc4ceb9fe1a85ec53ULL,
+                                                    0x2545f4914f6cdd1dULL};
   const auto k = static_cast<std::size_t>(kind) < kLimitKinds ? static_cast<std::size_t>(kind) : 0;
   const auto r =
       static_cast<std::size_t>(role) < kCounterRoles ? static_cast<std::size_t>(role) : 0;
   Hash128 key = scope;
   key.lo ^= kKind[k] ^ kRole[r];
   // {0,0} marks an empty slot.  Only a scope whose hi is 0 and whose lo is
-  // one of the twelve constants gets here; 1 is none of the other keys then.
+  // one of the fourteen constants gets here; 1 is none of the other keys then.
   if (key.is_zero()) key.lo = 1;
   return key;
 }

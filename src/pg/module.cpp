@@ -48,10 +48,12 @@ void _PG_init(void) {
   shmem_startup_hook = on_shmem_startup;
 
   rate_limiter::pg::register_transaction_callbacks();
+  rate_limiter::pg::register_lease_effects();
   rate_limiter::pg::register_extension_catalog_invalidation();
   rate_limiter::pg::register_rule_change_callbacks();
   rate_limiter::pg::register_rule_lookup_reset();
   rate_limiter::pg::register_parent_link_reset();
+  rate_limiter::pg::register_concurrency_limit_reset();
   rate_limiter::pg::register_reclaim_hooks();
   rate_limiter::pg::register_usage_log_reset();
   rate_limiter::pg::register_usage_log_callbacks();

@@ -37,6 +37,9 @@
 //   "rate_limiter launcher"       a spinlock                 fixed
 //     the launcher's latch and
 //     requests                    (workers/launcher.hpp)
+//   "rate_limiter leases"         "rate_limiter_leases" (1)  rate_limiter.max_leases
+//     in-flight leases of
+//     concurrency limits          (engine/leases.hpp)
 //
 // Lock order (a lock may be taken while holding only those above it):
 //   1. the installations lock (shared or exclusive; installations.hpp);
@@ -45,8 +48,10 @@
 //      taken and released by shmem/partition_locks.cpp;
 //   4. a queue stream's lock (one stream at a time), then its pool's
 //      free-list spinlock (stream_pool.hpp);
-//   5. the revocation lock, the fail-open spinlock and the launcher's
-//      spinlock are leaves: nothing is taken while holding them.
+//   5. the revocation lock, the fail-open spinlock, the launcher's
+//      spinlock and the lease lock are leaves: nothing is taken while
+//      holding them.  The lease lock is taken by decide_call() while it
+//      holds the call's partition locks (leases.hpp), alone elsewhere.
 // No two counter-partition holders wait on each other out of order, and no
 // rate_limiter lock is held across anything that can ereport, allocate,
 // run SQL or call user code: only the pure core's arithmetic and copies
@@ -67,10 +72,11 @@ namespace rate_limiter::pg {
 
 namespace {
 
-std::array<SegmentRequest, 9> segments() {
+std::array<SegmentRequest, 10> segments() {
   return {counter_segment(),    rule_table_segment(),  installations_segment(),
           revocation_segment(), usage_queue_segment(), alert_queue_segment(),
-          key_budget_segment(), fail_open_segment(),   launcher_segment()};
+          key_budget_segment(), fail_open_segment(),   launcher_segment(),
+          lease_segment()};
 }
 
 }  // namespace
@@ -98,6 +104,7 @@ void attach_shared_memory() {
   attach_key_budget_memory();
   attach_launcher_memory();
   attach_fail_open_memory();
+  attach_lease_memory();
   shared = state;
   // The postmaster, creating the segments: load the counters and the queued
   // usage events saved at the last clean shutdown, and save them at this

@@ -1,5 +1,5 @@
 # One schema per version: a new installation of the current version
-# (rate_limiter--1.5.sql, built from sql/schema) and an installation of any
+# (rate_limiter--1.6.sql, built from sql/schema) and an installation of any
 # older version updated with ALTER EXTENSION rate_limiter UPDATE end in the
 # same catalog, and an update keeps the privileges a site granted.
 use strict;
@@ -15,7 +15,7 @@ $node->start;
 
 my $current = $node->safe_psql('postgres',
 	"SELECT default_version FROM pg_available_extensions WHERE name = 'rate_limiter'");
-is($current, '1.5', 'the current version is 1.5');
+is($current, '1.6', 'the current version is 1.6');
 
 # Everything of the extension that a schema defines, one line per fact,
 # sorted: its members, function definitions and privileges, columns (in
@@ -140,7 +140,7 @@ foreach my $f ('set_rate_limit', 'set_user_rate_limit', 'set_api_rate_limit', 's
 		"$f: proargnames end with the options");
 }
 
-foreach my $from ('1.0', '1.1', '1.2', '1.3', '1.4')
+foreach my $from ('1.0', '1.1', '1.2', '1.3', '1.4', '1.5')
 {
 	(my $db = "from_$from") =~ s/\./_/;
 	$node->safe_psql('postgres', "CREATE DATABASE $db");

@@ -111,7 +111,8 @@ TEST(CounterKey, KindsDifferAndNeverZero) {
 namespace {
 constexpr CounterRole kRoles[] = {CounterRole::Main,         CounterRole::Emergency,
                                   CounterRole::BurstBudget,  CounterRole::BurstCap,
-                                  CounterRole::AbuseDenials, CounterRole::ParentLink};
+                                  CounterRole::AbuseDenials, CounterRole::ParentLink,
+                                  CounterRole::Concurrency};
 constexpr LimitKind kKinds[] = {LimitKind::Tokens, LimitKind::Requests};
 }  // namespace
 
@@ -134,12 +135,12 @@ TEST(CounterKey, EveryKindAndRoleIsDistinctAndSharesThePartition) {
       for (const Hash128& other : keys) EXPECT_NE(key, other);
       keys.push_back(key);
     }
-  EXPECT_EQ(keys.size(), 12u);
+  EXPECT_EQ(keys.size(), 14u);
 }
 
 TEST(CounterKey, NeverZeroAndStillDistinctForAdversarialScopes) {
   // The only scopes that can hit {0,0}: hi 0 and lo equal to one of the
-  // twelve XOR masks.  Their keys must stay non-zero and pairwise distinct.
+  // fourteen XOR masks.  Their keys must stay non-zero and pairwise distinct.
   const Hash128 zero{};
   std::vector<uint64_t> masks;
   for (LimitKind k : kKinds)

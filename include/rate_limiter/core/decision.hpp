@@ -136,6 +136,8 @@ enum class Outcome : uint8_t {
   DeniedExceedsCapacity,  // no retry can ever succeed: the request needs more than
                           // some limit can ever give it (retry_after is 0: never)
   DeniedRevoked,          // the session id is revoked; set by the caller, never by decide()
+  DeniedConcurrency,      // a concurrency limit has no in-flight slot free; set by the caller
+  DeniedLeaseTableFull,   // every in-flight lease of the server is held; set by the caller
 };
 
 constexpr bool outcome_allows(Outcome o) noexcept {

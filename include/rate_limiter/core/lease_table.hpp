@@ -50,7 +50,10 @@ struct Lease {
   int32_t next = -1;    // the scope's lease list; the free list for free leases
   int32_t next_of_grant = -1;
   uint32_t generation = 0;  // bumped when the lease is taken
-  uint32_t reserved = 0;
+  // The caller's, carried as they are: who to show (a process id) and
+  // which group of grants it belongs to (an installation).
+  int32_t owner_pid = 0;
+  uint32_t group = 0;
 };
 
 struct LeaseScopeSlot {
@@ -103,7 +106,8 @@ class LeaseTable {
 
   // A new unbound lease of `scope`, expiring at expires_at.  Requires a
   // free lease (free_count() > 0; else returns an invalid handle).
-  LeaseHandle take(const Hash128& scope, int64_t now, int64_t expires_at, int32_t owner) noexcept;
+  LeaseHandle take(const Hash128& scope, int64_t now, int64_t expires_at, int32_t owner,
+                   int32_t owner_pid = 0, uint32_t group = 0) noexcept;
 
   // Binds a lease to its grant; false when the handle no longer names a
   // live unbound lease (it expired and was swept meanwhile).

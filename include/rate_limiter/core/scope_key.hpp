@@ -64,8 +64,10 @@ enum class CounterRole : uint8_t {
   AbuseDenials = 4,  // a user's denials in the abuse window (alerts; user scope, requests kind)
   ParentLink = 5,    // not a counter: the rule-table key of a user's parent link (user scope,
                      // tokens kind; hierarchy.hpp in the PostgreSQL layer)
+  Concurrency = 6,   // not a counter: a scope's concurrency limit record and its lease
+                     // scope (tokens kind; concurrency_limits.hpp in the PostgreSQL layer)
 };
-constexpr int kCounterRoles = 6;
+constexpr int kCounterRoles = 7;
 
 // The key of one counter: a scope identity with the limit kind and the
 // counter's role folded in.  Distinct for every (kind, role) of a scope.

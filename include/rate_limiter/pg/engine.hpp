@@ -13,5 +13,6 @@
 #include "rate_limiter/pg/engine/grant_charges.hpp"
 #include "rate_limiter/pg/engine/hot_path.hpp"
 #include "rate_limiter/pg/engine/key_budget.hpp"
+#include "rate_limiter/pg/engine/leases.hpp"
 #include "rate_limiter/pg/engine/result_names.hpp"
 #include "rate_limiter/pg/engine/transaction_effects.hpp"

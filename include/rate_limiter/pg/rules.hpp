@@ -5,6 +5,7 @@
 // (scripts/check_layers.py).
 #pragma once
 
+#include "rate_limiter/pg/rules/concurrency_limits.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"

@@ -13,6 +13,8 @@
 //     quota that did not exist at the grant;
 //   - the emergency allowance, the burst budget and burst caps are never
 //     given back.
+// The in-flight leases of the grant (concurrency limits, leases.hpp) end
+// at the same commit, whoever settles and in whatever backend.
 // A grant recorded before version 1.3 (no charges) is settled without a
 // refund.  A grant that charged an ancestor's quota (parent_links.hpp)
 // recorded the ancestor's id with the charge, so the refund reaches that
@@ -277,6 +279,8 @@ RL_SQL_FUNCTION(settle_tokens) {
                            used, g.tokens, id)));
   mark_settled(ext, id, g.tokens, used);
   schedule_refunds(ext, g, g.tokens - used);
+  // The grant's in-flight slots (leases.hpp) are free once this commits.
+  release_grant_leases_at_commit(lease_grant_key(ext, id));
 
   Datum values[2] = {Int64GetDatum(g.tokens), Int64GetDatum(g.tokens - used)};
   bool nulls[2] = {false, false};

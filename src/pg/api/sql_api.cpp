@@ -64,6 +64,8 @@ struct Call {
 
 void schedule_charged_refunds(const Call& call) {
   if (call.result.status != CallStatus::Decided) return;
+  // The in-flight slots follow the charges (leases.hpp).
+  release_leases_on_abort(call.result.leases);
   for (int i = 0; i < call.result.charged_count; ++i) {
     const ChargedCounter& c = call.result.charged[i];
     schedule_refund_on_abort(c.key, c.rule, c.units, c.window, c.generation);
@@ -145,6 +147,9 @@ void run_call(Call* call) {
   collect_applicable_rules(ext, call->input.user, call->input.has_endpoint, call->input.endpoint,
                            &call->rules);
   call->input.rules = &call->rules;
+  call->input.lease_group = ext->tag;
+  if (call->rules.concurrency_count > 0 && call->input.request.kind == core::CallKind::Allocate)
+    ensure_lease_exit_hook();
   if (call->rules.fallback.has[0] || call->rules.fallback.has[1])
     call->input.default_class = key_admission(true);
   call->now = limiter_now_unix();
@@ -383,6 +388,9 @@ RL_SQL_FUNCTION(allocate_tokens) {
     row.charges_len = encode_grant_charges(call.result, d.granted, call.now, charges);
     if (row.charges_len > 0) row.charges = charges;
     allocation_id = log_usage(row, call.refund_on_abort);
+    if (allocation_id > 0)
+      bind_call_leases(call.result.leases,
+                       lease_grant_key(extension_catalog(), allocation_id));
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);

@@ -200,6 +200,70 @@ void decide_into(core::Decision* out, const core::CallRequest& request, core::Ap
   new (out) core::Decision(core::decide(request, limits, n, shares, now));
 }
 
+// ---- concurrency limits (leases.hpp); under the lease lock ----
+
+bool takes_leases(const CallInput& in) noexcept {
+  return in.request.kind == core::CallKind::Allocate && in.rules != nullptr &&
+         in.rules->concurrency_count > 0;
+}
+
+// The denial of a call whose concurrency limit `c` (or the lease table) is
+// full: nothing was decided, so the result names only that limit.
+void deny_in_flight(const ConcurrencyLimit& c, core::Outcome outcome, int64 retry_at, int64 now,
+                    CallResult* out) noexcept {
+  core::Decision& d = out->decision;
+  d.outcome = outcome;
+  d.granted = 0;
+  d.binding = 0;
+  d.tokens_remaining = d.requests_remaining = -1;
+  d.binding_remaining = 0;
+  d.reset_at = retry_at > now ? retry_at : 0;
+  d.retry_after = retry_at > now ? retry_at - now : 0;
+  d.retry_found = retry_at > now;
+  d.strategy = core::Strategy::None;
+  d.burst_tokens = d.emergency_units = 0;
+  d.shadowed = false;
+  out->limit_count = 1;
+  DecidedLimit& l = out->limits[0];
+  l = DecidedLimit{};
+  l.concurrency = true;
+  l.kind = core::LimitKind::Requests;
+  l.scope = c.scope;
+  l.rule.limit = c.max_in_flight;
+  l.rule.window_micros = c.lease_timeout;
+}
+
+// Whether every concurrency limit of the call has a slot free at `now`
+// (and the table a lease for each); if not, the denial is in `out`.
+bool admit_in_flight(const CallInput& in, core::LeaseTable* t, int64 now,
+                     CallResult* out) noexcept {
+  const ApplicableRules& r = *in.rules;
+  for (int i = 0; i < r.concurrency_count; ++i) {
+    const ConcurrencyLimit& c = r.concurrency[i];
+    const core::LeaseRoom room = t->room(c.lease_scope, c.max_in_flight, now);
+    if (!room.ok) {
+      deny_in_flight(c, core::Outcome::DeniedConcurrency, room.retry_at, now, out);
+      return false;
+    }
+  }
+  if (t->free_count() < static_cast<uint32>(r.concurrency_count)) {
+    deny_in_flight(r.concurrency[0], core::Outcome::DeniedLeaseTableFull, 0, now, out);
+    return false;
+  }
+  return true;
+}
+
+void take_in_flight(const CallInput& in, core::LeaseTable* t, int64 now, CallResult* out) noexcept {
+  const ApplicableRules& r = *in.rules;
+  out->leases.count = 0;
+  for (int i = 0; i < r.concurrency_count; ++i) {
+    const ConcurrencyLimit& c = r.concurrency[i];
+    const core::LeaseHandle h =
+        t->take(c.lease_scope, now, now + c.lease_timeout, lease_owner(), MyProcPid, in.lease_group);
+    if (h.index >= 0) out->leases.handles[out->leases.count++] = h;
+  }
+}
+
 void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
   for_each_applicable(*in.rules,
                       [&](core::ScopeKind reported, const ScopeRules& r, int k,
@@ -273,9 +337,21 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   plan_limits(in, &plan);
   const core::PriorityShares shares = current_priority_shares();
 
+  const bool leased = takes_leases(in);
+
   if (plan.count == 0) {
     out->status = CallStatus::Decided;
-    decide_into(&out->decision, in.request, nullptr, 0, shares, now);
+    if (!leased) {
+      decide_into(&out->decision, in.request, nullptr, 0, shares, now);
+      return;
+    }
+    lock_leases();
+    core::LeaseTable t = lease_table();
+    if (admit_in_flight(in, &t, now, out)) {
+      decide_into(&out->decision, in.request, nullptr, 0, shares, now);
+      take_in_flight(in, &t, now, out);
+    }
+    unlock_leases();
     return;
   }
 
@@ -327,17 +403,33 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     *c.target = slot != nullptr ? &slot->state : nullptr;
     if (slot != nullptr) c.generation = core::CounterPartition::generation_of(*slot);
   }
+  // Decided by the core: false when nothing was decided (table full) or a
+  // concurrency limit denied the call before the core saw it.
+  bool decided = !table_full;
   if (!table_full) {
     if (settings.debug_hold_lock_ms > 0) pg_usleep(settings.debug_hold_lock_ms * 1000L);
-    decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
-    fill_limits(in, plan, out);
-    if (out->decision.allowed()) measure_limits(plan, out->decision, now, out);
+    // The lease lock, inside the partition locks, spans the room check,
+    // the decision and the take: no other call can take the slot between.
+    core::LeaseTable t = lease_table();
+    if (leased) {
+      lock_leases();
+      decided = admit_in_flight(in, &t, now, out);
+    }
+    if (decided) {
+      decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
+      fill_limits(in, plan, out);
+      if (out->decision.allowed()) {
+        measure_limits(plan, out->decision, now, out);
+        if (leased) take_in_flight(in, &t, now, out);
+      }
+    }
+    if (leased) unlock_leases();
   }
   for (int i = 0; i < set.count; ++i) keys_after += counter_partition(set.ids[i]).count();
   release_partitions(set);
   // ---- locks released ----
 
-  if (!table_full) {
+  if (decided) {
     const core::Decision& d = out->decision;
     // What was charged, counter by counter, for refunds.
     for (int i = 0; i < plan.count; ++i) {

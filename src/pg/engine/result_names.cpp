@@ -11,6 +11,7 @@ const char* kind_name(core::LimitKind k) {
 }
 
 const char* limit_kind_name(const DecidedLimit& l) {
+  if (l.concurrency) return "in_flight";
   if (l.burst_cap) return l.kind == core::LimitKind::Tokens ? "token_burst" : "request_burst";
   return kind_name(l.kind);
 }
@@ -52,6 +53,10 @@ const char* outcome_reason(core::Outcome outcome, bool fail_open, core::CallKind
       return "exceeds_capacity";
     case core::Outcome::DeniedRevoked:
       return "revoked";
+    case core::Outcome::DeniedConcurrency:
+      return "concurrency_limit_exceeded";
+    case core::Outcome::DeniedLeaseTableFull:
+      return "lease_table_full";
   }
   return "unknown";
 }

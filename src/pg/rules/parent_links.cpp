@@ -119,21 +119,6 @@ bool sql_links(const ExtensionCatalog* ext, RuleView view) noexcept {
          pg_atomic_read_u32(&ext->slot->rules_overflowed) != 0;
 }
 
-// The record of `key` as this transaction sees it (its own change, else
-// the shared table), if it is of `kind`.
-bool shared_record(const core::Hash128& key, RuleView view, uint8 kind, core::RuleRecord* r) {
-  switch (view == RuleView::Transaction ? own_rule_change(key, r) : OwnChange::None) {
-    case OwnChange::Upsert:
-      return r->kind == kind;
-    case OwnChange::Delete:
-    case OwnChange::Unknown:  // sql_links() was true: not called then
-      return false;
-    case OwnChange::None:
-      break;
-  }
-  return rule_table_get(key, r) == RuleProbe::Present && r->kind == kind;
-}
-
 // The parent of the user whose user scope is `child`.
 bool shared_parent(const ExtensionCatalog* ext, const core::Hash128& child, RuleView view,
                    core::Hash128* parent) {
@@ -185,6 +170,19 @@ void note_rows_changed(const ExtensionCatalog* ext, HeapTuple row, TupleDesc des
 }
 
 }  // namespace
+
+bool shared_record(const core::Hash128& key, RuleView view, uint8 kind, core::RuleRecord* r) {
+  switch (view == RuleView::Transaction ? own_rule_change(key, r) : OwnChange::None) {
+    case OwnChange::Upsert:
+      return r->kind == kind;
+    case OwnChange::Delete:
+    case OwnChange::Unknown:  // the callers ask SQL then, and do not get here
+      return false;
+    case OwnChange::None:
+      break;
+  }
+  return rule_table_get(key, r) == RuleProbe::Present && r->kind == kind;
+}
 
 core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept {
   return core::counter_key(child_user_scope, core::LimitKind::Tokens,

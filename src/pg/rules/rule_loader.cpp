@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/rules/concurrency_limits.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
@@ -78,6 +79,39 @@ bool load_table(const ExtensionCatalog* ext, InstallationSlot* slot, Oid relid,
   return valid;
 }
 
+// Reads concurrency_limits the same way: one record per row.
+bool load_concurrency(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch,
+                      uint64* loaded) {
+  if (!OidIsValid(ext->concurrency_limits)) return true;  // a script is creating it
+  const char* sql = psprintf(
+      "SELECT user_id, api_endpoint, max_in_flight, lease_timeout FROM %s.concurrency_limits",
+      ext->quoted_schema);
+  SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
+  if (plan == nullptr) elog(ERROR, "rate_limiter: could not prepare the concurrency limit load");
+  Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
+  bool valid = true;
+  for (;;) {
+    SPI_cursor_fetch(portal, true, kFetchRows);
+    if (SPI_processed == 0) break;
+    for (uint64 i = 0; i < SPI_processed && valid; ++i) {
+      core::Hash128 key;
+      core::RuleRecord record;
+      if (!concurrency_row(ext, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &key, &record, true))
+        continue;
+      bool stale = false;
+      const core::RuleWrite w = rule_table_load(key, record, &slot->rules_epoch, epoch, &stale);
+      if (stale) valid = false;
+      note_rule_write(slot, w, record);
+      if (w == core::RuleWrite::Inserted) ++*loaded;
+    }
+    SPI_freetuptable(SPI_tuptable);
+    if (!valid) break;
+  }
+  SPI_cursor_close(portal);
+  SPI_freeplan(plan);
+  return valid;
+}
+
 // Reads rate_limit_parents the same way: one record per link.
 bool load_links(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoch, uint64* loaded) {
   if (!OidIsValid(ext->rate_limit_parents)) return true;  // a script is creating it
@@ -130,7 +164,7 @@ bool load_rules(const ExtensionCatalog* ext, InstallationSlot* slot, uint64 epoc
   bool valid =
       load_table(ext, slot, ext->token_limits, core::LimitKind::Tokens, epoch, loaded) &&
       load_table(ext, slot, ext->request_limits, core::LimitKind::Requests, epoch, loaded) &&
-      load_links(ext, slot, epoch, loaded);
+      load_links(ext, slot, epoch, loaded) && load_concurrency(ext, slot, epoch, loaded);
   PopActiveSnapshot();
   SPI_finish();
   owner.restore();
@@ -145,6 +179,8 @@ void note_rule_write(InstallationSlot* slot, core::RuleWrite write,
                      const core::RuleRecord& record) noexcept {
   if (is_parent_link(record) && pg_atomic_read_u32(&slot->has_parent_links) == 0)
     pg_atomic_write_u32(&slot->has_parent_links, 1);
+  if (is_concurrency_record(record) && pg_atomic_read_u32(&slot->has_concurrency_limits) == 0)
+    pg_atomic_write_u32(&slot->has_concurrency_limits, 1);
   switch (write) {
     case core::RuleWrite::Inserted:
       pg_atomic_fetch_add_u64(&slot->rule_count, 1);
@@ -187,6 +223,7 @@ void reset_installation_rules(InstallationSlot* slot) noexcept {
     pg_atomic_write_u64(&slot->rule_count, 0);
     pg_atomic_write_u32(&slot->rules_overflowed, 0);
     pg_atomic_write_u32(&slot->has_parent_links, 0);
+    pg_atomic_write_u32(&slot->has_concurrency_limits, 0);
     pg_atomic_write_u32(&slot->rules_load_invalid, 0);
     pg_atomic_write_u64(&slot->longest_horizon, 0);
     pg_atomic_fetch_add_u64(&slot->rule_changes, 1);

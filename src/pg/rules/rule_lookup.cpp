@@ -1,6 +1,7 @@
 #include "rate_limiter/pg/rules/rule_lookup.hpp"
 
 #include "rate_limiter/core/scope_key.hpp"
+#include "rate_limiter/pg/rules/concurrency_limits.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
@@ -157,6 +158,7 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
                        view);
   }
   collect_ancestors(ext, user, has_endpoint, endpoint, out, view);
+  collect_concurrency_limits(ext, user, has_endpoint, endpoint, out, view);
 }
 
 int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "rate_limiter/pg/rules/concurrency_limits.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/support.hpp"
 
@@ -66,7 +67,7 @@ core::LimitRule burst_cap_of(const core::RuleRecord& r) noexcept {
 }
 
 int64 replay_horizon(const core::RuleRecord& r) noexcept {
-  if (is_hierarchy_record(r)) return 0;  // counts nothing
+  if (is_hierarchy_record(r) || is_concurrency_record(r)) return 0;  // counts nothing
   auto horizon = [](const core::LimitRule& rule) -> int64 {
     switch (rule.algorithm) {
       case core::Algorithm::FixedWindow:

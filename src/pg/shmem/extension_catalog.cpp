@@ -135,6 +135,7 @@ const ExtensionCatalog* extension_catalog() {
   fresh.request_limits = table_in_schema("request_limits", fresh.schema);
   fresh.token_usage = table_in_schema("token_usage", fresh.schema);
   fresh.rate_limit_parents = get_relname_relid("rate_limit_parents", fresh.schema);
+  fresh.concurrency_limits = get_relname_relid("concurrency_limits", fresh.schema);
   fresh.slot = register_installation(fresh.installation);
   fresh.tag = fresh.slot->tag;
   fresh.default_scope =

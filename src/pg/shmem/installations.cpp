@@ -46,6 +46,7 @@ void init_slot(InstallationSlot* s, int index, uint16 generation) {
   pg_atomic_init_u64(&s->rules_epoch, 0);
   pg_atomic_init_u32(&s->rules_overflowed, 0);
   pg_atomic_init_u32(&s->has_parent_links, 0);
+  pg_atomic_init_u32(&s->has_concurrency_limits, 0);
   pg_atomic_init_u64(&s->rule_count, 0);
   pg_atomic_init_u64(&s->rule_changes, 0);
   pg_atomic_init_u64(&s->longest_horizon, 0);

@@ -15,6 +15,9 @@ constexpr int kDefaultAbuseWindowS = 60;
 constexpr int kDefaultAlertIntervalS = 60;
 constexpr int kDefaultAlertFlushLagMs = 10000;
 constexpr int kDefaultAlertQueueSize = 4096;
+// In-flight leases of concurrency limits (engine/leases.hpp), about 200
+// bytes each.
+constexpr int kDefaultMaxLeases = 16384;
 
 }  // namespace
 
@@ -67,6 +70,7 @@ Settings settings = {
     /* debug_clock_s */ 0,
     /* debug_revocation_load_delay_ms */ 0,
     /* debug_rule_load_delay_ms */ 0,
+    /* max_leases */ kDefaultMaxLeases,
 };
 
 namespace {
@@ -189,6 +193,15 @@ void define_settings() {
       "Fill level of the counter table (percent) from which a table_filling alert is raised.",
       "0 disables the alert.", &settings.alert_table_fill, 90, 0, 100, PGC_SIGHUP, 0, nullptr,
       nullptr, nullptr);
+
+  DefineCustomIntVariable(
+      "rate_limiter.max_leases",
+      "Maximum number of in-flight leases (unsettled grants under a concurrency limit), over all "
+      "databases.",
+      "When all are held, a call under a concurrency limit is denied with reason "
+      "lease_table_full.",
+      &settings.max_leases, kDefaultMaxLeases, 1, 1 << 24, PGC_POSTMASTER, 0, nullptr, nullptr,
+      nullptr);
 
   DefineCustomIntVariable(
       "rate_limiter.max_revocations",

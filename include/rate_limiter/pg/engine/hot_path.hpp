@@ -12,6 +12,7 @@
 
 #include "rate_limiter/core/counter_table.hpp"
 #include "rate_limiter/core/decision.hpp"
+#include "rate_limiter/pg/engine/leases.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/support.hpp"
 
@@ -27,6 +28,7 @@ struct CallInput {
   // and of users under the default rule.
   core::Admission configured;
   core::Admission default_class;
+  uint32 lease_group = 0;  // the installation's tag: whose leases (leases.hpp) a call takes
 };
 
 enum class CallStatus {
@@ -43,6 +45,9 @@ struct DecidedLimit {
   core::LimitKind kind = core::LimitKind::Tokens;
   core::ScopeKind scope = core::ScopeKind::User;  // as reported (Default: the default rule)
   bool burst_cap = false;  // a burst cap: burst_limit over burst_window_seconds
+  // A concurrency limit (only ever the binding limit of a call it denied):
+  // rule.limit is max_in_flight, rule.window_micros the lease timeout.
+  bool concurrency = false;
   core::LimitRule rule;
   // Whose limit it is: 0 the call's own scopes (the user's, the default
   // rule's, the endpoint's), i > 0 the user's i-th ancestor, whose user
@@ -90,6 +95,8 @@ struct CallResult {
   int limit_count = 0;
   UninitializedArray<ChargedCounter, kMaxChargedCounters> charged;  // [0, charged_count)
   int charged_count = 0;
+  // The in-flight leases an allowed allocation took (leases.hpp).
+  CallLeases leases;
 
   // The limit the result record reports, or nullptr (no limit applied,
   // revoked, fail-open).

@@ -44,6 +44,12 @@ constexpr uint8 kParentLinkKind = 0x80;
 constexpr uint8 kParentNameKind = 0x81;
 
 core::Hash128 parent_link_key(const core::Hash128& child_user_scope) noexcept;
+
+// The record of `key` as this transaction sees it (its own change, else
+// the shared table), if it is of `kind` (a record that is not a limit:
+// links, names, concurrency limits).  Not for a view whose lookups must go
+// to SQL (rules overflowed, or a TRUNCATE pending in this transaction).
+bool shared_record(const core::Hash128& key, RuleView view, uint8 kind, core::RuleRecord* r);
 bool is_parent_link(const core::RuleRecord& r) noexcept;
 // A link or a name record: counts nothing, has no shape.
 bool is_hierarchy_record(const core::RuleRecord& r) noexcept;

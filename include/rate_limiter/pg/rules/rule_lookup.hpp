@@ -51,6 +51,15 @@ struct AncestorRules {
   char id[core::kMaxIdBytes + 1];
 };
 
+// A concurrency limit of the call's own scopes (concurrency_limits.hpp):
+// the lease scope and the limit.
+struct ConcurrencyLimit {
+  core::Hash128 lease_scope;
+  core::ScopeKind scope = core::ScopeKind::User;  // User or UserEndpoint
+  int32 max_in_flight = 0;
+  int64 lease_timeout = 0;  // microseconds
+};
+
 // The scopes that can apply to a call for (user, endpoint), looked up.
 struct ApplicableRules {
   ApplicableRules() noexcept {}  // the ancestors stay unconstructed (see below)
@@ -60,6 +69,7 @@ struct ApplicableRules {
     user_endpoint_scope = user_scope = endpoint_scope = default_scope = core::Hash128{};
     user_endpoint = user = endpoint = fallback = ScopeRules{};
     ancestor_count = 0;
+    concurrency_count = 0;
   }
 
   bool any = false;  // false: no rule applies (nothing below is set)
@@ -69,6 +79,10 @@ struct ApplicableRules {
   // each written whole by the lookup before it is read.
   int ancestor_count = 0;
   UninitializedArray<AncestorRules, core::kMaxAncestors> ancestors;
+  // The user's and the user's-on-this-endpoint concurrency limits,
+  // [0, concurrency_count), user+endpoint first.
+  int concurrency_count = 0;
+  ConcurrencyLimit concurrency[2];
 };
 
 void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user, bool has_endpoint,

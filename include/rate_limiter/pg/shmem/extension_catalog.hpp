@@ -25,6 +25,7 @@ struct ExtensionCatalog {
   Oid request_limits;
   Oid token_usage;
   Oid rate_limit_parents;  // InvalidOid while a script creates it
+  Oid concurrency_limits;  // InvalidOid while a script creates it
   // The installation's slot in the registry (installations.hpp) and its
   // tag, registered on first use.
   InstallationSlot* slot;

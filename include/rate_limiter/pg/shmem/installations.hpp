@@ -79,6 +79,8 @@ struct InstallationSlot {
   // Set when a parent link reaches the table (parent_links.hpp), cleared
   // by a reset: until then no call needs to look for ancestors there.
   pg_atomic_uint32 has_parent_links;
+  // The same for concurrency limits (concurrency_limits.hpp).
+  pg_atomic_uint32 has_concurrency_limits;
   // An upper bound of how far back a usage row can still count for any rule
   // of the installation (microseconds); raised as rules arrive, reset by a
   // reload.  The counter rebuild and retention read it instead of scanning

@@ -68,6 +68,7 @@ struct Settings {
   int debug_clock_s;                   // rate_limiter.debug_clock (developer): 0 = wall clock
   int debug_revocation_load_delay_ms;  // rate_limiter.debug_revocation_load_delay_ms (developer)
   int debug_rule_load_delay_ms;        // rate_limiter.debug_rule_load_delay_ms (developer)
+  int max_leases;  // rate_limiter.max_leases (postmaster): in-flight leases, all databases
 };
 
 extern Settings settings;

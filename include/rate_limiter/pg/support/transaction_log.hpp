@@ -12,6 +12,7 @@
 //   Usage        usage/usage_pending             refund_on_abort calls in async mode
 //   Counter      engine/transaction_effects      settle_tokens, reset, refund_on_abort, fail-open
 //   charges
+//   Lease        engine/leases                   settle_tokens, refund_on_abort (in-flight leases)
 //
 // Rules of the log (the only place they are decided):
 //  - COMMIT and PREPARE apply the kinds in the order above (a revoked token
@@ -41,8 +42,8 @@
 
 namespace rate_limiter::pg {
 
-enum class EffectKind : uint8 { Revocation = 0, Usage = 1, Counter = 2 };  // commit order
-constexpr int kEffectKinds = 3;
+enum class EffectKind : uint8 { Revocation = 0, Usage = 1, Counter = 2, Lease = 3 };  // commit order
+constexpr int kEffectKinds = 4;
 
 enum class EffectPhase : uint8 { Commit, Prepare, Abort, Rollback };
 

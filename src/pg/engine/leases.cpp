@@ -1,0 +1,175 @@
+#include "rate_limiter/pg/engine/leases.hpp"
+
+#include "rate_limiter/pg/engine/hot_path.hpp"
+
+namespace rate_limiter::pg {
+namespace {
+
+constexpr const char* kSegmentName = "rate_limiter leases";
+constexpr const char* kTrancheName = "rate_limiter_leases";
+
+void* table_memory = nullptr;
+LWLock* lock = nullptr;
+bool exit_hook_registered = false;
+
+Size table_bytes() {
+  return core::LeaseTable::bytes_for(static_cast<uint32>(settings.max_leases));
+}
+
+// This backend is leaving: whatever it still holds is free again.
+void release_at_exit(int, Datum) {
+  if (table_memory == nullptr || lock == nullptr || MyProc == nullptr) return;
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  lease_table().release_owner(lease_owner());
+  LWLockRelease(lock);
+}
+
+// ---- EffectKind::Lease (transaction_log.hpp) ----
+
+struct LeaseEffect {
+  bool at_commit;           // settle: release `grant` at commit; else the call's handles at abort
+  core::Hash128 grant;
+  CallLeases leases;
+};
+
+void end_effect(const LeaseEffect& e) noexcept {
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  core::LeaseTable t = lease_table();
+  if (e.at_commit) {
+    t.release_grant(e.grant);
+  } else {
+    for (int i = 0; i < e.leases.count; ++i) t.release(e.leases.handles[i]);
+  }
+  LWLockRelease(lock);
+}
+
+void at_commit(Effect& e) {
+  const LeaseEffect& l = e.as<LeaseEffect>();
+  if (l.at_commit) end_effect(l);
+}
+
+void at_abort(Effect& e) {
+  const LeaseEffect& l = e.as<LeaseEffect>();
+  if (!l.at_commit) end_effect(l);
+}
+
+// A ROLLBACK TO SAVEPOINT ends the leases of the calls made since, as it
+// refunds their charges; a settle rolled back releases nothing.
+bool rolled_back(Effect& e) {
+  at_abort(e);
+  return false;
+}
+
+// A settle's release would have to happen at a COMMIT PREPARED in another
+// session, which these callbacks cannot follow: PREPARE is refused, as for
+// the settle's refunds (transaction_effects.hpp).  An abort-time release
+// is dropped at PREPARE, as the abort-time refunds are: the lease then
+// ends by settle, exit or timeout.
+bool blocks_prepare(const Effect& e) { return e.as<LeaseEffect>().at_commit; }
+
+constexpr EffectHandlers kHandlers = {
+    blocks_prepare, "cannot PREPARE a transaction that settled tokens",
+    at_commit,      nullptr,
+    at_abort,       rolled_back,
+    nullptr,        nullptr,
+    nullptr,
+};
+
+void record(const LeaseEffect& l) { record_effect(EffectKind::Lease)->as<LeaseEffect>() = l; }
+
+}  // namespace
+
+SegmentRequest lease_segment() { return {kSegmentName, table_bytes(), kTrancheName, 1}; }
+
+void attach_lease_memory() {
+  bool found = false;
+  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+  table_memory = ShmemInitStruct(kSegmentName, table_bytes(), &found);
+  if (!found) core::LeaseTable::initialize(table_memory, static_cast<uint32>(settings.max_leases));
+  lock = &GetNamedLWLockTranche(kTrancheName)[0].lock;
+  LWLockRelease(AddinShmemInitLock);
+}
+
+void lock_leases() noexcept { LWLockAcquire(lock, LW_EXCLUSIVE); }
+void unlock_leases() noexcept { LWLockRelease(lock); }
+core::LeaseTable lease_table() noexcept { return core::LeaseTable(table_memory); }
+int32 lease_owner() noexcept { return MyProc != nullptr ? MyProc->pgprocno : -1; }
+
+void ensure_lease_exit_hook() {
+  if (exit_hook_registered) return;
+  before_shmem_exit(release_at_exit, 0);
+  exit_hook_registered = true;
+}
+
+core::Hash128 lease_grant_key(const ExtensionCatalog* ext, int64 allocation_id) noexcept {
+  return core::Hash128{ext->installation, static_cast<uint64>(allocation_id)};
+}
+
+void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noexcept {
+  if (leases.count == 0) return;
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  core::LeaseTable t = lease_table();
+  for (int i = 0; i < leases.count; ++i) t.bind(leases.handles[i], grant);
+  LWLockRelease(lock);
+}
+
+void release_leases_on_abort(const CallLeases& leases) {
+  if (leases.count == 0) return;
+  LeaseEffect l{};
+  l.at_commit = false;
+  l.leases = leases;
+  record(l);
+}
+
+void release_grant_leases_at_commit(const core::Hash128& grant) {
+  LeaseEffect l{};
+  l.at_commit = true;
+  l.grant = grant;
+  record(l);
+}
+
+int32 leases_in_flight(const core::Hash128& lease_scope, int64 now) noexcept {
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  const int32 n = lease_table().room(lease_scope, 0, now).in_flight;
+  LWLockRelease(lock);
+  return n;
+}
+
+void register_lease_effects() { register_effect_kind(EffectKind::Lease, &kHandlers); }
+
+}  // namespace rate_limiter::pg
+
+using namespace rate_limiter;
+using namespace rate_limiter::pg;
+
+// rate_limiter_leases() -> (allocation_id, pid, acquired_at, expires_at):
+// the leases of this installation, copied under the lock (into memory
+// allocated before it) and returned after.
+RL_SQL_FUNCTION(rate_limiter_leases) {
+  require_shared_state();
+  const ExtensionCatalog* ext = extension_catalog();
+  InitMaterializedSRF(fcinfo, 0);
+  ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+  const uint32 capacity = static_cast<uint32>(settings.max_leases);
+  auto* copy = static_cast<core::Lease*>(palloc(sizeof(core::Lease) * capacity));
+  uint32 n = 0;
+  const int64 now = limiter_now_unix();
+  lock_leases();
+  core::LeaseTable t = lease_table();
+  for (uint32 i = 0; i < t.capacity() && n < capacity; ++i) {
+    const core::Lease& l = t.lease_at(i);
+    if (l.scope.is_zero() || l.group != ext->tag || l.expires_at <= now) continue;
+    copy[n++] = l;
+  }
+  unlock_leases();
+  for (uint32 i = 0; i < n; ++i) {
+    const core::Lease& l = copy[i];
+    const bool bound = l.grant.hi == ext->installation && !l.grant.is_zero();
+    Datum values[4] = {Int64GetDatum(static_cast<int64>(l.grant.lo)), Int32GetDatum(l.owner_pid),
+                       TimestampTzGetDatum(unix_to_timestamptz(l.taken_at)),
+                       TimestampTzGetDatum(unix_to_timestamptz(l.expires_at))};
+    bool nulls[4] = {!bound, false, false, false};
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+  return (Datum)0;
+}
