@@ -350,6 +350,8 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     if (admit_in_flight(in, &t, now, out)) {
       decide_into(&out->decision, in.request, nullptr, 0, shares, now);
       take_in_flight(in, &t, now, out);
+      // A limit applied (the concurrency limit): "granted", not "no_limit".
+      out->decision.outcome = core::Outcome::Granted;
     }
     unlock_leases();
     return;
