@@ -185,6 +185,40 @@ mismatched=$(psql_q "
 check "hierarchy: each user's own counter equals its rows, within 3000" "$mismatched" 0
 psql_q "DELETE FROM rate_limit_parents WHERE child_id LIKE 'stress_h_%'" >/dev/null
 
+# 7. An in-flight limit: every client allocates from stress_cc (at most 4
+# unsettled grants at once), holds the grant a moment and settles it.
+# Proved two ways: every grant saw at most 4 leases of the database held
+# (stress_cc has the only concurrency limit), and the intervals the
+# clients recorded while holding a grant (each inside its lease) never
+# overlap more than 4 deep.  Afterwards no lease is left.
+psql_q "SELECT set_concurrency_limit('stress_cc', 4);
+        SELECT set_rate_limit('stress_cc', 1000000000, '3650 days');
+        SELECT reset_rate_limit('stress_cc');
+        DELETE FROM token_usage WHERE user_id = 'stress_cc';
+        SET client_min_messages = warning;
+        DROP TABLE IF EXISTS stress_cc_seen;
+        CREATE TABLE stress_cc_seen (aid bigint PRIMARY KEY, held bigint, held_from timestamptz,
+                                     held_to timestamptz);" >/dev/null
+bench alloc_in_flight.sql
+granted=$(psql_q "SELECT count(*) FROM token_usage WHERE user_id = 'stress_cc'")
+seen=$(psql_q "SELECT max(held) FROM stress_cc_seen")
+check "in-flight: no grant saw more than 4 leases held" "$([ "$seen" -le 4 ] && echo yes)" yes
+check "in-flight: every grant recorded its interval" \
+  "$(psql_q "SELECT count(*) FROM stress_cc_seen WHERE held_to IS NOT NULL")" "$granted"
+check "in-flight: every grant was settled" \
+  "$(psql_q "SELECT count(*) FROM token_usage WHERE user_id = 'stress_cc' AND settled_at IS NULL")" 0
+deepest=$(psql_q "
+  WITH ev AS (SELECT held_from AS t, 1 AS d FROM stress_cc_seen
+              UNION ALL
+              SELECT held_to, -1 FROM stress_cc_seen)
+  SELECT max(depth) FROM (SELECT sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS depth FROM ev) x")
+check "in-flight: grants outstanding at once never exceeded 4" "$([ "$deepest" -le 4 ] && echo yes)" yes
+check "in-flight: the limit bit (some calls were denied, slots were reused)" \
+  "$([ "$granted" -lt $((CLIENTS * TXNS)) ] && [ "$granted" -gt 4 ] && echo yes)" yes
+check "in-flight: no lease is left" "$(psql_q "SELECT count(*) FROM rate_limiter_leases()")" 0
+echo "  in-flight: $granted of $((CLIENTS * TXNS)) calls granted, deepest overlap $deepest"
+psql_q "DROP TABLE stress_cc_seen; SELECT remove_concurrency_limit('stress_cc');" >/dev/null
+
 psql_q "SELECT remove_default_rate_limit();" >/dev/null
 echo "stress: $failures failed"
 [ "$failures" -eq 0 ]
