@@ -55,13 +55,18 @@ SELECT is((SELECT count(*) FROM rate_limiter_leases() l JOIN token_usage t ON t.
             WHERE t.user_id = :'run' || 'u' AND t.api_endpoint = 'chat'), 2::bigint,
           'the chat grant holds two leases, both bound to its allocation');
 
--- All or nothing the other way: a call the token quota denies takes no slot.
+-- All or nothing the other way: a call the token quota denies takes no
+-- slot.  v: 10 tokens, 2 in flight.
 SELECT set_rate_limit(:'run' || 'v', 10, '1 day');
-SELECT set_concurrency_limit(:'run' || 'v', 1);
-SELECT is((SELECT reason FROM allocate_tokens(:'run' || 'v', 6, 'high', context => '{"all_or_nothing": true}')),
-          'insufficient_quota', 'the token quota denies first (6 > floor(0.5 * 10))');
-SELECT is((SELECT reason FROM allocate_tokens(:'run' || 'v', 5, 'high')), 'granted',
-          'and the denied call held no slot');
+SELECT set_concurrency_limit(:'run' || 'v', 2);
+SELECT is((SELECT string_agg(a.reason, ',' ORDER BY g)
+             FROM (VALUES (1, 5, false), (2, 3, true), (3, 1, false), (4, 1, false)) r(g, n, aon),
+                  LATERAL allocate_tokens(:'run' || 'v', r.n, 'high',
+                                          context => jsonb_build_object('all_or_nothing', r.aon)) a),
+          'granted,insufficient_quota,granted,concurrency_limit_exceeded',
+          'the quota-denied call (3 > floor(0.5 * 5)) held no slot: the next one got the second');
+SELECT is((SELECT used FROM get_rate_limit_status(:'run' || 'v') WHERE limit_kind = 'tokens'),
+          6::bigint, 'and the in-flight denial charged nothing');
 
 -- A hierarchy: the user's in-flight limit and the team's token quota both apply.
 SELECT set_rate_limit(:'run' || 'team', 4, '1 day');
