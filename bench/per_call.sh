@@ -20,7 +20,9 @@ rl_build_and_install
 dir=$(mktemp -d /tmp/rate_limiter_bench.XXXXXX)
 port=$(rl_free_port 54350)
 trap 'rl_stop_server "$dir"; rm -rf "$dir"' EXIT
-rl_start_server "$dir" "$port" "rate_limiter.max_keys = 100000"
+# Every granted call of the in-flight loop holds its lease until the loop's
+# session ends: room for all of them.
+rl_start_server "$dir" "$port" "rate_limiter.max_keys = 100000" "rate_limiter.max_leases = $((CALLS + 1000))"
 q() { psql -X -q -t -A -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 q -c "CREATE EXTENSION rate_limiter" \
@@ -44,6 +46,7 @@ declare -A label=(
   [grant_sync]="allocate_tokens, granted, usage_log = sync"
   [own]="allocate_tokens, granted, the user's own quota"
   [tree]="allocate_tokens, granted, quotas of user, team, tenant"
+  [tree_cc]="  ... and the user's in-flight limit (takes a lease)"
   [denied]="allocate_tokens, denied (no row written)"
   [check]="check_rate_limit, denied (no row written)")
 declare -A expr=(
@@ -52,19 +55,23 @@ declare -A expr=(
   [grant_sync]="allocate_tokens('u' || (g % 1000), 1, 'low')"
   [own]="allocate_tokens('o' || (g % 1000), 1, 'low')"
   [tree]="allocate_tokens('h' || (g % 1000), 1, 'low')"
+  [tree_cc]="allocate_tokens('c' || (g % 1000), 1, 'low')"
   [denied]="allocate_tokens(denied_user(g), 1, 'low')"
   [check]="check_rate_limit(denied_user(g))")
-order=(trivial grant grant_sync own tree denied check)
+order=(trivial grant grant_sync own tree tree_cc denied check)
 declare -A options=([grant_sync]="-c rate_limiter.usage_log=sync")
 
 # o0..o999 have a token quota each; h0..h999 too, and are members of two
 # teams under one tenant, each with a token quota: a call checks and
-# charges three levels (hierarchies: set_parent).
+# charges three levels (hierarchies: set_parent).  c0..c999 are the same
+# as h0..h999 and have an in-flight limit each (never reached): a call
+# also takes a lease.
 q -c "SELECT set_rate_limit(p || g, 1000000000000, '3650 days')
-        FROM unnest(ARRAY['o', 'h']) p, generate_series(0, 999) g" \
+        FROM unnest(ARRAY['o', 'h', 'c']) p, generate_series(0, 999) g" \
   -c "SELECT set_rate_limit(t, 1000000000000, '3650 days') FROM unnest(ARRAY['team0', 'team1', 'tenant']) t" \
   -c "SELECT set_parent('team' || t, 'tenant') FROM generate_series(0, 1) t" \
-  -c "SELECT set_parent('h' || g, 'team' || (g % 2)) FROM generate_series(0, 999) g" >/dev/null
+  -c "SELECT set_parent(p || g, 'team' || (g % 2)) FROM unnest(ARRAY['h', 'c']) p, generate_series(0, 999) g" \
+  -c "SELECT set_concurrency_limit('c' || g, 1000000) FROM generate_series(0, 999) g" >/dev/null
 
 # Users d0..d999 have used up a one-request limit, so their calls are denied
 # after the locked decision and write nothing.
@@ -91,3 +98,5 @@ for k in "${order[@]}"; do
 done
 awk -v t="$(median ${times[tree]})" -v o="$(median ${times[own]})" \
   'BEGIN { printf "three-level hierarchy / own quota only: %.2f\n", t / o }'
+awk -v t="$(median ${times[tree_cc]})" -v o="$(median ${times[own]})" \
+  'BEGIN { printf "three-level hierarchy and an in-flight limit / own quota only: %.2f\n", t / o }'
