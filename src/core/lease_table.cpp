@@ -8,7 +8,9 @@
 namespace rate_limiter::core {
 namespace {
 
-constexpr std::size_t align8(std::size_t n) noexcept { return (n + 7) & ~static_cast<std::size_t>(7); }
+constexpr std::size_t align8(std::size_t n) noexcept {
+  return (n + 7) & ~static_cast<std::size_t>(7);
+}
 
 uint32_t slots_for(uint32_t capacity) noexcept { return 2 * capacity + 1; }
 
@@ -35,7 +37,8 @@ void LeaseTable::initialize(void* memory, uint32_t capacity) noexcept {
   capacity = std::clamp<uint32_t>(capacity, 1, kMaxLeaseCapacity);
   const Layout l = layout_of(capacity);
   auto* base = static_cast<unsigned char*>(memory);
-  auto* header = new (base) LeaseTableHeader{};
+  new (base) LeaseTableHeader{};
+  auto* header = reinterpret_cast<LeaseTableHeader*>(base);
   header->capacity = capacity;
   header->nslots = slots_for(capacity);
   auto* leases = reinterpret_cast<Lease*>(base + l.leases);
@@ -164,8 +167,8 @@ LeaseRoom LeaseTable::room(const Hash128& scope, int32_t max_in_flight, int64_t 
   return r;
 }
 
-LeaseHandle LeaseTable::take(const Hash128& scope, int64_t now, int64_t expires_at,
-                             int32_t owner, int32_t owner_pid, uint32_t group) noexcept {
+LeaseHandle LeaseTable::take(const Hash128& scope, int64_t now, int64_t expires_at, int32_t owner,
+                             int32_t owner_pid, uint32_t group) noexcept {
   LeaseHandle h;
   if (header_->free_head < 0 || scope.is_zero()) return h;
   uint32_t s = home(scope);
@@ -232,8 +235,8 @@ int LeaseTable::release_grant(const Hash128& grant) noexcept {
   int n = 0;
   // Each end_lease() removes one lease of the chain (and the slot with the
   // last one); the bound only guards against a corrupted chain.
-  for (int64_t g = find_grant(grant); g >= 0 && grants_[g].first >= 0 &&
-                                      static_cast<uint32_t>(n) < header_->capacity;
+  for (int64_t g = find_grant(grant);
+       g >= 0 && grants_[g].first >= 0 && static_cast<uint32_t>(n) < header_->capacity;
        g = find_grant(grant)) {
     end_lease(grants_[g].first);
     ++n;

@@ -72,7 +72,7 @@ TEST(LeaseTable, ReleaseOwnerAndStaleHandles) {
   EXPECT_EQ(lt.release_owner(5), 2);
   EXPECT_EQ(lt.in_flight(scope_of(1)), 0);
   EXPECT_EQ(lt.in_flight(scope_of(2)), 1);
-  EXPECT_FALSE(lt.release(a));  // ended already
+  EXPECT_FALSE(lt.release(a));                            // ended already
   const LeaseHandle c = lt.take(scope_of(3), 0, 100, 7);  // may reuse a's index
   EXPECT_FALSE(lt.bind(a, grant_of(1)));
   EXPECT_TRUE(lt.release(c));
@@ -131,12 +131,16 @@ TEST(LeaseTable, AgreesWithAModel) {
           ASSERT_LE(r.in_flight, held);
         }
         if (r.in_flight < held) {  // swept: drop the expired from the model
-          model.erase(std::remove_if(model.begin(), model.end(),
-                                     [&](const M& m) { return m.scope == scope && m.expires <= now; }),
-                      model.end());
+          model.erase(
+              std::remove_if(model.begin(), model.end(),
+                             [&](const M& m) { return m.scope == scope && m.expires <= now; }),
+              model.end());
         }
         if (r.ok && lt.free_count() > 0) {
-          M m{scope, now + 1 + static_cast<int64_t>(rng() % 200), static_cast<int>(rng() % 4), -1,
+          M m{scope,
+              now + 1 + static_cast<int64_t>(rng() % 200),
+              static_cast<int>(rng() % 4),
+              -1,
               {}};
           m.h = lt.take(scope_of(scope), now, m.expires, m.owner);
           ASSERT_GE(m.h.index, 0);

@@ -41,13 +41,13 @@ constexpr uint32_t kMaxLeaseCapacity = 1u << 24;
 constexpr int32_t kMaxInFlight = 1'000'000;
 
 struct Lease {
-  Hash128 scope;        // {0,0}: free
-  Hash128 grant;        // {0,0}: not bound yet
+  Hash128 scope;  // {0,0}: free
+  Hash128 grant;  // {0,0}: not bound yet
   int64_t taken_at = 0;
   int64_t expires_at = 0;
-  int32_t owner = -1;   // who took it (a backend's process number)
-  int32_t prev = -1;    // the scope's lease list
-  int32_t next = -1;    // the scope's lease list; the free list for free leases
+  int32_t owner = -1;  // who took it (a backend's process number)
+  int32_t prev = -1;   // the scope's lease list
+  int32_t next = -1;   // the scope's lease list; the free list for free leases
   int32_t next_of_grant = -1;
   uint32_t generation = 0;  // bumped when the lease is taken
   // The caller's, carried as they are: who to show (a process id) and
@@ -83,9 +83,9 @@ struct LeaseHandle {
 
 // What a scope has room for at `now` under a limit of `max_in_flight`.
 struct LeaseRoom {
-  bool ok = false;         // in_flight < max_in_flight
-  int32_t in_flight = 0;   // live leases of the scope
-  int64_t retry_at = 0;    // !ok: when the earliest lease expires
+  bool ok = false;        // in_flight < max_in_flight
+  int32_t in_flight = 0;  // live leases of the scope
+  int64_t retry_at = 0;   // !ok: when the earliest lease expires
 };
 
 class LeaseTable {

@@ -389,8 +389,7 @@ RL_SQL_FUNCTION(allocate_tokens) {
     if (row.charges_len > 0) row.charges = charges;
     allocation_id = log_usage(row, call.refund_on_abort);
     if (allocation_id > 0)
-      bind_call_leases(call.result.leases,
-                       lease_grant_key(extension_catalog(), allocation_id));
+      bind_call_leases(call.result.leases, lease_grant_key(extension_catalog(), allocation_id));
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);

@@ -258,8 +258,8 @@ void take_in_flight(const CallInput& in, core::LeaseTable* t, int64 now, CallRes
   out->leases.count = 0;
   for (int i = 0; i < r.concurrency_count; ++i) {
     const ConcurrencyLimit& c = r.concurrency[i];
-    const core::LeaseHandle h =
-        t->take(c.lease_scope, now, now + c.lease_timeout, lease_owner(), MyProcPid, in.lease_group);
+    const core::LeaseHandle h = t->take(c.lease_scope, now, now + c.lease_timeout, lease_owner(),
+                                        MyProcPid, in.lease_group);
     if (h.index >= 0) out->leases.handles[out->leases.count++] = h;
   }
 }

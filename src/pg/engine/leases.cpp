@@ -12,9 +12,7 @@ void* table_memory = nullptr;
 LWLock* lock = nullptr;
 bool exit_hook_registered = false;
 
-Size table_bytes() {
-  return core::LeaseTable::bytes_for(static_cast<uint32>(settings.max_leases));
-}
+Size table_bytes() { return core::LeaseTable::bytes_for(static_cast<uint32>(settings.max_leases)); }
 
 // This backend is leaving: whatever it still holds is free again.
 void release_at_exit(int, Datum) {
@@ -27,7 +25,7 @@ void release_at_exit(int, Datum) {
 // ---- EffectKind::Lease (transaction_log.hpp) ----
 
 struct LeaseEffect {
-  bool at_commit;           // settle: release `grant` at commit; else the call's handles at abort
+  bool at_commit;  // settle: release `grant` at commit; else the call's handles at abort
   core::Hash128 grant;
   CallLeases leases;
 };

@@ -59,8 +59,7 @@ void read_limits(const ExtensionCatalog* ext, std::string_view user, bool has_en
   SPIPlanPtr plan = prepare_limits(ext);
   Datum values[3] = {
       PointerGetDatum(cstring_to_text_with_len(user.data(), static_cast<int>(user.size()))),
-      PointerGetDatum(
-          cstring_to_text_with_len(endpoint.data(), static_cast<int>(endpoint.size()))),
+      PointerGetDatum(cstring_to_text_with_len(endpoint.data(), static_cast<int>(endpoint.size()))),
       BoolGetDatum(has_endpoint)};
   // As rule_lookup.cpp does: the committed view hides this transaction's
   // own changes.
@@ -80,8 +79,7 @@ void read_limits(const ExtensionCatalog* ext, std::string_view user, bool has_en
     bool isnull = false;
     const int at = DatumGetBool(SPI_getbinval(t, d, 1, &isnull)) ? 0 : 1;
     const int32 max = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
-    const int64 timeout =
-        interval_to_micros(DatumGetIntervalP(SPI_getbinval(t, d, 3, &isnull)));
+    const int64 timeout = interval_to_micros(DatumGetIntervalP(SPI_getbinval(t, d, 3, &isnull)));
     rows[at] = concurrency_record(max, timeout);
     have[at] = true;
   }
@@ -119,8 +117,8 @@ core::RuleRecord concurrency_record(int32 max_in_flight, int64 lease_timeout_mic
   return r;
 }
 
-bool concurrency_row(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc,
-                     core::Hash128* key, core::RuleRecord* record, bool want_record) {
+bool concurrency_row(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc, core::Hash128* key,
+                     core::RuleRecord* record, bool want_record) {
   bool isnull = false;
   const Datum user = SPI_getbinval(row, desc, SPI_fnumber(desc, "user_id"), &isnull);
   if (isnull) return false;

@@ -34,8 +34,8 @@ bool is_concurrency_record(const core::RuleRecord& r) noexcept;
 core::RuleRecord concurrency_record(int32 max_in_flight, int64 lease_timeout_micros) noexcept;
 
 // The key and record of one row of concurrency_limits.
-bool concurrency_row(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc,
-                     core::Hash128* key, core::RuleRecord* record, bool want_record);
+bool concurrency_row(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc, core::Hash128* key,
+                     core::RuleRecord* record, bool want_record);
 
 // The concurrency limits of the call's own scopes into out->concurrency
 // (user+endpoint first), after collect_applicable_rules() set the scopes.

@@ -42,7 +42,12 @@
 
 namespace rate_limiter::pg {
 
-enum class EffectKind : uint8 { Revocation = 0, Usage = 1, Counter = 2, Lease = 3 };  // commit order
+enum class EffectKind : uint8 {
+  Revocation = 0,
+  Usage = 1,
+  Counter = 2,
+  Lease = 3
+};  // commit order
 constexpr int kEffectKinds = 4;
 
 enum class EffectPhase : uint8 { Commit, Prepare, Abort, Rollback };
