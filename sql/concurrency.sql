@@ -30,6 +30,15 @@ SELECT count(*) AS leases_before_commit FROM rate_limiter_leases();
 COMMIT;
 SELECT count(*) AS leases_after_commit FROM rate_limiter_leases();
 SELECT success, reason FROM allocate_tokens('cc_user', 10, 'high');
+-- A settle whose slot release is pending cannot be prepared (its commit
+-- would happen in another session), even with nothing to refund; the
+-- failed PREPARE rolls back and the slot stays held.
+\set VERBOSITY terse
+BEGIN;
+SELECT tokens_refunded FROM settle_tokens(:g2, 10);
+PREPARE TRANSACTION 'cc_settle';
+\set VERBOSITY default
+SELECT count(*) AS leases FROM rate_limiter_leases();
 -- A settle that rolls back frees nothing.
 BEGIN;
 SELECT tokens_refunded FROM settle_tokens(:g2, 10);

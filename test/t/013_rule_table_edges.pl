@@ -66,6 +66,23 @@ sql(q{SELECT allocate_tokens('o' || g, 1, 'high') FROM generate_series(1, 300) g
 is(sql(q{SELECT used FROM get_rate_limit_status('ot')}), '301', 'overflow: removed links are gone');
 sql(q{SELECT remove_rate_limit('ot')});
 
+# In-flight limits overflow like rules: read from concurrency_limits (each
+# psql session below ends, and frees its leases, before the next).
+sql(q{INSERT INTO concurrency_limits (user_id, max_in_flight) SELECT 'o' || g, 2 FROM generate_series(1, 300) g});
+sql(q{INSERT INTO concurrency_limits (user_id, api_endpoint, max_in_flight) VALUES ('o7', 'chat', 1)});
+is(sql(q{SELECT count(*) FROM generate_series(1, 300) g, LATERAL (
+           SELECT string_agg(a.reason, ',' ORDER BY n) AS r
+             FROM generate_series(1, 3) n, LATERAL allocate_tokens('o' || g, 1 + 0 * n, 'high') a) x
+         WHERE x.r <> 'granted,granted,concurrency_limit_exceeded'}),
+	'0', 'overflow: every one of 300 in-flight limits applies, wherever it lives');
+is(sql(q{SELECT string_agg(a.reason || ' ' || a.scope, ',' ORDER BY n)
+           FROM generate_series(1, 2) n, LATERAL allocate_tokens('o7', 1 + 0 * n, 'high', 'chat') a}),
+	'granted user,concurrency_limit_exceeded user_endpoint',
+	'overflow: the user-and-endpoint limit is read too');
+sql(q{DELETE FROM concurrency_limits});
+is(sql(q{SELECT count(*) FROM generate_series(1, 3) n, LATERAL allocate_tokens('o9', 1 + 0 * n, 'high') a
+         WHERE NOT a.success}), '0', 'overflow: removed in-flight limits are gone');
+
 # Back under the capacity, a reload puts every rule into memory again and
 # ends the overflow.
 sql(q{DELETE FROM token_limits WHERE user_id NOT IN (SELECT 'o' || g FROM generate_series(1, 40) g)});

@@ -117,6 +117,9 @@ class LeaseTable {
   // the handle no longer names a live lease.
   bool release(LeaseHandle h) noexcept;
 
+  // Whether any lease is bound to `grant`.
+  bool has_grant(const Hash128& grant) const noexcept { return find_grant(grant) >= 0; }
+
   // Ends every lease of `grant`; returns how many.
   int release_grant(const Hash128& grant) noexcept;
 

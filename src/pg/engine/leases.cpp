@@ -120,6 +120,13 @@ void release_leases_on_abort(const CallLeases& leases) {
 }
 
 void release_grant_leases_at_commit(const core::Hash128& grant) {
+  // A grant without leases (no concurrency limit applied, or they ended)
+  // records nothing, and so leaves PREPARE allowed.  None can be bound to
+  // it later: a lease is bound before its grant's id is returned.
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  const bool any = lease_table().has_grant(grant);
+  LWLockRelease(lock);
+  if (!any) return;
   LeaseEffect l{};
   l.at_commit = true;
   l.grant = grant;

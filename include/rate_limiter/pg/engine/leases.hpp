@@ -62,7 +62,7 @@ void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noex
 void release_leases_on_abort(const CallLeases& leases);
 
 // settle_tokens: the grant's leases end when the settling transaction
-// commits.  Allocates.
+// commits (PREPARE TRANSACTION is refused then).  Allocates.
 void release_grant_leases_at_commit(const core::Hash128& grant);
 
 // Live leases of a scope now (expired ones swept), for the status views.
