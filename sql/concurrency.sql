@@ -17,6 +17,10 @@ SELECT allocation_id AS g2 FROM allocate_tokens('cc_user', 10, 'high', 'batch') 
 SELECT success, tokens_allocated, reason, "limit", limit_kind, scope, limit_owner,
        reset_at, retry_after, allocation_id IS NULL AS no_id
   FROM allocate_tokens('cc_user', 10, 'high');
+-- get_rate_limit_status lists the in-flight limits: used is the slots held,
+-- reset_at when the earliest times out.
+SELECT scope, api_endpoint, limit_kind, algorithm, "limit", used, remaining, window_duration, reset_at
+  FROM get_rate_limit_status('cc_user') WHERE limit_kind = 'in_flight';
 -- Nothing was charged by the denial: 20 of 1000 tokens are used.
 SELECT used FROM get_rate_limit_status('cc_user') WHERE limit_kind = 'tokens';
 SELECT count(*) AS leases, count(allocation_id) AS bound, bool_and(pid = pg_backend_pid()) AS mine,

@@ -3,7 +3,8 @@
 -- version directly (rate_limiter--1.6.sql, built from sql/schema).
 --
 -- 1.6: in-flight (concurrency) limits: concurrency_limits,
--- set_concurrency_limit, remove_concurrency_limit, rate_limiter_leases.
+-- set_concurrency_limit, remove_concurrency_limit, rate_limiter_leases, and
+-- the in-flight rows of get_rate_limit_status (same signature: replaced).
 -- The result columns do not change: a denial says
 -- reason = 'concurrency_limit_exceeded' and limit_kind = 'in_flight'.
 
@@ -108,6 +109,14 @@ REVOKE ALL ON FUNCTION remove_concurrency_limit(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION remove_concurrency_limit(text, text) IS
   'Removes the in-flight limit of a user (or of a user on one endpoint); returns whether there was one. Slots already held stay held until settled, released or timed out';
 
+-- Internal: the live leases of one scope (get_rate_limit_status).
+CREATE FUNCTION rate_limiter_in_flight(user_id text, api_endpoint text,
+  OUT in_flight integer, OUT next_expiry timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'rate_limiter_in_flight' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_in_flight(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_in_flight(text, text) IS
+  'Internal: how many leases of a concurrency limit are held, and when the earliest times out';
+
 -- The leases held now in this database: one row per limited scope of each
 -- unsettled grant.
 CREATE FUNCTION rate_limiter_leases(
@@ -118,3 +127,74 @@ RETURNS SETOF record
 REVOKE ALL ON FUNCTION rate_limiter_leases() FROM PUBLIC;
 COMMENT ON FUNCTION rate_limiter_leases() IS
   'The in-flight leases of this database: the allocation (NULL until its usage row is written, or when the usage log is off), the backend that took it, when, and when it times out';
+
+-- get_rate_limit_status lists the in-flight limits too (sql/schema/05_status.sql).
+CREATE OR REPLACE FUNCTION get_rate_limit_status(user_id text)
+RETURNS TABLE (scope text, api_endpoint text, limit_kind text, algorithm text, "limit" bigint,
+               used bigint, remaining bigint, window_duration interval, window_start timestamptz,
+               reset_at timestamptz, limit_owner text)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
+  RETURN QUERY
+  WITH RECURSIVE owners(id, depth, seen) AS (
+    SELECT $1, 0, ARRAY[$1]
+    UNION ALL
+    SELECT p.parent_id, owners.depth + 1, owners.seen || p.parent_id
+      FROM @extschema@.rate_limit_parents p JOIN owners ON p.child_id = owners.id
+     WHERE owners.depth < 8 AND NOT p.parent_id = ANY (owners.seen)
+  ), rules AS (
+    SELECT CASE WHEN t.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END AS scope,
+           t.api_endpoint AS ep, 'tokens' AS kind, t.max_tokens_per_period AS lim,
+           t.period_interval AS win, t.algorithm AS alg, t.burst AS bst, o.id AS owner,
+           o.depth AS depth
+      FROM owners o JOIN @extschema@.token_limits t ON t.user_id = o.id
+    UNION ALL
+    SELECT CASE WHEN r.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END,
+           r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst,
+           o.id, o.depth
+      FROM owners o JOIN @extschema@.request_limits r ON r.user_id = o.id
+    UNION ALL
+    SELECT 'default', NULL, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst,
+           $1, 0
+      FROM @extschema@.token_limits t
+     WHERE t.user_id IS NULL AND t.api_endpoint IS NULL
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.token_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
+    UNION ALL
+    SELECT 'default', NULL, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm, r.burst,
+           $1, 0
+      FROM @extschema@.request_limits r
+     WHERE r.user_id IS NULL AND r.api_endpoint IS NULL
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.request_limits o WHERE o.user_id = $1 AND o.api_endpoint IS NULL)
+    UNION ALL
+    SELECT 'endpoint', t.api_endpoint, 'tokens', t.max_tokens_per_period, t.period_interval, t.algorithm, t.burst,
+           NULL, 9
+      FROM @extschema@.token_limits t WHERE t.user_id IS NULL AND t.api_endpoint IS NOT NULL
+    UNION ALL
+    SELECT 'endpoint', r.api_endpoint, 'requests', r.max_requests_per_window, r.window_duration, r.algorithm,
+           r.burst, NULL, 9
+      FROM @extschema@.request_limits r WHERE r.user_id IS NULL AND r.api_endpoint IS NOT NULL
+  )
+  SELECT rules.scope, rules.ep, rules.kind, rules.alg, c.used + c.remaining, c.used, c.remaining,
+         rules.win, c.window_start, c.reset_at, rules.owner
+    FROM rules,
+         LATERAL @extschema@.rate_limiter_peek_counter(
+           rules.scope, CASE WHEN rules.scope = 'endpoint' THEN NULL ELSE rules.owner END,
+           rules.ep, rules.kind, rules.win, rules.alg, rules.lim, rules.bst) c
+   ORDER BY rules.depth,
+            CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
+                             WHEN 'default' THEN 2 ELSE 3 END,
+            rules.ep NULLS FIRST, rules.kind;
+  -- The user's in-flight limits (set_concurrency_limit): used is the slots
+  -- held, reset_at when the earliest of them times out.
+  RETURN QUERY
+  SELECT CASE WHEN c.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END, c.api_endpoint,
+         'in_flight', NULL::text, c.max_in_flight::bigint, f.in_flight::bigint,
+         greatest(c.max_in_flight - f.in_flight, 0)::bigint, c.lease_timeout, NULL::timestamptz,
+         f.next_expiry, $1
+    FROM @extschema@.concurrency_limits c,
+         LATERAL @extschema@.rate_limiter_in_flight(c.user_id, c.api_endpoint) f
+   WHERE c.user_id = $1
+   ORDER BY c.api_endpoint NULLS FIRST;
+END $$;

@@ -430,6 +430,14 @@ REVOKE ALL ON FUNCTION remove_concurrency_limit(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION remove_concurrency_limit(text, text) IS
   'Removes the in-flight limit of a user (or of a user on one endpoint); returns whether there was one. Slots already held stay held until settled, released or timed out';
 
+-- Internal: the live leases of one scope (get_rate_limit_status).
+CREATE FUNCTION rate_limiter_in_flight(user_id text, api_endpoint text,
+  OUT in_flight integer, OUT next_expiry timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'rate_limiter_in_flight' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_in_flight(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_in_flight(text, text) IS
+  'Internal: how many leases of a concurrency limit are held, and when the earliest times out';
+
 -- The leases held now in this database: one row per limited scope of each
 -- unsettled grant.
 CREATE FUNCTION rate_limiter_leases(
@@ -1135,7 +1143,7 @@ COMMENT ON FUNCTION rate_limiter_peek_counter(text, text, text, text, interval, 
 
 -- Every limit that applies to the user: their user+endpoint rules, their own
 -- rule or the default (per kind), every ancestor's rules (set_parent), and
--- every endpoint-wide rule.  limit_owner: whose counter the limit counts in
+-- every endpoint-wide rule, then the user's in-flight limits.  limit_owner: whose counter the limit counts in
 -- (the user, an ancestor; NULL for an endpoint-wide limit).  Each branch
 -- reads its rows through the scope's unique index (the user's own rows, an
 -- ancestor's, the default rows, the endpoint-wide rows), not every rule of
@@ -1197,6 +1205,17 @@ BEGIN
             CASE rules.scope WHEN 'user_endpoint' THEN 1 WHEN 'user' THEN 2
                              WHEN 'default' THEN 2 ELSE 3 END,
             rules.ep NULLS FIRST, rules.kind;
+  -- The user's in-flight limits (set_concurrency_limit): used is the slots
+  -- held, reset_at when the earliest of them times out.
+  RETURN QUERY
+  SELECT CASE WHEN c.api_endpoint IS NOT NULL THEN 'user_endpoint' ELSE 'user' END, c.api_endpoint,
+         'in_flight', NULL::text, c.max_in_flight::bigint, f.in_flight::bigint,
+         greatest(c.max_in_flight - f.in_flight, 0)::bigint, c.lease_timeout, NULL::timestamptz,
+         f.next_expiry, $1
+    FROM @extschema@.concurrency_limits c,
+         LATERAL @extschema@.rate_limiter_in_flight(c.user_id, c.api_endpoint) f
+   WHERE c.user_id = $1
+   ORDER BY c.api_endpoint NULLS FIRST;
 END $$;
 REVOKE ALL ON FUNCTION get_rate_limit_status(text) FROM PUBLIC;
 COMMENT ON FUNCTION get_rate_limit_status(text) IS

@@ -97,6 +97,14 @@ REVOKE ALL ON FUNCTION remove_concurrency_limit(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION remove_concurrency_limit(text, text) IS
   'Removes the in-flight limit of a user (or of a user on one endpoint); returns whether there was one. Slots already held stay held until settled, released or timed out';
 
+-- Internal: the live leases of one scope (get_rate_limit_status).
+CREATE FUNCTION rate_limiter_in_flight(user_id text, api_endpoint text,
+  OUT in_flight integer, OUT next_expiry timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'rate_limiter_in_flight' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION rate_limiter_in_flight(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_in_flight(text, text) IS
+  'Internal: how many leases of a concurrency limit are held, and when the earliest times out';
+
 -- The leases held now in this database: one row per limited scope of each
 -- unsettled grant.
 CREATE FUNCTION rate_limiter_leases(

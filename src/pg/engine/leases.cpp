@@ -133,11 +133,14 @@ void release_grant_leases_at_commit(const core::Hash128& grant) {
   record(l);
 }
 
-int32 leases_in_flight(const core::Hash128& lease_scope, int64 now) noexcept {
+int32 leases_in_flight(const core::Hash128& lease_scope, int64 now, int64* earliest) noexcept {
   LWLockAcquire(lock, LW_EXCLUSIVE);
-  const int32 n = lease_table().room(lease_scope, 0, now).in_flight;
+  // A limit of 0 is always full: room() sweeps whatever has expired, and
+  // then its retry_at is the exact earliest expiry of what is left.
+  const core::LeaseRoom r = lease_table().room(lease_scope, 0, now);
   LWLockRelease(lock);
-  return n;
+  *earliest = r.in_flight > 0 ? r.retry_at : 0;
+  return r.in_flight;
 }
 
 void register_lease_effects() { register_effect_kind(EffectKind::Lease, &kHandlers); }
@@ -146,6 +149,32 @@ void register_lease_effects() { register_effect_kind(EffectKind::Lease, &kHandle
 
 using namespace rate_limiter;
 using namespace rate_limiter::pg;
+
+// rate_limiter_in_flight(user_id, api_endpoint) -> (in_flight, next_expiry):
+// the live leases of one scope's concurrency limit (get_rate_limit_status).
+RL_SQL_FUNCTION(rate_limiter_in_flight) {
+  require_shared_state();
+  if (PG_ARGISNULL(0))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be NULL")));
+  const ExtensionCatalog* ext = extension_catalog();
+  text* user = PG_GETARG_TEXT_PP(0);
+  const core::Hash128 user_scope = scope_of(
+      ext, core::ScopeKind::User, std::string_view(VARDATA_ANY(user), VARSIZE_ANY_EXHDR(user)), {});
+  core::Hash128 scope = user_scope;
+  if (!PG_ARGISNULL(1)) {
+    text* endpoint = PG_GETARG_TEXT_PP(1);
+    scope = user_endpoint_scope_of(
+        ext, user_scope, std::string_view(VARDATA_ANY(endpoint), VARSIZE_ANY_EXHDR(endpoint)));
+  }
+  int64 earliest = 0;
+  const int32 n = leases_in_flight(concurrency_key(scope), limiter_now_unix(), &earliest);
+  TupleDesc desc;
+  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+    elog(ERROR, "return type must be a row type");
+  Datum values[2] = {Int32GetDatum(n), TimestampTzGetDatum(unix_to_timestamptz(earliest))};
+  bool nulls[2] = {false, earliest == 0};
+  return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
+}
 
 // rate_limiter_leases() -> (allocation_id, pid, acquired_at, expires_at):
 // the leases of this installation, copied under the lock (into memory

@@ -65,8 +65,9 @@ void release_leases_on_abort(const CallLeases& leases);
 // commits (PREPARE TRANSACTION is refused then).  Allocates.
 void release_grant_leases_at_commit(const core::Hash128& grant);
 
-// Live leases of a scope now (expired ones swept), for the status views.
-int32 leases_in_flight(const core::Hash128& lease_scope, int64 now) noexcept;
+// Live leases of a scope now (expired ones swept), and when the earliest
+// of them times out (0: none), for the status views.
+int32 leases_in_flight(const core::Hash128& lease_scope, int64 now, int64* earliest) noexcept;
 
 void register_lease_effects();  // once, from _PG_init (before register_transaction_log())
 
