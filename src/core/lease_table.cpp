@@ -127,6 +127,7 @@ void LeaseTable::end_lease(int32_t index) noexcept {
                              [this](const Hash128& k) { return home(k); });
     }
   }
+  if (l.expires_at <= header_->earliest) header_->earliest = 0;
   const uint32_t generation = l.generation;
   l = Lease{};
   l.generation = generation;
@@ -198,6 +199,10 @@ LeaseHandle LeaseTable::take(const Hash128& scope, int64_t now, int64_t expires_
   if (slot.head >= 0) leases_[slot.head].prev = index;
   slot.head = index;
   ++slot.in_flight;
+  if (header_->used == 0)
+    header_->earliest = expires_at;
+  else if (header_->earliest != 0)
+    header_->earliest = std::min(header_->earliest, expires_at);
   ++header_->used;
   h.index = index;
   h.generation = generation;
@@ -231,6 +236,25 @@ bool LeaseTable::release(LeaseHandle h) noexcept {
   return true;
 }
 
+bool LeaseTable::make_room(uint32_t n, int64_t now, int64_t* retry_at) noexcept {
+  if (free_count() >= n) return true;
+  if (header_->earliest == 0 || now >= header_->earliest) {
+    int64_t earliest = INT64_MAX;
+    for (uint32_t i = 0; i < header_->capacity; ++i) {
+      const Lease& l = leases_[i];
+      if (l.scope.is_zero()) continue;
+      if (l.expires_at <= now)
+        end_lease(static_cast<int32_t>(i));
+      else
+        earliest = std::min(earliest, l.expires_at);
+    }
+    header_->earliest = header_->used > 0 ? earliest : 0;
+  }
+  if (free_count() >= n) return true;
+  *retry_at = header_->earliest;
+  return false;
+}
+
 int LeaseTable::release_grant(const Hash128& grant) noexcept {
   int n = 0;
   // Each end_lease() removes one lease of the chain (and the slot with the
@@ -241,6 +265,16 @@ int LeaseTable::release_grant(const Hash128& grant) noexcept {
     end_lease(grants_[g].first);
     ++n;
   }
+  return n;
+}
+
+int LeaseTable::release_group(uint32_t group) noexcept {
+  int n = 0;
+  for (uint32_t i = 0; i < header_->capacity && header_->used > 0; ++i)
+    if (!leases_[i].scope.is_zero() && leases_[i].group == group) {
+      end_lease(static_cast<int32_t>(i));
+      ++n;
+    }
   return n;
 }
 

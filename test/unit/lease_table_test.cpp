@@ -69,6 +69,9 @@ TEST(LeaseTable, ReleaseOwnerAndStaleHandles) {
   const LeaseHandle a = lt.take(scope_of(1), 0, 100, 5);
   lt.take(scope_of(2), 0, 100, 6);
   lt.take(scope_of(1), 0, 100, 5);
+  lt.take(scope_of(9), 0, 100, 8, 0, /*group=*/3);
+  EXPECT_EQ(lt.release_group(3), 1);
+  EXPECT_EQ(lt.release_group(3), 0);
   EXPECT_EQ(lt.release_owner(5), 2);
   EXPECT_EQ(lt.in_flight(scope_of(1)), 0);
   EXPECT_EQ(lt.in_flight(scope_of(2)), 1);
@@ -86,6 +89,29 @@ TEST(LeaseTable, FullTableTakesNothing) {
   EXPECT_GE(lt.take(scope_of(2), 0, 10, 1).index, 0);
   EXPECT_EQ(lt.free_count(), 0u);
   EXPECT_LT(lt.take(scope_of(3), 0, 10, 1).index, 0);
+}
+
+// Leases of scopes that never reach their limit are never swept by room():
+// a full table must still free its expired ones.
+TEST(LeaseTable, AFullTableOfExpiredLeasesMakesRoom) {
+  Table t(3);
+  LeaseTable lt = t.view();
+  lt.take(scope_of(1), 0, 10, 1);
+  lt.take(scope_of(2), 0, 20, 1);
+  lt.take(scope_of(3), 0, 30, 1);
+  int64_t retry_at = 0;
+  EXPECT_FALSE(lt.make_room(1, 9, &retry_at));
+  EXPECT_EQ(retry_at, 10);
+  EXPECT_TRUE(lt.make_room(1, 20, &retry_at));  // two expired, swept
+  EXPECT_EQ(lt.used(), 1u);
+  EXPECT_EQ(lt.in_flight(scope_of(1)), 0);
+  EXPECT_EQ(lt.in_flight(scope_of(3)), 1);
+  lt.take(scope_of(4), 20, 100, 1);
+  lt.take(scope_of(5), 20, 25, 1);
+  EXPECT_FALSE(lt.make_room(1, 24, &retry_at));
+  EXPECT_EQ(retry_at, 25);  // the table's earliest, kept exact
+  EXPECT_TRUE(lt.make_room(2, 30, &retry_at));
+  EXPECT_EQ(lt.used(), 1u);
 }
 
 // Against a plain model: random takes, binds, releases, expiries and owner

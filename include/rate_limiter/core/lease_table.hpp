@@ -22,7 +22,8 @@
 //
 // Expiry is lazy: a scope's expired leases are swept when a call finds the
 // scope full and the scope's earliest expiry has passed, so a call pays for
-// expiry only at the limit.  `earliest` is a lower bound that is exact
+// expiry only at the limit; and the whole table's when a call finds no free
+// lease and the table's earliest expiry has passed (make_room).  `earliest` is a lower bound that is exact
 // after a sweep; removing the lease that held it marks it stale (0), which
 // makes the next full-scope call sweep and recompute it.
 //
@@ -74,6 +75,7 @@ struct LeaseTableHeader {
   uint32_t nslots = 0;  // of each index: > capacity
   uint32_t used = 0;    // leases in use
   int32_t free_head = -1;
+  int64_t earliest = 0;  // lower bound of every lease's expires_at; 0: unknown
 };
 
 struct LeaseHandle {
@@ -104,6 +106,13 @@ class LeaseTable {
   // Free leases left.
   uint32_t free_count() const noexcept { return header_->capacity - header_->used; }
 
+  // Makes `n` leases free if expired ones can be: when fewer are free and
+  // the table's earliest expiry has passed, sweeps the whole table of
+  // expired leases (every scope, limited or not at its limit).  Returns
+  // whether n are free; if not, *retry_at is when the earliest lease
+  // expires.
+  bool make_room(uint32_t n, int64_t now, int64_t* retry_at) noexcept;
+
   // A new unbound lease of `scope`, expiring at expires_at.  Requires a
   // free lease (free_count() > 0; else returns an invalid handle).
   LeaseHandle take(const Hash128& scope, int64_t now, int64_t expires_at, int32_t owner,
@@ -125,6 +134,8 @@ class LeaseTable {
 
   // Ends every lease taken by `owner`; returns how many (a scan of the slab).
   int release_owner(int32_t owner) noexcept;
+  // Ends every lease of `group`; returns how many (a scan of the slab).
+  int release_group(uint32_t group) noexcept;
 
   // Read-only views for monitoring.
   uint32_t capacity() const noexcept { return header_->capacity; }

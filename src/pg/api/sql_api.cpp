@@ -58,6 +58,8 @@ struct Call {
   CallResult result;
   bool refund_on_abort = false;
   uint32 effects_mark = 0;  // transaction_effects_mark() when the call began
+  uint32 lease_mark = 0;    // release_leases_unless_bound(): until the grant has its id
+  uint64 installation = 0;  // ExtensionCatalog::installation (the leases' grant keys)
   int64 now = 0;
   int64 started_ns = 0;
 };
@@ -75,8 +77,20 @@ void schedule_charged_refunds(const Call& call) {
 // refund_on_abort: what this call charged goes back if the transaction (or
 // the savepoint it ran in) rolls back.  Scheduling allocates, so it happens
 // after the locks are gone; should it fail, the charge simply stays.
-void schedule_abort_refunds(const Call& call) {
-  if (call.refund_on_abort) schedule_charged_refunds(call);
+void schedule_abort_refunds(Call* call) {
+  if (call->refund_on_abort)
+    schedule_charged_refunds(*call);
+  else if (call->result.status == CallStatus::Decided)
+    call->lease_mark = release_leases_unless_bound(call->result.leases);
+}
+
+// UsageRow::id_known: the grant's leases belong to its allocation from now
+// on, before any other session can see (and settle) it.
+void grant_id_known(void* context, int64 id) noexcept {
+  Call& call = *static_cast<Call*>(context);
+  if (call.result.leases.count == 0) return;
+  bind_call_leases(call.result.leases, core::Hash128{call.installation, static_cast<uint64>(id)});
+  leases_bound(call.lease_mark);
 }
 
 // UsageRow::follow_transaction: the call's usage row is about to be written
@@ -148,8 +162,11 @@ void run_call(Call* call) {
                            &call->rules);
   call->input.rules = &call->rules;
   call->input.lease_group = ext->tag;
-  if (call->rules.concurrency_count > 0 && call->input.request.kind == core::CallKind::Allocate)
+  call->installation = ext->installation;
+  if (call->rules.concurrency_count > 0 && call->input.request.kind == core::CallKind::Allocate) {
     ensure_lease_exit_hook();
+    reserve_lease_effects();
+  }
   if (call->rules.fallback.has[0] || call->rules.fallback.has[1])
     call->input.default_class = key_admission(true);
   call->now = limiter_now_unix();
@@ -221,7 +238,7 @@ void run_call(Call* call) {
   if (call->result.status == CallStatus::Decided && call->result.decision.shadowed &&
       !core::outcome_allows(call->result.decision.shadow_outcome))
     metric_add(&m.shadow_denials);
-  schedule_abort_refunds(*call);
+  schedule_abort_refunds(call);
 }
 
 void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {
@@ -387,9 +404,8 @@ RL_SQL_FUNCTION(allocate_tokens) {
     char charges[kMaxGrantChargesBytes];
     row.charges_len = encode_grant_charges(call.result, d.granted, call.now, charges);
     if (row.charges_len > 0) row.charges = charges;
+    row.id_known = grant_id_known;
     allocation_id = log_usage(row, call.refund_on_abort);
-    if (allocation_id > 0)
-      bind_call_leases(call.result.leases, lease_grant_key(extension_catalog(), allocation_id));
     SharedMetrics& m = shared->metrics;
     if (d.burst_tokens > 0) metric_add(&m.burst_allocations);
     if (d.strategy == core::Strategy::Emergency) metric_add(&m.emergency_overrides);

@@ -246,8 +246,11 @@ bool admit_in_flight(const CallInput& in, core::LeaseTable* t, int64 now,
       return false;
     }
   }
-  if (t->free_count() < static_cast<uint32>(r.concurrency_count)) {
-    deny_in_flight(r.concurrency[0], core::Outcome::DeniedLeaseTableFull, 0, now, out);
+  // Expired leases of scopes that never filled up are swept here, when the
+  // table runs out: they must not keep it full.
+  int64 retry_at = 0;
+  if (!t->make_room(static_cast<uint32>(r.concurrency_count), now, &retry_at)) {
+    deny_in_flight(r.concurrency[0], core::Outcome::DeniedLeaseTableFull, retry_at, now, out);
     return false;
   }
   return true;

@@ -24,8 +24,16 @@ void release_at_exit(int, Datum) {
 
 // ---- EffectKind::Lease (transaction_log.hpp) ----
 
+enum class LeaseMode : uint8 {
+  None,         // disarmed
+  AtAbort,      // the call's charge follows the transaction: its leases too
+  UnlessBound,  // the call's grant has no id yet: an abort before it has
+                // one leaves nothing to settle, so the leases end
+  AtCommit,     // settle: the grant's leases end at commit
+};
+
 struct LeaseEffect {
-  bool at_commit;  // settle: release `grant` at commit; else the call's handles at abort
+  LeaseMode mode;
   core::Hash128 grant;
   CallLeases leases;
 };
@@ -33,7 +41,7 @@ struct LeaseEffect {
 void end_effect(const LeaseEffect& e) noexcept {
   LWLockAcquire(lock, LW_EXCLUSIVE);
   core::LeaseTable t = lease_table();
-  if (e.at_commit) {
+  if (e.mode == LeaseMode::AtCommit) {
     t.release_grant(e.grant);
   } else {
     for (int i = 0; i < e.leases.count; ++i) t.release(e.leases.handles[i]);
@@ -43,12 +51,12 @@ void end_effect(const LeaseEffect& e) noexcept {
 
 void at_commit(Effect& e) {
   const LeaseEffect& l = e.as<LeaseEffect>();
-  if (l.at_commit) end_effect(l);
+  if (l.mode == LeaseMode::AtCommit) end_effect(l);
 }
 
 void at_abort(Effect& e) {
   const LeaseEffect& l = e.as<LeaseEffect>();
-  if (!l.at_commit) end_effect(l);
+  if (l.mode == LeaseMode::AtAbort || l.mode == LeaseMode::UnlessBound) end_effect(l);
 }
 
 // A ROLLBACK TO SAVEPOINT ends the leases of the calls made since, as it
@@ -63,7 +71,7 @@ bool rolled_back(Effect& e) {
 // the settle's refunds (transaction_effects.hpp).  An abort-time release
 // is dropped at PREPARE, as the abort-time refunds are: the lease then
 // ends by settle, exit or timeout.
-bool blocks_prepare(const Effect& e) { return e.as<LeaseEffect>().at_commit; }
+bool blocks_prepare(const Effect& e) { return e.as<LeaseEffect>().mode == LeaseMode::AtCommit; }
 
 constexpr EffectHandlers kHandlers = {
     blocks_prepare, "cannot PREPARE a transaction that settled tokens",
@@ -114,10 +122,30 @@ void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noex
 void release_leases_on_abort(const CallLeases& leases) {
   if (leases.count == 0) return;
   LeaseEffect l{};
-  l.at_commit = false;
+  l.mode = LeaseMode::AtAbort;
   l.leases = leases;
   record(l);
 }
+
+uint32 release_leases_unless_bound(const CallLeases& leases) {
+  if (leases.count == 0) return 0;
+  const uint32 seq = effect_log_mark();
+  LeaseEffect l{};
+  l.mode = LeaseMode::UnlessBound;
+  l.leases = leases;
+  record(l);
+  return seq + 1;
+}
+
+void leases_bound(uint32 mark) noexcept {
+  if (mark == 0) return;
+  if (Effect* e = effect_by_seq(EffectKind::Lease, mark - 1)) {
+    LeaseEffect& l = e->as<LeaseEffect>();
+    if (l.mode == LeaseMode::UnlessBound) l.mode = LeaseMode::None;
+  }
+}
+
+void reserve_lease_effects() { reserve_effects(EffectKind::Lease, 2); }
 
 void release_grant_leases_at_commit(const core::Hash128& grant) {
   // A grant without leases (no concurrency limit applied, or they ended)
@@ -128,7 +156,7 @@ void release_grant_leases_at_commit(const core::Hash128& grant) {
   LWLockRelease(lock);
   if (!any) return;
   LeaseEffect l{};
-  l.at_commit = true;
+  l.mode = LeaseMode::AtCommit;
   l.grant = grant;
   record(l);
 }
@@ -141,6 +169,12 @@ int32 leases_in_flight(const core::Hash128& lease_scope, int64 now, int64* earli
   LWLockRelease(lock);
   *earliest = r.in_flight > 0 ? r.retry_at : 0;
   return r.in_flight;
+}
+
+void release_installation_leases(uint16 tag) noexcept {
+  LWLockAcquire(lock, LW_EXCLUSIVE);
+  lease_table().release_group(tag);
+  LWLockRelease(lock);
 }
 
 void register_lease_effects() { register_effect_kind(EffectKind::Lease, &kHandlers); }

@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
 
+#include "rate_limiter/core/lease_table.hpp"
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
@@ -111,8 +112,11 @@ bool is_concurrency_record(const core::RuleRecord& r) noexcept {
 
 core::RuleRecord concurrency_record(int32 max_in_flight, int64 lease_timeout_micros) noexcept {
   core::RuleRecord r;
-  r.limit = Max(max_in_flight, 1);
-  r.window_micros = Max(lease_timeout_micros, static_cast<int64>(USECS_PER_SEC));
+  // The table's CHECKs bound both; a row written around them (triggers
+  // disabled, a restore) is clamped, so now + lease_timeout cannot overflow.
+  r.limit = Min(Max(max_in_flight, 1), core::kMaxInFlight);
+  r.window_micros = Min(Max(lease_timeout_micros, static_cast<int64>(USECS_PER_SEC)),
+                        static_cast<int64>(kMaxLeaseTimeoutDays) * USECS_PER_DAY);
   r.kind = kConcurrencyKind;
   return r;
 }

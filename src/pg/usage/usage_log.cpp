@@ -253,11 +253,16 @@ int64 log_usage(const UsageRow& row, bool refund_on_abort) {
   const ExtensionCatalog* ext = extension_catalog();
   UsageEvent event = event_of(row, ext);
   if (!usage_log_async()) {
-    return insert_following(row, event, refund_on_abort);
+    const int64 id = insert_following(row, event, refund_on_abort);
+    if (row.id_known != nullptr && row.priority != kNoPriority) row.id_known(row.follow_context, id);
+    return id;
   }
   // A grant needs its id now (allocation_id); a counted check does not, and
   // leaves it to the column default when flushed.
-  if (row.priority != kNoPriority) event.id = next_usage_id(ext);
+  if (row.priority != kNoPriority) {
+    event.id = next_usage_id(ext);
+    if (row.id_known != nullptr) row.id_known(row.follow_context, event.id);
+  }
   enqueue_or_insert(ext, row, event, refund_on_abort);
   return row.priority != kNoPriority ? event.id : -1;
 }

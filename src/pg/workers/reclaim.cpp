@@ -1,5 +1,6 @@
 #include "rate_limiter/pg/workers/reclaim.hpp"
 
+#include "rate_limiter/pg/engine.hpp"
 #include "rate_limiter/pg/revocations.hpp"
 #include "rate_limiter/pg/rules.hpp"
 #include "rate_limiter/pg/shmem.hpp"
@@ -143,6 +144,7 @@ uint64 reclaim_installation(InstallationSlot* slot) noexcept {
   }
   if (removed > 0) pg_atomic_fetch_sub_u64(&shared->metrics.keys_in_use, removed);
   rule_table_sweep_tag(tag);
+  release_installation_leases(tag);
   forget_revocations_of(installation);
   release_installation_worker(slot);
   free_installation_slot(slot);

@@ -51,19 +51,33 @@ int32 lease_owner() noexcept;
 // exit frees what it holds.
 void ensure_lease_exit_hook();
 
-// The grant key of an allocation of this installation.
+// The grant key of an allocation of this installation:
+// {ExtensionCatalog::installation, allocation_id}.
 core::Hash128 lease_grant_key(const ExtensionCatalog* ext, int64 allocation_id) noexcept;
 
 // After the usage row got its id: binds the call's leases to the grant.
 void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noexcept;
 
+// Phase 1 of a call that may take leases: room for its two effects below,
+// so that recording them after the locks cannot fail.
+void reserve_lease_effects();
+
 // The allocating transaction's abort (or the rollback of the savepoint the
-// call ran in) ends the call's leases.  Allocates: after the locks.
+// call ran in) ends the call's leases: its charge follows the transaction.
 void release_leases_on_abort(const CallLeases& leases);
+
+// The same, but only until leases_bound(mark): an abort before the grant
+// has its id (an error or a cancel while its usage row is being queued)
+// leaves no allocation to settle.  Returns the mark (0: nothing recorded).
+uint32 release_leases_unless_bound(const CallLeases& leases);
+void leases_bound(uint32 mark) noexcept;
 
 // settle_tokens: the grant's leases end when the settling transaction
 // commits (PREPARE TRANSACTION is refused then).  Allocates.
 void release_grant_leases_at_commit(const core::Hash128& grant);
+
+// A dropped installation (workers/reclaim): its leases end.
+void release_installation_leases(uint16 tag) noexcept;
 
 // Live leases of a scope now (expired ones swept), and when the earliest
 // of them times out (0: none), for the status views.

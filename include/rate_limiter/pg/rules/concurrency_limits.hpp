@@ -28,6 +28,7 @@ namespace rate_limiter::pg {
 
 // RuleRecord::kind of a concurrency limit (see parent_links.hpp for 0x80, 0x81).
 constexpr uint8 kConcurrencyKind = 0x82;
+constexpr int kMaxLeaseTimeoutDays = 7;  // concurrency_limits_lease_timeout_check
 
 core::Hash128 concurrency_key(const core::Hash128& scope) noexcept;
 bool is_concurrency_record(const core::RuleRecord& r) noexcept;

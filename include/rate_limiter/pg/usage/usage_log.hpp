@@ -51,6 +51,10 @@ struct UsageRow {
   // yet (no refund_on_abort): makes it follow.  May allocate or ereport.
   void (*follow_transaction)(void* context) = nullptr;
   void* follow_context = nullptr;
+  // Called with a grant's row id (follow_context) before any other session
+  // can read the row: in async mode before it is queued, in sync mode right
+  // after the insert (visible at commit).  Must not fail.
+  void (*id_known)(void* context, int64 id) noexcept = nullptr;
   // A grant's token charges (grant_charges.hpp); nullptr: none.
   const char* charges = nullptr;
   uint32 charges_len = 0;
