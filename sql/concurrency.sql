@@ -108,6 +108,44 @@ SELECT error FROM pg_temp.error_of($$SELECT set_concurrency_limit('cc_bad', 1, '
 SELECT error FROM pg_temp.error_of($$SELECT remove_concurrency_limit('')$$);
 SELECT error FROM pg_temp.error_of($$INSERT INTO concurrency_limits (user_id, max_in_flight) VALUES ('cc_bad', -1)$$);
 
+-- rate_limiter.shadow_mode: a full in-flight limit is counted, never
+-- enforced; the slot is taken over the limit and the reason says what
+-- would have happened.
+SELECT set_concurrency_limit('cc_shadow', 1);
+SET rate_limiter.shadow_mode = on;
+SELECT string_agg(a.reason, ',' ORDER BY g) AS shadow_reasons
+  FROM generate_series(1, 2) g, LATERAL allocate_tokens('cc_shadow', 1 + 0 * g, 'high') a;
+SELECT used FROM get_rate_limit_status('cc_shadow') WHERE limit_kind = 'in_flight';
+RESET rate_limiter.shadow_mode;
+SELECT reason FROM allocate_tokens('cc_shadow', 1, 'high');
+
+-- rate_limiter.usage_log = async without refund_on_abort: the grant's row
+-- is queued outside the transaction, so a rollback leaves the grant, and
+-- its slot, in place; settle_tokens (which flushes the queue to find the
+-- row) frees it.
+SET rate_limiter.usage_log = async;
+SELECT set_concurrency_limit('cc_async', 1);
+BEGIN;
+SELECT allocation_id AS ga FROM allocate_tokens('cc_async', 1, 'high') \gset
+ROLLBACK;
+SELECT reason FROM allocate_tokens('cc_async', 1, 'high');
+SELECT tokens_refunded FROM settle_tokens(:ga, 1);
+SELECT reason, allocation_id AS gb FROM allocate_tokens('cc_async', 1, 'high') \gset
+SELECT :'reason' AS after_settle, tokens_refunded FROM settle_tokens(:gb, 1);
+-- With refund_on_abort the rollback frees it (the row was never written).
+BEGIN;
+SELECT reason FROM allocate_tokens('cc_async', 1, 'high', context => '{"refund_on_abort": true}');
+ROLLBACK;
+SELECT reason AS after_rollback FROM allocate_tokens('cc_async', 1, 'high');
+-- usage_log = off writes no row and no id: nothing can settle the grant,
+-- its slot ends with the timeout or the backend.
+SET rate_limiter.usage_log = off;
+SELECT set_concurrency_limit('cc_off', 1);
+SELECT allocation_id IS NULL AS no_id, reason FROM allocate_tokens('cc_off', 1, 'high');
+SELECT reason FROM allocate_tokens('cc_off', 1, 'high');
+SELECT count(*) FILTER (WHERE allocation_id IS NULL) AS unbound_leases FROM rate_limiter_leases();
+RESET rate_limiter.usage_log;
+
 -- The allocating backend's exit frees its slots.
 SELECT set_concurrency_limit('cc_exit', 1);
 \c
@@ -120,6 +158,8 @@ SET rate_limiter.debug_clock = 1800000100;
 CREATE FUNCTION pg_temp.wait_gone(holder integer) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   FOR i IN 1..1000 LOOP
+    -- pg_stat_activity is read once per transaction unless cleared.
+    PERFORM pg_stat_clear_snapshot();
     IF NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = holder) THEN RETURN true; END IF;
     PERFORM pg_sleep(0.01);
   END LOOP;

@@ -234,26 +234,41 @@ void deny_in_flight(const ConcurrencyLimit& c, core::Outcome outcome, int64 retr
 }
 
 // Whether every concurrency limit of the call has a slot free at `now`
-// (and the table a lease for each); if not, the denial is in `out`.
-bool admit_in_flight(const CallInput& in, core::LeaseTable* t, int64 now,
-                     CallResult* out) noexcept {
+// (and the table a lease for each); if not, the denial is in `out`.  With
+// rate_limiter.shadow_mode nothing is denied: *shadow says a full limit
+// was overridden (its lease is taken anyway, over the limit, so that the
+// count goes on; a full table takes none).
+bool admit_in_flight(const CallInput& in, core::LeaseTable* t, int64 now, CallResult* out,
+                     bool* shadow) noexcept {
   const ApplicableRules& r = *in.rules;
+  *shadow = false;
   for (int i = 0; i < r.concurrency_count; ++i) {
     const ConcurrencyLimit& c = r.concurrency[i];
     const core::LeaseRoom room = t->room(c.lease_scope, c.max_in_flight, now);
-    if (!room.ok) {
-      deny_in_flight(c, core::Outcome::DeniedConcurrency, room.retry_at, now, out);
-      return false;
+    if (room.ok) continue;
+    if (settings.shadow_mode) {
+      *shadow = true;
+      continue;
     }
+    deny_in_flight(c, core::Outcome::DeniedConcurrency, room.retry_at, now, out);
+    return false;
   }
   // Expired leases of scopes that never filled up are swept here, when the
   // table runs out: they must not keep it full.
   int64 retry_at = 0;
-  if (!t->make_room(static_cast<uint32>(r.concurrency_count), now, &retry_at)) {
+  if (!t->make_room(static_cast<uint32>(r.concurrency_count), now, &retry_at) &&
+      !settings.shadow_mode) {
     deny_in_flight(r.concurrency[0], core::Outcome::DeniedLeaseTableFull, retry_at, now, out);
     return false;
   }
   return true;
+}
+
+// Shadow mode: an allowed call that a full in-flight limit would have denied.
+void mark_in_flight_shadow(bool shadow, core::Decision* d) noexcept {
+  if (!shadow || !d->allowed() || d->shadowed) return;
+  d->shadowed = true;
+  d->shadow_outcome = core::Outcome::DeniedConcurrency;
 }
 
 void take_in_flight(const CallInput& in, core::LeaseTable* t, int64 now, CallResult* out) noexcept {
@@ -350,11 +365,13 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     }
     lock_leases();
     core::LeaseTable t = lease_table();
-    if (admit_in_flight(in, &t, now, out)) {
+    bool shadow = false;
+    if (admit_in_flight(in, &t, now, out, &shadow)) {
       decide_into(&out->decision, in.request, nullptr, 0, shares, now);
       take_in_flight(in, &t, now, out);
       // A limit applied (the concurrency limit): "granted", not "no_limit".
       out->decision.outcome = core::Outcome::Granted;
+      mark_in_flight_shadow(shadow, &out->decision);
     }
     unlock_leases();
     return;
@@ -416,9 +433,10 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
     // The lease lock, inside the partition locks, spans the room check,
     // the decision and the take: no other call can take the slot between.
     core::LeaseTable t = lease_table();
+    bool shadow = false;
     if (leased) {
       lock_leases();
-      decided = admit_in_flight(in, &t, now, out);
+      decided = admit_in_flight(in, &t, now, out, &shadow);
     }
     if (decided) {
       decide_into(&out->decision, in.request, plan.limits.items, plan.count, shares, now);
@@ -426,6 +444,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
       if (out->decision.allowed()) {
         measure_limits(plan, out->decision, now, out);
         if (leased) take_in_flight(in, &t, now, out);
+        mark_in_flight_shadow(shadow, &out->decision);
       }
     }
     if (leased) unlock_leases();

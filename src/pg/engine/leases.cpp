@@ -218,18 +218,22 @@ RL_SQL_FUNCTION(rate_limiter_leases) {
   const ExtensionCatalog* ext = extension_catalog();
   InitMaterializedSRF(fcinfo, 0);
   ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
-  const uint32 capacity = static_cast<uint32>(settings.max_leases);
-  auto* copy = static_cast<core::Lease*>(palloc(sizeof(core::Lease) * capacity));
+  // Room for the leases in use now (plus some taken meanwhile), allocated
+  // before the lock; a shared lock for the copy, which only reads.
+  LWLockAcquire(lock, LW_SHARED);
+  const uint32 room = lease_table().used() + 64;
+  LWLockRelease(lock);
+  auto* copy = static_cast<core::Lease*>(palloc(sizeof(core::Lease) * room));
   uint32 n = 0;
   const int64 now = limiter_now_unix();
-  lock_leases();
+  LWLockAcquire(lock, LW_SHARED);
   core::LeaseTable t = lease_table();
-  for (uint32 i = 0; i < t.capacity() && n < capacity; ++i) {
+  for (uint32 i = 0; i < t.capacity() && n < room; ++i) {
     const core::Lease& l = t.lease_at(i);
     if (l.scope.is_zero() || l.group != ext->tag || l.expires_at <= now) continue;
     copy[n++] = l;
   }
-  unlock_leases();
+  LWLockRelease(lock);
   for (uint32 i = 0; i < n; ++i) {
     const core::Lease& l = copy[i];
     const bool bound = l.grant.hi == ext->installation && !l.grant.is_zero();
