@@ -83,6 +83,7 @@ struct Shape {
   int64_t limit;   // L, 1 .. kMaxQuantity
   int64_t window;  // W, 1 .. kMaxWindowMicros
   int64_t capacity;
+  int64_t origin;  // of the aligned windows
 };
 
 Shape shape_of(const LimitRule& rule) noexcept {
@@ -90,6 +91,7 @@ Shape shape_of(const LimitRule& rule) noexcept {
   s.algorithm = checked(rule.algorithm);
   s.limit = std::clamp<int64_t>(rule.limit, 1, kMaxQuantity);
   s.window = std::clamp<int64_t>(rule.window_micros, 1, kMaxWindowMicros);
+  s.origin = rule.origin;
   const int64_t burst = std::clamp<int64_t>(rule.burst, 0, kMaxQuantity);
   switch (s.algorithm) {
     case Algorithm::TokenBucket:
@@ -166,7 +168,7 @@ CounterState fresh_state(const Shape& s, int64_t now) noexcept {
   st.limit = s.limit;
   st.algorithm = static_cast<uint8_t>(s.algorithm);
   // A fresh bucket is full: its TAT is now.
-  st.window_start = is_bucket(s.algorithm) ? now : aligned_window_start(now, s.window);
+  st.window_start = is_bucket(s.algorithm) ? now : aligned_window_start(now, s.window, s.origin);
   return st;
 }
 
@@ -187,7 +189,7 @@ CounterState advanced(const Shape& s, const CounterState& original, int64_t now)
   }
   // Live window, or a window in the future (the clock stepped back): kept.
   if (static_cast<i128>(now) - st.window_start < s.window) return st;
-  const int64_t start = aligned_window_start(now, s.window);
+  const int64_t start = aligned_window_start(now, s.window, s.origin);
   const i128 shift = std::max<i128>(1, (static_cast<i128>(start) - st.window_start) / s.window);
   const int64_t used = std::max<int64_t>(0, st.used);
   const int64_t u =

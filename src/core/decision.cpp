@@ -44,6 +44,7 @@ LimitRule emergency_rule(const LimitRule& rule, const StrategyParams& params) no
   LimitRule r;
   r.algorithm = Algorithm::FixedWindow;
   r.window_micros = rule.window_micros;
+  r.origin = rule.origin;  // a calendar period's allowance follows its period
   if (params.override_ppm > 0) {
     const i128 allowance = static_cast<i128>(params.override_ppm) * capacity(rule) / kPpm;
     r.limit = static_cast<int64_t>(std::clamp<i128>(allowance, 1, kMaxQuantity));

@@ -2,11 +2,11 @@
 
 namespace rate_limiter::core {
 
-int64_t aligned_window_start(int64_t now, int64_t window_micros) noexcept {
-  int64_t offset = now - kWindowOriginMicros;
+int64_t aligned_window_start(int64_t now, int64_t window_micros, int64_t origin) noexcept {
+  int64_t offset = now - origin;
   int64_t k = offset / window_micros;
   if (offset % window_micros < 0) --k;  // floor division for instants before the origin
-  return kWindowOriginMicros + k * window_micros;
+  return origin + k * window_micros;
 }
 
 }  // namespace rate_limiter::core

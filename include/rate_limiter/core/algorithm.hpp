@@ -48,6 +48,10 @@ struct LimitRule {
   // token_bucket: capacity (0 means `limit`); gcra: max_burst (0 .. kMaxQuantity-1);
   // ignored by the window algorithms.
   int64_t burst = 0;
+  // Window algorithms: windows start at origin + k*window_micros
+  // (window.hpp).  A calendar period is given as the fixed window of its
+  // own length whose origin is its start.
+  int64_t origin = kWindowOriginMicros;
 };
 
 // "fixed_window", "sliding_window", "token_bucket", "gcra".

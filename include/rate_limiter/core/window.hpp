@@ -41,8 +41,12 @@ struct CounterState {
   uint8_t reserved[3] = {};
 };
 
-// Start of the aligned window of length window_micros that contains now.
-int64_t aligned_window_start(int64_t now, int64_t window_micros) noexcept;
+// Start of the aligned window of length window_micros that contains now:
+// windows start at origin + k*window_micros.  A calendar period (the
+// PostgreSQL layer's rules, calendar.hpp) is the window of its own length
+// whose origin is its start.
+int64_t aligned_window_start(int64_t now, int64_t window_micros,
+                             int64_t origin = kWindowOriginMicros) noexcept;
 
 // Whether a state still counts anything, and how it moves from window to
 // window, depend on its algorithm: see state_expired() and advance() in

@@ -155,7 +155,7 @@ LimitUsage usage_of(const DecidedLimit& l, uint32 top_share, int64 now) {
                     cap - l.available_after,
                     exhausted(l.available_before),
                     exhausted(l.available_after),
-                    core::aligned_window_start(now, l.rule.window_micros)};
+                    core::aligned_window_start(now, l.rule.window_micros, l.rule.origin)};
 }
 
 uint32 top_priority_share() {
