@@ -57,6 +57,8 @@ CREATE TABLE token_limits (
   burst_window               interval,
   max_burst_tokens           bigint,
   shadow_mode                boolean,
+  period_anchor              timestamptz,
+  period_timezone            text,
   CONSTRAINT token_limits_scope_key UNIQUE NULLS NOT DISTINCT (user_id, api_endpoint),
   CONSTRAINT token_limits_user_id_check
     CHECK (user_id IS NULL OR octet_length(user_id) BETWEEN 1 AND 255),
@@ -95,6 +97,8 @@ CREATE TABLE request_limits (
   burst_window               interval,
   max_burst_tokens           bigint,
   shadow_mode                boolean,
+  period_anchor              timestamptz,
+  period_timezone            text,
   CONSTRAINT request_limits_scope_key UNIQUE NULLS NOT DISTINCT (user_id, api_endpoint),
   CONSTRAINT request_limits_user_id_check
     CHECK (user_id IS NULL OR octet_length(user_id) BETWEEN 1 AND 255),
@@ -591,14 +595,14 @@ CREATE TRIGGER rate_limiter_rules_changed
     algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
     emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
     time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
-    max_burst_tokens, shadow_mode
+    max_burst_tokens, shadow_mode, period_anchor, period_timezone
   ON token_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
 CREATE TRIGGER rate_limiter_rules_changed
   AFTER INSERT OR DELETE OR UPDATE OF user_id, api_endpoint, max_requests_per_window, window_duration,
     algorithm, burst, burst_limit, burst_window_seconds, enable_dynamic_allocation,
     emergency_override_enabled, burst_mode_enabled, user_history_weight, system_load_weight,
     time_factor_weight, emergency_threshold, override_percentage, burst_multiplier, burst_window,
-    max_burst_tokens, shadow_mode
+    max_burst_tokens, shadow_mode, period_anchor, period_timezone
   ON request_limits FOR EACH ROW EXECUTE FUNCTION rate_limiter_rules_changed();
 CREATE TRIGGER rate_limiter_rules_truncated
   AFTER TRUNCATE ON token_limits FOR EACH STATEMENT EXECUTE FUNCTION rate_limiter_rules_changed();
@@ -638,7 +642,7 @@ CREATE FUNCTION rate_limiter_upsert_limit(
   p_burst_mode_enabled boolean, p_user_history_weight float8, p_system_load_weight float8,
   p_time_factor_weight float8, p_emergency_threshold float8, p_override_percentage float8,
   p_burst_multiplier float8, p_burst_window interval, p_max_burst_tokens bigint,
-  p_shadow_mode boolean
+  p_shadow_mode boolean, p_period_anchor timestamptz, p_period_timezone text
 )
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -705,18 +709,35 @@ BEGIN
     RAISE EXCEPTION 'max_burst_tokens must be between 0 and 1000000000000000, not %', p_max_burst_tokens
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  -- Calendar periods (docs/algorithms.md): a fixed window only.
+  IF (p_period_anchor IS NOT NULL OR p_period_timezone IS NOT NULL) AND p_algorithm <> 'fixed_window' THEN
+    RAISE EXCEPTION 'period_anchor and period_timezone apply only to the fixed_window algorithm'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'The other algorithms count a window as a fixed length of time.';
+  END IF;
+  IF p_period_anchor IS NOT NULL AND NOT isfinite(p_period_anchor) THEN
+    RAISE EXCEPTION 'period_anchor must be a finite time, not %', p_period_anchor
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_period_timezone IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_period_timezone) THEN
+    RAISE EXCEPTION 'time zone "%" is not recognized',
+      CASE WHEN length(p_period_timezone) > 64 THEN left(p_period_timezone, 64) || '...' ELSE p_period_timezone END
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a name from pg_timezone_names.';
+  END IF;
 
   IF p_kind = 'tokens' THEN
     INSERT INTO @extschema@.token_limits AS t (
       user_id, api_endpoint, max_tokens_per_period, period_interval, algorithm, burst, burst_limit,
       burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
       user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
-      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode,
+      period_anchor, period_timezone)
     VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
       p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
       p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
       p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
-      p_max_burst_tokens, p_shadow_mode)
+      p_max_burst_tokens, p_shadow_mode, p_period_anchor, p_period_timezone)
     ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
       max_tokens_per_period = EXCLUDED.max_tokens_per_period,
       period_interval = EXCLUDED.period_interval,
@@ -732,18 +753,20 @@ BEGIN
       override_percentage = EXCLUDED.override_percentage,
       burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
       max_burst_tokens = EXCLUDED.max_burst_tokens,
-      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+      shadow_mode = EXCLUDED.shadow_mode, period_anchor = EXCLUDED.period_anchor,
+      period_timezone = EXCLUDED.period_timezone, updated_at = now();
   ELSE
     INSERT INTO @extschema@.request_limits AS r (
       user_id, api_endpoint, max_requests_per_window, window_duration, algorithm, burst, burst_limit,
       burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
       user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
-      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode,
+      period_anchor, period_timezone)
     VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
       p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
       p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
       p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
-      p_max_burst_tokens, p_shadow_mode)
+      p_max_burst_tokens, p_shadow_mode, p_period_anchor, p_period_timezone)
     ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
       max_requests_per_window = EXCLUDED.max_requests_per_window,
       window_duration = EXCLUDED.window_duration,
@@ -759,11 +782,12 @@ BEGIN
       override_percentage = EXCLUDED.override_percentage,
       burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
       max_burst_tokens = EXCLUDED.max_burst_tokens,
-      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+      shadow_mode = EXCLUDED.shadow_mode, period_anchor = EXCLUDED.period_anchor,
+      period_timezone = EXCLUDED.period_timezone, updated_at = now();
   END IF;
 END $$;
-REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Internal: validates the options and inserts or updates one token_limits or request_limits row';
 
 CREATE FUNCTION set_rate_limit(user_id text, max_tokens_per_period bigint,
@@ -784,7 +808,9 @@ CREATE FUNCTION set_rate_limit(user_id text, max_tokens_per_period bigint,
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -792,10 +818,10 @@ BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', $1, $4, $2, $3,
-    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22);
 END $$;
-REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the token quota of a user (on one endpoint when api_endpoint is given), with its algorithm and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_user_rate_limit(user_id text, max_requests_per_window bigint,
@@ -816,7 +842,9 @@ CREATE FUNCTION set_user_rate_limit(user_id text, max_requests_per_window bigint
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -824,10 +852,10 @@ BEGIN
   PERFORM @extschema@.rate_limiter_check_id('user_id', $1);
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $4, true);
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', $1, $4, $2, $3,
-    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22);
 END $$;
-REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_user_rate_limit(text, bigint, interval, text, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the request limit of a user (on one endpoint when api_endpoint is given), with its algorithm, burst cap (burst_limit, burst_window_seconds) and strategy options; takes effect at commit';
 
 CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bigint,
@@ -847,17 +875,19 @@ CREATE FUNCTION set_api_rate_limit(api_endpoint text, max_requests_per_window bi
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, $1, $2, $3,
-    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21);
 END $$;
-REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_rate_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the request limit of an endpoint, shared by all users; takes effect at commit';
 
 CREATE FUNCTION set_api_token_limit(api_endpoint text, max_tokens_per_period bigint,
@@ -877,17 +907,19 @@ CREATE FUNCTION set_api_token_limit(api_endpoint text, max_tokens_per_period big
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_check_id('api_endpoint', $1);
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, $1, $2, $3,
-    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21);
 END $$;
-REVOKE ALL ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_api_token_limit(text, bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the token quota of an endpoint, shared by all users; takes effect at commit';
 
 CREATE FUNCTION set_default_rate_limit(max_tokens_per_period bigint,
@@ -907,16 +939,18 @@ CREATE FUNCTION set_default_rate_limit(max_tokens_per_period bigint,
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_limit('tokens', NULL, NULL, $1, $2,
-    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
 END $$;
-REVOKE ALL ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the token quota of every user who has no token quota of their own';
 
 CREATE FUNCTION set_default_user_rate_limit(max_requests_per_window bigint,
@@ -936,16 +970,18 @@ CREATE FUNCTION set_default_user_rate_limit(max_requests_per_window bigint,
   burst_multiplier float8 DEFAULT NULL,
   burst_window interval DEFAULT NULL,
   max_burst_tokens bigint DEFAULT NULL,
-  shadow_mode boolean DEFAULT NULL
+  shadow_mode boolean DEFAULT NULL,
+  period_anchor timestamptz DEFAULT NULL,
+  period_timezone text DEFAULT NULL
 )
 RETURNS void LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM @extschema@.rate_limiter_upsert_limit('requests', NULL, NULL, $1, $2,
-    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20);
 END $$;
-REVOKE ALL ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean) IS
+REVOKE ALL ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION set_default_user_rate_limit(bigint, interval, text, bigint, bigint, integer, boolean, boolean, boolean, float8, float8, float8, float8, float8, float8, interval, bigint, boolean, timestamptz, text) IS
   'Sets the request limit of every user who has no request limit of their own';
 
 -- Deletes the token quota and request limit of one scope; internal.

@@ -47,7 +47,7 @@ SELECT scope, "limit", used FROM get_rate_limit_status('priv_user') WHERE scope 
 SELECT (get_rate_limit_history('priv_user'))->'total_requests' AS total_requests;
 \set VERBOSITY terse
 SELECT set_user_rate_limit('priv_user', 1, '1 day');      -- not granted
-SELECT rate_limiter_upsert_limit('tokens', 'priv_user', NULL, 1, '1 day', 'fixed_window', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);   -- internal
+SELECT rate_limiter_upsert_limit('tokens', 'priv_user', NULL, 1, '1 day', 'fixed_window', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);   -- internal
 SELECT rate_limiter_schedule_reset('user', 'priv_user', NULL);          -- internal
 UPDATE token_limits SET max_tokens_per_period = 1;        -- no table privilege
 \set VERBOSITY default

@@ -122,18 +122,35 @@ BEGIN
     RAISE EXCEPTION 'max_burst_tokens must be between 0 and 1000000000000000, not %', p_max_burst_tokens
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  -- Calendar periods (docs/algorithms.md): a fixed window only.
+  IF (p_period_anchor IS NOT NULL OR p_period_timezone IS NOT NULL) AND p_algorithm <> 'fixed_window' THEN
+    RAISE EXCEPTION 'period_anchor and period_timezone apply only to the fixed_window algorithm'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'The other algorithms count a window as a fixed length of time.';
+  END IF;
+  IF p_period_anchor IS NOT NULL AND NOT isfinite(p_period_anchor) THEN
+    RAISE EXCEPTION 'period_anchor must be a finite time, not %', p_period_anchor
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_period_timezone IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_period_timezone) THEN
+    RAISE EXCEPTION 'time zone "%" is not recognized',
+      CASE WHEN length(p_period_timezone) > 64 THEN left(p_period_timezone, 64) || '...' ELSE p_period_timezone END
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a name from pg_timezone_names.';
+  END IF;
 
   IF p_kind = 'tokens' THEN
     INSERT INTO @extschema@.token_limits AS t (
       user_id, api_endpoint, max_tokens_per_period, period_interval, algorithm, burst, burst_limit,
       burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
       user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
-      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode,
+      period_anchor, period_timezone)
     VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
       p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
       p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
       p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
-      p_max_burst_tokens, p_shadow_mode)
+      p_max_burst_tokens, p_shadow_mode, p_period_anchor, p_period_timezone)
     ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
       max_tokens_per_period = EXCLUDED.max_tokens_per_period,
       period_interval = EXCLUDED.period_interval,
@@ -149,18 +166,20 @@ BEGIN
       override_percentage = EXCLUDED.override_percentage,
       burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
       max_burst_tokens = EXCLUDED.max_burst_tokens,
-      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+      shadow_mode = EXCLUDED.shadow_mode, period_anchor = EXCLUDED.period_anchor,
+      period_timezone = EXCLUDED.period_timezone, updated_at = now();
   ELSE
     INSERT INTO @extschema@.request_limits AS r (
       user_id, api_endpoint, max_requests_per_window, window_duration, algorithm, burst, burst_limit,
       burst_window_seconds, enable_dynamic_allocation, emergency_override_enabled, burst_mode_enabled,
       user_history_weight, system_load_weight, time_factor_weight, emergency_threshold,
-      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode)
+      override_percentage, burst_multiplier, burst_window, max_burst_tokens, shadow_mode,
+      period_anchor, period_timezone)
     VALUES (p_user_id, p_api_endpoint, p_max, p_window, p_algorithm, p_burst, p_burst_limit,
       p_burst_window_seconds, p_enable_dynamic_allocation, p_emergency_override_enabled,
       p_burst_mode_enabled, p_user_history_weight, p_system_load_weight, p_time_factor_weight,
       p_emergency_threshold, p_override_percentage, p_burst_multiplier, p_burst_window,
-      p_max_burst_tokens, p_shadow_mode)
+      p_max_burst_tokens, p_shadow_mode, p_period_anchor, p_period_timezone)
     ON CONFLICT (user_id, api_endpoint) DO UPDATE SET
       max_requests_per_window = EXCLUDED.max_requests_per_window,
       window_duration = EXCLUDED.window_duration,
@@ -176,7 +195,8 @@ BEGIN
       override_percentage = EXCLUDED.override_percentage,
       burst_multiplier = EXCLUDED.burst_multiplier, burst_window = EXCLUDED.burst_window,
       max_burst_tokens = EXCLUDED.max_burst_tokens,
-      shadow_mode = EXCLUDED.shadow_mode, updated_at = now();
+      shadow_mode = EXCLUDED.shadow_mode, period_anchor = EXCLUDED.period_anchor,
+      period_timezone = EXCLUDED.period_timezone, updated_at = now();
   END IF;
 END $$;
 REVOKE ALL ON FUNCTION rate_limiter_upsert_limit(text, text, text, bigint, interval, @OPTION_TYPES@) FROM PUBLIC;

@@ -37,6 +37,9 @@
 //   "rate_limiter launcher"       a spinlock                 fixed
 //     the launcher's latch and
 //     requests                    (workers/launcher.hpp)
+//   "rate_limiter time zones"     a spinlock                 fixed: kMaxTimeZones
+//     period_timezone names
+//                                 (rules/time_zones.hpp)
 //   "rate_limiter leases"         "rate_limiter_leases" (1)  rate_limiter.max_leases
 //     in-flight leases of
 //     concurrency limits          (engine/leases.hpp)
@@ -49,7 +52,7 @@
 //   4. a queue stream's lock (one stream at a time), then its pool's
 //      free-list spinlock (stream_pool.hpp);
 //   5. the revocation lock, the fail-open spinlock, the launcher's
-//      spinlock and the lease lock are leaves: nothing is taken while
+//      spinlock, the time zone spinlock and the lease lock are leaves: nothing is taken while
 //      holding them.  The lease lock is taken by decide_call() while it
 //      holds the call's partition locks (leases.hpp), alone elsewhere.
 // No two counter-partition holders wait on each other out of order, and no
@@ -72,11 +75,11 @@ namespace rate_limiter::pg {
 
 namespace {
 
-std::array<SegmentRequest, 10> segments() {
+std::array<SegmentRequest, 11> segments() {
   return {counter_segment(),    rule_table_segment(),  installations_segment(),
           revocation_segment(), usage_queue_segment(), alert_queue_segment(),
           key_budget_segment(), fail_open_segment(),   launcher_segment(),
-          lease_segment()};
+          lease_segment(),      time_zone_segment()};
 }
 
 }  // namespace
@@ -105,6 +108,7 @@ void attach_shared_memory() {
   attach_launcher_memory();
   attach_fail_open_memory();
   attach_lease_memory();
+  attach_time_zone_memory();
   shared = state;
   // The postmaster, creating the segments: load the counters and the queued
   // usage events saved at the last clean shutdown, and save them at this

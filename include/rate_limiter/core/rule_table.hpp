@@ -51,6 +51,15 @@ struct RuleRecord {
   uint8_t kind = 0;        // LimitKind
   uint8_t deleted = 0;     // tombstone (see above)
   uint8_t reserved = 0;
+  // Calendar periods (the PostgreSQL layer's calendar_rules.hpp): the
+  // window's months and days (the rest of window_micros is its time part),
+  // the period_anchor (microseconds since the Unix epoch; kNoAnchor: the
+  // default) and the period_timezone (an id of the PostgreSQL layer's zone
+  // registry; 0: UTC).
+  int32_t period_months = 0;
+  int32_t period_days = 0;
+  int64_t period_anchor = INT64_MIN;
+  uint16_t period_zone = 0;
 };
 
 struct RuleSlot {

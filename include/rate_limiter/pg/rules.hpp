@@ -5,6 +5,7 @@
 // (scripts/check_layers.py).
 #pragma once
 
+#include "rate_limiter/pg/rules/calendar_rules.hpp"
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
@@ -13,3 +14,4 @@
 #include "rate_limiter/pg/rules/rule_options.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
 #include "rate_limiter/pg/rules/rules.hpp"
+#include "rate_limiter/pg/rules/time_zones.hpp"

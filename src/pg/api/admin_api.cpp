@@ -44,6 +44,30 @@ core::Hash128 counter_scope_args(FunctionCallInfo fcinfo) {
   return scope_of(extension_catalog(), scope, user.value, endpoint.value);
 }
 
+// The rule record of `kind` of the scope named by (scope, user_id,
+// api_endpoint), 'default' meaning the default rule; false when none.
+bool scope_rule_record(FunctionCallInfo fcinfo, const ExtensionCatalog* ext, core::LimitKind kind,
+                       core::RuleRecord* out) {
+  const char* s = text_to_cstring(PG_GETARG_TEXT_PP(0));
+  core::ScopeKind scope = scope_arg(fcinfo, 0);
+  if (strcmp(s, "default") == 0) scope = core::ScopeKind::Default;
+  std::string_view user, endpoint;
+  if (scope == core::ScopeKind::User || scope == core::ScopeKind::UserEndpoint) {
+    text* u = PG_GETARG_TEXT_PP(1);
+    user = std::string_view(VARDATA_ANY(u), VARSIZE_ANY_EXHDR(u));
+  }
+  if (scope == core::ScopeKind::UserEndpoint || scope == core::ScopeKind::Endpoint) {
+    text* e = PG_GETARG_TEXT_PP(2);
+    endpoint = std::string_view(VARDATA_ANY(e), VARSIZE_ANY_EXHDR(e));
+  }
+  ScopeRules rules;
+  lookup_scope_rules(ext, scope, user, endpoint, scope_of(ext, scope, user, endpoint), &rules);
+  const int k = static_cast<int>(kind);
+  if (!rules.has[k]) return false;
+  *out = rules.kind[k];
+  return true;
+}
+
 core::LimitKind limit_kind_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno))
     ereport(ERROR,
@@ -220,6 +244,14 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   const core::Hash128 key =
       core::limit_key(scope, kind, static_cast<uint8>(rule.algorithm), rule.window_micros);
   const int64 now = limiter_now_unix();
+  // A calendar period (calendar_rules.hpp) is counted as its period's
+  // window: the rule's record says whether it is one.
+  if (rule.algorithm == core::Algorithm::FixedWindow) {
+    core::RuleRecord record;
+    if (scope_rule_record(fcinfo, ext, kind, &record) && record.window_micros == rule.window_micros &&
+        record.algorithm == static_cast<uint8>(rule.algorithm) && is_calendar(record))
+      rule = limit_rule_of(record, now);
+  }
   PartitionSet set;
   set.add(core::partition_of(key, shared->geometry.partitions));
   if (!acquire_partitions(set, LW_SHARED, settings.lock_timeout_ms))

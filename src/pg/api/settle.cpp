@@ -207,7 +207,7 @@ void schedule_refunds(const ExtensionCatalog* ext, const GrantRow& g, int64 unus
     }
     const core::Hash128 key =
         core::limit_key(scope, core::LimitKind::Tokens, static_cast<uint8>(c.rule.algorithm),
-                        c.rule.window_micros, core::CounterRole::Main);
+                        c.key_window, core::CounterRole::Main);
     schedule_refund_at_commit(key, c.rule, back, c.window, c.generation);
   }
 }

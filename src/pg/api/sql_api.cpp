@@ -116,7 +116,7 @@ void fail_open_grant(Call* call) {
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
   bool default_class[2 * core::kMaxAppliedLimits];
   const int n = applicable_counter_rules(call->rules, keys, rules, kinds, default_class,
-                                         2 * core::kMaxAppliedLimits);
+                                         2 * core::kMaxAppliedLimits, call->now);
   const core::CallRequest& req = call->input.request;
   core::Hash128 token_keys[2 * core::kMaxAppliedLimits];
   int64 capacities[2 * core::kMaxAppliedLimits];

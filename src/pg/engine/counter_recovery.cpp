@@ -101,8 +101,10 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
   core::LimitRule limit_rules[2 * core::kMaxAppliedLimits];
   core::LimitKind kinds[2 * core::kMaxAppliedLimits];
   bool default_class[2 * core::kMaxAppliedLimits];
+  // The rules as at the row: a calendar limit counts the row in the
+  // period it fell in.
   const int n = applicable_counter_rules(rules, keys, limit_rules, kinds, default_class,
-                                         2 * core::kMaxAppliedLimits);
+                                         2 * core::kMaxAppliedLimits, at);
   for (int i = 0; i < n; ++i) {
     bool found = false;
     if (resets != nullptr) {
@@ -111,10 +113,10 @@ void replay_row(HTAB* states, HTAB* resets, const ApplicableRules& rules, int64 
       if (found && at < reset->reset_at) continue;
     }
     auto* r = static_cast<Rebuilt*>(hash_search(states, &keys[i], HASH_ENTER, &found));
-    if (!found) {
-      r->rule = limit_rules[i];
-      r->state = core::CounterState{};
-    }
+    if (!found) r->state = core::CounterState{};
+    // The latest row's: a calendar period of an earlier row has ended, and
+    // the counter holds the latest period's rows (merge() advances it).
+    r->rule = limit_rules[i];
     // Unclamped: a row counts whole even when it exceeds the current rule
     // (granted under a limit lowered since, or from an emergency
     // allowance), as the live counter held it.

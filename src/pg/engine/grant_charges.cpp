@@ -61,6 +61,11 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
   char* p = out + 1;
   int n = 0;
   bool ancestors = false;
+  // Version 3 adds a period length to every fixed-window charge: only
+  // when some charge is a calendar period's.
+  bool calendar = false;
+  for (int i = 0; i < result.charged_count; ++i)
+    if (result.charged[i].rule.window_micros != result.charged[i].key_window) calendar = true;
   for (int i = 0; i < result.charged_count && n < kMaxGrantCharges; ++i) {
     const ChargedCounter& c = result.charged[i];
     const DecidedLimit& l = result.limits[c.limit];
@@ -77,7 +82,9 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     if (l.owner_level > 0) flags |= kAncestor;
     if (c.units == tokens) flags |= kUnitsAreTokens;
     if (c.rule.burst != 0) flags |= kHasBurst;
-    if (windowed(a) && c.window == core::aligned_window_start(now, c.rule.window_micros))
+    // The aligned window of the recorded (key) window, as the decoder
+    // computes it.
+    if (windowed(a) && c.window == core::aligned_window_start(now, c.key_window))
       flags |= kAlignedWindow;
     *p++ = static_cast<char>(flags);
     *p++ = static_cast<char>(c.generation & 0xFF);
@@ -90,14 +97,20 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
       ancestors = true;
     }
     p = put_varint(p, static_cast<uint64>(c.rule.limit));
-    p = put_varint(p, static_cast<uint64>(c.rule.window_micros));
+    p = put_varint(p, static_cast<uint64>(c.key_window));
     if (flags & kHasBurst) p = put_varint(p, static_cast<uint64>(c.rule.burst));
     if (!(flags & kUnitsAreTokens)) p = put_varint(p, static_cast<uint64>(c.units));
     if (!(flags & kAlignedWindow)) p = put_varint(p, zigzag(c.window - now));
+    if (calendar && a == core::Algorithm::FixedWindow)
+      p = put_varint(p, c.rule.window_micros != c.key_window
+                            ? static_cast<uint64>(c.rule.window_micros)
+                            : 0);
     ++n;
   }
   if (n == 0) return 0;
-  out[0] = static_cast<char>(ancestors ? kGrantChargesVersion : kGrantChargesVersion1);
+  out[0] = static_cast<char>(calendar    ? kGrantChargesVersion
+                             : ancestors ? kGrantChargesVersion2
+                                         : kGrantChargesVersion1);
   return static_cast<uint32>(p - out);
 }
 
@@ -105,7 +118,9 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
                          GrantCharge* out) noexcept {
   if (length < 1) return -1;
   const uint8 version = static_cast<uint8>(bytes[0]);
-  if (version != kGrantChargesVersion && version != kGrantChargesVersion1) return -1;
+  if (version != kGrantChargesVersion && version != kGrantChargesVersion2 &&
+      version != kGrantChargesVersion1)
+    return -1;
   const char* p = bytes + 1;
   const char* end = bytes + length;
   int n = 0;
@@ -120,7 +135,7 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
     c.owner = std::string_view();
     if (version == kGrantChargesVersion1 && (flags & kBurstCap))
       return -1;  // reserved: burst caps are not recorded
-    if (version == kGrantChargesVersion && (flags & kAncestor)) {
+    if (version != kGrantChargesVersion1 && (flags & kAncestor)) {
       // An ancestor's counters are its user and user+endpoint scopes only.
       if (c.scope != core::ScopeKind::User && c.scope != core::ScopeKind::UserEndpoint) return -1;
       int64 len = 0;
@@ -133,6 +148,7 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
         c.rule.window_micros < core::kMinWindowMicros)
       return -1;
     c.rule.burst = 0;
+    c.key_window = c.rule.window_micros;
     if ((flags & kHasBurst) && !get_positive(&p, end, core::kMaxQuantity, &c.rule.burst)) return -1;
     c.units = tokens;
     if (!(flags & kUnitsAreTokens) && !get_positive(&p, end, core::kMaxQuantity, &c.units))
@@ -146,6 +162,16 @@ int decode_grant_charges(const char* bytes, uint32 length, int64 tokens, int64 n
       const int64 d = unzigzag(delta);
       if (d > core::kMaxWindowMicros * 4 || d < -core::kMaxWindowMicros * 4) return -1;
       c.window = now + d;
+    }
+    if (version == kGrantChargesVersion && c.rule.algorithm == core::Algorithm::FixedWindow) {
+      int64 period = 0;
+      if (!get_positive(&p, end, core::kMaxWindowMicros, &period)) return -1;
+      if (period != 0) {
+        if (period < core::kMinWindowMicros) return -1;
+        // The period's window: what its counter was built for.
+        c.rule.window_micros = period;
+        c.rule.origin = c.window;
+      }
     }
   }
   return n;

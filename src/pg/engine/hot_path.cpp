@@ -24,6 +24,7 @@ constexpr int64 kPostgresEpochUnixMicros =
 struct PlannedCounter {
   core::Hash128 key;
   core::LimitRule rule;
+  int64 key_window = 0;  // the nominal window the key was made with
   uint32 partition = 0;
   core::CounterState** target = nullptr;  // where decide() finds it
   bool default_class = false;             // made for a user under the default rule (key_budget.hpp)
@@ -47,11 +48,12 @@ struct PlannedLimits {
   bool default_class = false;  // the limit being added is the default rule's
 
   int add_counter(const core::Hash128& key, const core::LimitRule& rule,
-                  core::CounterState** target) {
+                  core::CounterState** target, int64 key_window) {
     PlannedCounter& c = counters[ncounters];
     c = PlannedCounter{};
     c.key = key;
     c.rule = rule;
+    c.key_window = key_window;
     c.partition = core::partition_of(key, shared->geometry.partitions);
     c.target = target;
     c.default_class = default_class;
@@ -61,7 +63,7 @@ struct PlannedLimits {
 
   void add(const core::CallRequest& request, core::ScopeKind reported, const ScopeRules& rules,
            int kind, const core::Hash128& counter_scope, int owner_level,
-           const core::Hash128& owner_scope) noexcept {
+           const core::Hash128& owner_scope, int64 now) noexcept {
     const core::RuleRecord& kr = rules.kind[kind];
     const auto lk = static_cast<core::LimitKind>(kind);
     default_class = reported == core::ScopeKind::Default;
@@ -70,30 +72,33 @@ struct PlannedLimits {
       l = core::AppliedLimit{};
       l.kind = lk;
       l.scope = reported;
-      l.rule = limit_rule_of(kr);
+      l.rule = limit_rule_of(kr, now);
       l.params = resolve_params(rules, kind);
       l.shadow = is_shadow_limit(rules, kind);
       level[count] = static_cast<uint8>(owner_level);
       owner[count] = owner_scope;
-      // Every counter of the limit is keyed with the limit's own shape.
+      // Every counter of the limit is keyed with the limit's own shape: its
+      // nominal window, which a calendar period's length is not.
       const auto key = [&](core::CounterRole role) {
         return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm),
-                               l.rule.window_micros, role);
+                               kr.window_micros, role);
       };
-      counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state);
+      counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state, kr.window_micros);
       counter_of[count][1] = counter_of[count][2] = -1;
       // The strategy counters exist only for calls that use the strategy.
       if (request.emergency && l.params.emergency) {
         const core::LimitRule er = core::emergency_rule(l.rule, l.params);
         if (er.limit > 0)
           counter_of[count][1] =
-              add_counter(key(core::CounterRole::Emergency), er, &l.emergency_state);
+              add_counter(key(core::CounterRole::Emergency), er, &l.emergency_state,
+                          kr.window_micros);
       }
       if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
         const core::LimitRule br = core::burst_budget_rule(l.params);
         if (br.limit > 0)
           counter_of[count][2] =
-              add_counter(key(core::CounterRole::BurstBudget), br, &l.burst_state);
+              add_counter(key(core::CounterRole::BurstBudget), br, &l.burst_state,
+                          kr.window_micros);
       }
       ++count;
     }
@@ -111,7 +116,7 @@ struct PlannedLimits {
       counter_of[count][0] =
           add_counter(core::limit_key(counter_scope, lk, kr.algorithm, kr.window_micros,
                                       core::CounterRole::BurstCap),
-                      c.rule, &c.state);
+                      c.rule, &c.state, kr.window_micros);
       counter_of[count][1] = counter_of[count][2] = -1;
       ++count;
     }
@@ -282,11 +287,11 @@ void take_in_flight(const CallInput& in, core::LeaseTable* t, int64 now, CallRes
   }
 }
 
-void plan_limits(const CallInput& in, PlannedLimits* plan) noexcept {
+void plan_limits(const CallInput& in, int64 now, PlannedLimits* plan) noexcept {
   for_each_applicable(*in.rules,
                       [&](core::ScopeKind reported, const ScopeRules& r, int k,
                           const core::Hash128& scope, int level, const core::Hash128& owner) {
-                        plan->add(in.request, reported, r, k, scope, level, owner);
+                        plan->add(in.request, reported, r, k, scope, level, owner, now);
                       });
 }
 
@@ -306,13 +311,13 @@ TimestampTz unix_to_timestamptz(int64 unix_micros) {
 int64 timestamptz_to_unix(TimestampTz t) { return t + kPostgresEpochUnixMicros; }
 
 int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
-                        core::Hash128* keys, core::LimitRule* rules) {
+                        core::Hash128* keys, core::LimitRule* rules, int64 at) {
   int n = 0;
   for_each_applicable(applicable, [&](core::ScopeKind, const ScopeRules& r, int k,
                                       const core::Hash128& scope, int, const core::Hash128&) {
     if (k != static_cast<int>(kind) || n >= static_cast<int>(core::kMaxAppliedLimits)) return;
     keys[n] = core::limit_key(scope, kind, r.kind[k].algorithm, r.kind[k].window_micros);
-    rules[n] = limit_rule_of(r.kind[k]);
+    rules[n] = limit_rule_of(r.kind[k], at);
     ++n;
   });
   return n;
@@ -320,7 +325,7 @@ int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
 
 int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys,
                              core::LimitRule* rules, core::LimitKind* kinds, bool* default_class,
-                             int max) {
+                             int max, int64 at) {
   int n = 0;
   for_each_applicable(applicable, [&](core::ScopeKind reported, const ScopeRules& r, int k,
                                       const core::Hash128& scope, int, const core::Hash128&) {
@@ -328,7 +333,7 @@ int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* k
     const core::RuleRecord& rec = r.kind[k];
     if (n < max) {
       keys[n] = core::limit_key(scope, kind, rec.algorithm, rec.window_micros);
-      rules[n] = limit_rule_of(rec);
+      rules[n] = limit_rule_of(rec, at);
       kinds[n] = kind;
       default_class[n++] = reported == core::ScopeKind::Default;
     }
@@ -352,7 +357,7 @@ std::string_view limit_owner(const CallInput& in, const DecidedLimit& l) noexcep
 
 void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   PlannedLimits plan;
-  plan_limits(in, &plan);
+  plan_limits(in, now, &plan);
   const core::PriorityShares shares = current_priority_shares();
 
   const bool leased = takes_leases(in);
@@ -466,6 +471,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
         ChargedCounter& cc = out->charged[out->charged_count++];
         cc.key = plan.counters[c].key;
         cc.rule = plan.counters[c].rule;
+        cc.key_window = plan.counters[c].key_window;
         cc.units = units[role];
         cc.window = windows[role];
         cc.generation = plan.counters[c].generation;
@@ -485,7 +491,7 @@ void decide_call(const CallInput& in, int64 now, CallResult* out) noexcept {
 
 void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept {
   PlannedLimits plan;
-  plan_limits(in, &plan);
+  plan_limits(in, now, &plan);
   const core::PriorityShares shares = current_priority_shares();
   out->status = CallStatus::Decided;
   if (plan.count == 0) {

@@ -2,6 +2,7 @@
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
+#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
@@ -130,6 +131,8 @@ void lookup_scope_rules(const ExtensionCatalog* ext, core::ScopeKind kind, std::
     const auto lk = static_cast<core::LimitKind>(k);
     out->has[k] = lookup_one(ext, lk, kind, user, endpoint, core::counter_key(scope, lk),
                              &out->kind[k], view);
+    // The zone of a calendar period, for the hot path (time_zones.hpp).
+    if (out->has[k]) prepare_time_zone(out->kind[k].period_zone);
   }
 }
 

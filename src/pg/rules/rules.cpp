@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "rate_limiter/pg/rules/calendar_rules.hpp"
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
+#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/support.hpp"
 
@@ -46,13 +48,13 @@ int64 interval_to_micros(const Interval* interval) {
   return static_cast<int64>(total);
 }
 
-core::LimitRule limit_rule_of(const core::RuleRecord& r) noexcept {
+core::LimitRule limit_rule_of(const core::RuleRecord& r, int64 at) noexcept {
   core::LimitRule rule;
   rule.limit = r.limit;
   rule.window_micros = r.window_micros;
   rule.algorithm = static_cast<core::Algorithm>(r.algorithm);
   rule.burst = r.burst;
-  return rule;
+  return is_calendar(r) ? calendar_rule(r, rule, at) : rule;
 }
 
 bool has_burst_cap(const core::RuleRecord& r) noexcept { return r.cap_limit > 0; }
@@ -68,10 +70,11 @@ core::LimitRule burst_cap_of(const core::RuleRecord& r) noexcept {
 
 int64 replay_horizon(const core::RuleRecord& r) noexcept {
   if (is_hierarchy_record(r) || is_concurrency_record(r)) return 0;  // counts nothing
-  auto horizon = [](const core::LimitRule& rule) -> int64 {
+  auto horizon = [&](const core::LimitRule& rule) -> int64 {
     switch (rule.algorithm) {
       case core::Algorithm::FixedWindow:
-        return rule.window_micros;
+        // A calendar period can be longer than its nominal window.
+        return is_calendar(r) ? longest_period(r) : rule.window_micros;
       case core::Algorithm::SlidingWindow:
         return 2 * rule.window_micros;
       case core::Algorithm::TokenBucket:
@@ -86,7 +89,13 @@ int64 replay_horizon(const core::RuleRecord& r) noexcept {
     }
     return rule.window_micros;
   };
-  int64 h = horizon(limit_rule_of(r));
+  // The nominal shape: the horizon of every period, not of one.
+  core::LimitRule nominal;
+  nominal.limit = r.limit;
+  nominal.window_micros = r.window_micros;
+  nominal.algorithm = static_cast<core::Algorithm>(r.algorithm);
+  nominal.burst = r.burst;
+  int64 h = horizon(nominal);
   if (has_burst_cap(r)) h = std::max(h, horizon(burst_cap_of(r)));
   return h;
 }
@@ -166,6 +175,12 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
   r.window_micros = isnull ? core::kMinWindowMicros
                            : std::clamp<int64>(interval_to_micros(DatumGetIntervalP(d)),
                                                core::kMinWindowMicros, core::kMaxWindowMicros);
+  if (!isnull) {
+    // Kept apart for calendar periods (calendar_rules.hpp).
+    const Interval* iv = DatumGetIntervalP(d);
+    r.period_months = iv->month;
+    r.period_days = iv->day;
+  }
   core::Algorithm algorithm = core::Algorithm::FixedWindow;
   d = get(at(RuleOption::algorithm));
   if (!isnull) {
@@ -205,6 +220,16 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
   r.max_burst_tokens = isnull ? -1 : std::clamp<int64>(DatumGetInt64(d), 0, core::kMaxQuantity);
   d = get(at(RuleOption::shadow_mode));
   r.shadow = isnull ? -1 : switch_of(d);
+  d = get(at(RuleOption::period_anchor));
+  if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)))
+    r.period_anchor = DatumGetTimestampTz(d) +
+                      static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+  d = get(at(RuleOption::period_timezone));
+  if (!isnull) {
+    // Registered here (a trigger, the loader, a lookup: all may ereport),
+    // so that the hot path only ever reads the registry.
+    r.period_zone = time_zone_id(text_to_cstring(DatumGetTextPP(d)));
+  }
   return r;
 }
 

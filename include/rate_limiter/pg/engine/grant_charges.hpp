@@ -26,6 +26,11 @@
 // gives bit 4 a meaning: the charge is the ancestor's whose id follows the
 // generation (a varint length and the bytes); scope kind says which of its
 // scopes (user or user+endpoint).  Version 1 records decode as before.
+// Version 3 (written when a calendar period was charged,
+// calendar_rules.hpp) is version 2 where window_micros is the limit's
+// nominal window (its counter's key) and every fixed_window charge is
+// followed by one more varint: the length of the period it was charged in,
+// 0 for a fixed-length window.
 #pragma once
 
 #include <string_view>
@@ -38,7 +43,8 @@ namespace rate_limiter::pg {
 
 struct GrantCharge {
   core::ScopeKind scope = core::ScopeKind::User;
-  core::LimitRule rule;
+  core::LimitRule rule;    // as charged: a calendar period's own window
+  int64 key_window = 0;    // the window of the counter's key (nominal)
   int64 units = 0;
   int64 window = 0;  // consume()'s result
   uint16 generation = 0;
@@ -48,11 +54,12 @@ struct GrantCharge {
 };
 
 constexpr uint8 kGrantChargesVersion1 = 1;  // no ancestors
-constexpr uint8 kGrantChargesVersion = 2;
+constexpr uint8 kGrantChargesVersion2 = 2;  // ancestors
+constexpr uint8 kGrantChargesVersion = 3;   // calendar periods
 // One token quota per scope (its main counter): the user on the endpoint,
 // the user (or the default rule), the endpoint, and two per ancestor.
 constexpr int kMaxGrantCharges = 3 + 2 * core::kMaxAncestors;
-constexpr uint32 kMaxGrantChargeBytes = 1 + 2 + 5 * 10;  // flags, generation, five varints
+constexpr uint32 kMaxGrantChargeBytes = 1 + 2 + 6 * 10;  // flags, generation, six varints
 // ... and each ancestor's charge its id with a two-byte length.
 constexpr uint32 kMaxIdChargeBytes = 2 + static_cast<uint32>(core::kMaxIdBytes);
 constexpr uint32 kMaxGrantChargesBytes =

@@ -71,6 +71,7 @@ struct DecidedLimit {
 struct ChargedCounter {
   core::Hash128 key;
   core::LimitRule rule;  // the counter's own (an emergency counter's differs from its limit's)
+  int64 key_window = 0;  // the window its key was made with: the limit's nominal one
   int64 units = 0;
   int64 window = 0;
   uint16 generation = 0;  // the slot's when charged (core::CounterSlot)
@@ -130,18 +131,18 @@ void preview_call(const CallInput& in, int64 now, CallResult* out) noexcept;
 std::string_view limit_owner(const CallInput& in, const DecidedLimit& l) noexcept;
 
 // The counters of `kind` among the applicable rules, main counters only,
-// with their rules: what settle_tokens gives unused tokens back to.
+// with their rules at `at` (calendar periods: the period containing it).
 // Returns how many were written to keys/rules (at most
 // core::kMaxAppliedLimits).
 int applicable_counters(const ApplicableRules& applicable, core::LimitKind kind,
-                        core::Hash128* keys, core::LimitRule* rules);
+                        core::Hash128* keys, core::LimitRule* rules, int64 at);
 
 // Every main counter and burst cap of the applicable rules, both kinds,
 // with their rules, kinds and whether they are the default rule's (the
-// counter rebuild's and a lockless grant's view of one call).  Returns how
-// many were written (at most max).
+// counter rebuild's and a lockless grant's view of one call), the rules as
+// at `at`.  Returns how many were written (at most max).
 int applicable_counter_rules(const ApplicableRules& applicable, core::Hash128* keys,
                              core::LimitRule* rules, core::LimitKind* kinds, bool* default_class,
-                             int max);
+                             int max, int64 at);
 
 }  // namespace rate_limiter::pg

@@ -21,7 +21,9 @@
   X(burst_multiplier)           \
   X(burst_window)               \
   X(max_burst_tokens)           \
-  X(shadow_mode)
+  X(shadow_mode)                \
+  X(period_anchor)              \
+  X(period_timezone)
 
 namespace rate_limiter::pg {
 

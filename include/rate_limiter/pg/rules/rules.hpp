@@ -25,7 +25,11 @@ struct ScopeRules {
   core::RuleRecord kind[core::kLimitKinds];
 };
 
-core::LimitRule limit_rule_of(const core::RuleRecord& r) noexcept;
+// The rule of a record as the core counts it at `at`: for a calendar
+// period (calendar_rules.hpp) the fixed window of the period containing
+// `at`; else the record's fixed shape.  Counter keys use the record's
+// nominal window (r.window_micros), never this rule's.
+core::LimitRule limit_rule_of(const core::RuleRecord& r, int64 at) noexcept;
 bool has_burst_cap(const core::RuleRecord& r) noexcept;
 core::LimitRule burst_cap_of(const core::RuleRecord& r) noexcept;  // always a fixed window
 

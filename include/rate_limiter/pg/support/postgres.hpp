@@ -35,6 +35,7 @@ extern "C" {
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
+#include "pgtime.h"
 #include "port/atomics.h"
 #include "port/pg_crc32c.h"
 #include "postmaster/bgworker.h"
