@@ -99,7 +99,7 @@ cmp_ok(scalar(split /\n/, $want), '>', 1000, 'the catalog description is not emp
 # their types and defaults, in order; scripts/check_options.py checks the
 # C++ list, the upsert, the update scripts, the settings and the docs.
 command_ok([ 'python3', 'scripts/check_options.py' ], 'the option list agrees with the sources and docs');
-my %sql_type = (float8 => 'double precision');
+my %sql_type = (float8 => 'double precision', timestamptz => 'timestamp with time zone');
 my @options;
 open(my $tsv, '<', 'sql/schema/options.tsv') or die "sql/schema/options.tsv: $!";
 while (my $line = <$tsv>)
