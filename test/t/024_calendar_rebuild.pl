@@ -22,7 +22,6 @@ is($node->safe_psql('postgres', "SELECT to_timestamp(1803861000) AT TIME ZONE 'U
 $node->safe_psql('postgres', q{
 	SELECT set_rate_limit('monthly', 100000, '1 month');
 	SELECT set_rate_limit('berlin', 100000, '1 day', period_timezone => 'Europe/Berlin');
-	SELECT set_rate_limit('fixed30', 100000, '1 month', algorithm => 'sliding_window');
 });
 # Rows of earlier periods, written as the worker would have: February's
 # last hour for the monthly quota, Berlin's previous day (before 23:00
