@@ -45,6 +45,7 @@ declare -A label=(
   [grant]="allocate_tokens, granted, usage_log = async"
   [grant_sync]="allocate_tokens, granted, usage_log = sync"
   [own]="allocate_tokens, granted, the user's own quota"
+  [cal]="  ... a calendar month in Europe/Berlin"
   [tree]="allocate_tokens, granted, quotas of user, team, tenant"
   [tree_cc]="  ... and the user's in-flight limit (takes a lease)"
   [denied]="allocate_tokens, denied (no row written)"
@@ -54,24 +55,28 @@ declare -A expr=(
   [grant]="allocate_tokens('u' || (g % 1000), 1, 'low')"
   [grant_sync]="allocate_tokens('u' || (g % 1000), 1, 'low')"
   [own]="allocate_tokens('o' || (g % 1000), 1, 'low')"
+  [cal]="allocate_tokens('k' || (g % 1000), 1, 'low')"
   [tree]="allocate_tokens('h' || (g % 1000), 1, 'low')"
   [tree_cc]="allocate_tokens('c' || (g % 1000), 1, 'low')"
   [denied]="allocate_tokens(denied_user(g), 1, 'low')"
   [check]="check_rate_limit(denied_user(g))")
-order=(trivial grant grant_sync own tree tree_cc denied check)
+order=(trivial grant grant_sync own cal tree tree_cc denied check)
 declare -A options=([grant_sync]="-c rate_limiter.usage_log=sync")
 
 # o0..o999 have a token quota each; h0..h999 too, and are members of two
 # teams under one tenant, each with a token quota: a call checks and
 # charges three levels (hierarchies: set_parent).  c0..c999 are the same
 # as h0..h999 and have an in-flight limit each (never reached): a call
-# also takes a lease.
+# also takes a lease.  k0..k999 have a monthly quota in Europe/Berlin
+# (a calendar period).
 q -c "SELECT set_rate_limit(p || g, 1000000000000, '3650 days')
         FROM unnest(ARRAY['o', 'h', 'c']) p, generate_series(0, 999) g" \
   -c "SELECT set_rate_limit(t, 1000000000000, '3650 days') FROM unnest(ARRAY['team0', 'team1', 'tenant']) t" \
   -c "SELECT set_parent('team' || t, 'tenant') FROM generate_series(0, 1) t" \
   -c "SELECT set_parent(p || g, 'team' || (g % 2)) FROM unnest(ARRAY['h', 'c']) p, generate_series(0, 999) g" \
-  -c "SELECT set_concurrency_limit('c' || g, 1000000) FROM generate_series(0, 999) g" >/dev/null
+  -c "SELECT set_concurrency_limit('c' || g, 1000000) FROM generate_series(0, 999) g" \
+  -c "SELECT set_rate_limit('k' || g, 1000000000000, '1 month', period_timezone => 'Europe/Berlin')
+        FROM generate_series(0, 999) g" >/dev/null
 
 # Users d0..d999 have used up a one-request limit, so their calls are denied
 # after the locked decision and write nothing.
@@ -98,5 +103,7 @@ for k in "${order[@]}"; do
 done
 awk -v t="$(median ${times[tree]})" -v o="$(median ${times[own]})" \
   'BEGIN { printf "three-level hierarchy / own quota only: %.2f\n", t / o }'
+awk -v t="$(median ${times[cal]})" -v o="$(median ${times[own]})" \
+  'BEGIN { printf "calendar month in a time zone / own quota only: %.2f\n", t / o }'
 awk -v t="$(median ${times[tree_cc]})" -v o="$(median ${times[own]})" \
   'BEGIN { printf "three-level hierarchy and an in-flight limit / own quota only: %.2f\n", t / o }'

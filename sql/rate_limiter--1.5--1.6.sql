@@ -260,6 +260,8 @@ DECLARE
                                  'emergency_threshold', 'override_percentage'];
   fractions float8[] := ARRAY[p_user_history_weight, p_system_load_weight, p_time_factor_weight,
                               p_emergency_threshold, p_override_percentage];
+  months integer;
+  days integer;
 BEGIN
   IF p_kind = 'tokens' THEN
     PERFORM @extschema@.rate_limiter_check_limit('max_tokens_per_period', p_max);
@@ -324,9 +326,28 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'The other algorithms count a window as a fixed length of time.';
   END IF;
-  IF p_period_anchor IS NOT NULL AND NOT isfinite(p_period_anchor) THEN
-    RAISE EXCEPTION 'period_anchor must be a finite time, not %', p_period_anchor
+  IF p_period_anchor IS NOT NULL
+     AND NOT (p_period_anchor BETWEEN timestamptz '1900-01-01 00:00+00' AND timestamptz '2200-01-01 00:00+00') THEN
+    RAISE EXCEPTION 'period_anchor must be between 1900 and 2200, not %', p_period_anchor
       USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- A calendar period (months, or a zone or an anchor): no negative part,
+  -- and its longest period (months of 31 days, days of 25 hours) within
+  -- the 3650 days every window is bounded by.
+  IF p_algorithm = 'fixed_window' AND (extract(year FROM p_window) * 12 + extract(month FROM p_window) <> 0
+                                       OR p_period_anchor IS NOT NULL OR p_period_timezone IS NOT NULL) THEN
+    months := (extract(year FROM p_window) * 12 + extract(month FROM p_window))::integer;
+    days := extract(day FROM p_window)::integer;
+    IF months < 0 OR days < 0 OR p_window - make_interval(months => months, days => days) < interval '0' THEN
+      RAISE EXCEPTION 'a calendar period cannot have a negative part: %', p_window
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF make_interval(days => months * 31) + make_interval(hours => days * 25)
+       + (p_window - make_interval(months => months, days => days)) + interval '1 hour' > interval '3650 days' THEN
+      RAISE EXCEPTION 'a calendar period of % can last more than 3650 days', p_window
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Calendar periods of up to 9 years are allowed.';
+    END IF;
   END IF;
   IF p_period_timezone IS NOT NULL
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_period_timezone) THEN

@@ -175,7 +175,23 @@ CounterState fresh_state(const Shape& s, int64_t now) noexcept {
 // The advanced state for a shape (see advance()).
 CounterState advanced(const Shape& s, const CounterState& original, int64_t now) noexcept {
   const CounterState state = relimited(s, original, now);
-  if (!built_for(s, state)) return fresh_state(s, now);
+  if (!built_for(s, state)) {
+    CounterState st = fresh_state(s, now);
+    // A fixed window of another length whose window is still live (a
+    // calendar period of the PostgreSQL layer replacing the fixed window
+    // of a rule with months, or a new period_anchor) keeps what it counted
+    // in the window that contains now: a change of alignment never hands
+    // out fresh quota.  At a period's natural end the old window has ended.
+    // (Only for rules on an origin of their own: any other counter is keyed
+    // with its window, so a length change means another rule.)
+    if (s.algorithm == Algorithm::FixedWindow && s.origin != kWindowOriginMicros &&
+        state.window_micros != 0 &&
+        state.algorithm == static_cast<uint8_t>(Algorithm::FixedWindow) && state.limit == s.limit &&
+        state.window_start <= now &&
+        static_cast<i128>(now) - state.window_start < state.window_micros)
+      st.used = std::clamp<int64_t>(state.used, 0, s.limit);
+    return st;
+  }
   CounterState st = state;
   if (is_bucket(s.algorithm)) {
     // A TAT before now means a full bucket: normalize it to now, so the
@@ -187,9 +203,15 @@ CounterState advanced(const Shape& s, const CounterState& original, int64_t now)
     st.used = std::clamp<int64_t>(st.used, 0, s.limit - 1);
     return st;
   }
-  // Live window, or a window in the future (the clock stepped back): kept.
-  if (static_cast<i128>(now) - st.window_start < s.window) return st;
   const int64_t start = aligned_window_start(now, s.window, s.origin);
+  // Live window, or a window in the future (the clock stepped back): kept.
+  if (static_cast<i128>(now) - st.window_start < s.window) {
+    // A live fixed window on another grid (the origin moved: a calendar
+    // period's new anchor or zone) moves onto the rule's grid with its
+    // count: never fresh quota, and it ends when the rule's window ends.
+    if (s.algorithm == Algorithm::FixedWindow && st.window_start < start) st.window_start = start;
+    return st;
+  }
   const i128 shift = std::max<i128>(1, (static_cast<i128>(start) - st.window_start) / s.window);
   const int64_t used = std::max<int64_t>(0, st.used);
   const int64_t u =

@@ -8,7 +8,7 @@
 \set QUIET on
 SELECT 'tap' || txid_current() || '_' AS run \gset
 BEGIN;
-SELECT plan(22);
+SELECT plan(28);
 SET LOCAL rate_limiter.usage_log = sync;
 CREATE FUNCTION pg_temp.clock(t timestamptz) RETURNS void LANGUAGE sql AS
   $$SELECT set_config('rate_limiter.debug_clock', extract(epoch FROM t)::bigint::text, true)$$;
@@ -34,6 +34,9 @@ SELECT pg_temp.clock('2027-03-01 00:00+00');
 SELECT is((SELECT tokens_allocated FROM allocate_tokens(:'run' || 'm', 100, 'high', context => '{"all_or_nothing": false}')),
           50::bigint, 'at the 1st of March the quota is whole again: half of 100 for high');
 SELECT is(pg_temp.period(:'run' || 'm'), '2027-03-01 00:00 .. 2027-04-01 00:00', 'March: 31 days');
+SELECT is((SELECT used || ' ' || to_char(reset_at AT TIME ZONE 'UTC', 'MM-DD HH24:MI') FROM rate_limiter_counters
+            WHERE user_id = :'run' || 'm' AND role = 'limit'),
+          '50 04-01 00:00', 'rate_limiter_counters reads the calendar counter in its period');
 SELECT pg_temp.clock('2028-02-29 12:00+00');
 SELECT is(pg_temp.period(:'run' || 'm'), '2028-02-01 00:00 .. 2028-03-01 00:00',
           'February 2028 (a leap year): 29 days');
@@ -85,7 +88,24 @@ SELECT set_rate_limit(:'run' || 'w', 100, '1 month', algorithm => 'sliding_windo
 SELECT is((SELECT reset_at - window_start FROM get_rate_limit_status(:'run' || 'w') WHERE limit_kind = 'tokens'),
           interval '30 days', 'sliding_window: a month is 30 days');
 
+-- Moving the anchor never hands out fresh quota: the live count moves into
+-- the new alignment's period that contains now.
+SELECT set_rate_limit(:'run' || 'n', 100, '1 day', period_timezone => 'UTC');
+SELECT pg_temp.clock('2027-05-10 12:00+00');
+SELECT tokens_allocated FROM allocate_tokens(:'run' || 'n', 60, 'high', context => '{"all_or_nothing": false}');
+SELECT set_rate_limit(:'run' || 'n', 100, '1 day', period_anchor => '2027-01-01 09:00+00');
+SELECT is((SELECT used || ' ' || to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI')
+             FROM get_rate_limit_status(:'run' || 'n') WHERE limit_kind = 'tokens'),
+          '50 09:00', 'a new anchor keeps the day''s count in the period from 09:00');
+
 -- Bad input.
+SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '1 month -3 days')$$, :'run' || 'x'),
+                 '22023', NULL, 'a calendar window with a negative part is refused');
+SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '10 years')$$, :'run' || 'x'),
+                 '22023', NULL, 'a calendar period that can last more than 3650 days is refused');
+SELECT lives_ok(format($$SELECT set_rate_limit(%L, 1, '9 years')$$, :'run' || 'x'), 'nine years is fine');
+SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '1 day', period_anchor => '2500-01-01')$$, :'run' || 'x'),
+                 '22023', NULL, 'an anchor after 2200 is refused');
 SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '1 day', period_timezone => 'Mars/Olympus')$$, :'run' || 'x'),
                  '22023', NULL, 'an unknown zone is refused');
 SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '1 day', algorithm => 'token_bucket', period_anchor => now())$$,

@@ -142,3 +142,46 @@ TEST(Calendar, EveryInstantIsInExactlyOnePeriodFarFromTheAnchor) {
     ASSERT_LE(b.end - b.start, 31 * kMicrosPerDay + kHour);
   }
 }
+
+// The counting core with a moved origin (algorithm.hpp, LimitRule::origin).
+#include "rate_limiter/core/algorithm.hpp"
+
+TEST(CalendarCounting, AMovedOriginKeepsTheLiveCount) {
+  LimitRule day;
+  day.limit = 100;
+  day.window_micros = kMicrosPerDay;
+  day.algorithm = Algorithm::FixedWindow;
+  const int64_t t0 = at(2027, 5, 10, 12);
+  CounterState st = advance(day, CounterState{}, t0);
+  consume(day, &st, 60, t0);
+  // The anchor moves to 09:00: the live window realigns, keeping its 60.
+  LimitRule nine = day;
+  nine.origin = at(2027, 5, 10, 9);
+  const CounterState moved = advance(nine, st, t0 + kHour);
+  EXPECT_EQ(moved.window_start, at(2027, 5, 10, 9));
+  EXPECT_EQ(available(nine, moved, t0 + kHour), 40);
+  // It ends with the new grid's window.
+  EXPECT_EQ(available(nine, moved, at(2027, 5, 11, 9)), 100);
+}
+
+TEST(CalendarCounting, ALengthChangeWhileLiveKeepsTheCount) {
+  // The 30-day window of a '1 month' fixed window before calendar periods,
+  // live when the calendar month (31 days) takes over.
+  LimitRule thirty;
+  thirty.limit = 1000;
+  thirty.window_micros = 30 * kMicrosPerDay;
+  const int64_t t0 = at(2027, 5, 10);
+  CounterState st = advance(thirty, CounterState{}, t0);
+  consume(thirty, &st, 700, t0);
+  ASSERT_GT(st.window_start + st.window_micros, at(2027, 5, 12));
+  LimitRule may = thirty;
+  may.window_micros = 31 * kMicrosPerDay;
+  may.origin = at(2027, 5, 1);
+  const CounterState cal = advance(may, st, at(2027, 5, 12));
+  EXPECT_EQ(cal.window_start, at(2027, 5, 1));
+  EXPECT_EQ(available(may, cal, at(2027, 5, 12)), 300);
+  // At a period's natural end the old one has ended: June starts whole.
+  LimitRule june = thirty;
+  june.origin = at(2027, 6, 1);
+  EXPECT_EQ(available(june, advance(june, cal, at(2027, 6, 1)), at(2027, 6, 1)), 1000);
+}

@@ -68,7 +68,11 @@ int64_t capacity(const LimitRule& rule) noexcept;
 // The state at `now` for `rule`.  Rolls windows (keeping the history
 // average, see CounterState::history_ppm), and restarts the state from
 // nothing when it is fresh or was built for another algorithm, window
-// length or limit.  A state whose window or TAT lies in the future (the
+// length or limit.  Two exceptions keep a fixed window's live count (a
+// change of alignment never hands out fresh quota): a live window on
+// another grid moves onto the rule's, and a rule with an origin of its own
+// (a calendar period) whose length differs from the live state's carries
+// the state's count into its window.  A state whose window or TAT lies in the future (the
 // clock stepped back) is kept: stepping the clock back never returns quota.
 CounterState advance(const LimitRule& rule, const CounterState& state, int64_t now) noexcept;
 

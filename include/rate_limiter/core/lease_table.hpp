@@ -23,9 +23,9 @@
 // Expiry is lazy: a scope's expired leases are swept when a call finds the
 // scope full and the scope's earliest expiry has passed, so a call pays for
 // expiry only at the limit; and the whole table's when a call finds no free
-// lease and the table's earliest expiry has passed (make_room).  `earliest` is a lower bound that is exact
-// after a sweep; removing the lease that held it marks it stale (0), which
-// makes the next full-scope call sweep and recompute it.
+// lease and the table's earliest expiry has passed (make_room).  `earliest` is a lower bound that
+// is exact after a sweep; removing the lease that held it marks it stale (0), which makes the next
+// full-scope call sweep and recompute it.
 //
 // All functions are noexcept and take `now` from the caller.  The caller
 // serialises every call on one table (one LWLock in PostgreSQL).

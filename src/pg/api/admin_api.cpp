@@ -248,7 +248,8 @@ RL_SQL_FUNCTION(rate_limiter_peek_counter) {
   // window: the rule's record says whether it is one.
   if (rule.algorithm == core::Algorithm::FixedWindow) {
     core::RuleRecord record;
-    if (scope_rule_record(fcinfo, ext, kind, &record) && record.window_micros == rule.window_micros &&
+    if (scope_rule_record(fcinfo, ext, kind, &record) &&
+        record.window_micros == rule.window_micros &&
         record.algorithm == static_cast<uint8>(rule.algorithm) && is_calendar(record))
       rule = limit_rule_of(record, now);
   }

@@ -133,6 +133,16 @@ RL_SQL_FUNCTION(rate_limiter_counter_usage) {
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");
   const int64 now = limiter_now_unix();
+  // A fixed window's state says its own window: a calendar period's
+  // (calendar_rules.hpp) is not the nominal window the view passes.  The
+  // key holds the nominal window, so for any other fixed window the two
+  // are the same.
+  if (rule.algorithm == core::Algorithm::FixedWindow &&
+      state.algorithm == static_cast<uint8>(core::Algorithm::FixedWindow) &&
+      state.window_micros != 0) {
+    rule.window_micros = state.window_micros;
+    rule.origin = state.window_start;
+  }
   state = core::advance(rule, state, now);
   const int64 remaining = core::available(rule, state, now);
   const int64 capacity = core::capacity(rule);

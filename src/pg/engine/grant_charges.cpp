@@ -11,6 +11,17 @@ constexpr uint8 kUnitsAreTokens = 1 << 5;
 constexpr uint8 kHasBurst = 1 << 6;
 constexpr uint8 kAlignedWindow = 1 << 7;
 
+// Which charges a record holds: token quotas' main counters.  Burst caps
+// are not recorded: their counters are keyed with the shape of the limit
+// they cap, which the record does not hold, and a refund to them is never
+// needed for exactness (they only ever deny).  An ancestor's charge whose
+// id could not be found (its link was removed meanwhile) is not recorded:
+// settle gives it nothing back.
+bool recorded(const ChargedCounter& c, const DecidedLimit& l) noexcept {
+  if (c.role != 0 || l.kind != core::LimitKind::Tokens || c.units <= 0 || l.burst_cap) return false;
+  return !(l.owner_level > 0 && l.owner_id == nullptr);
+}
+
 bool windowed(core::Algorithm a) {
   return a == core::Algorithm::FixedWindow || a == core::Algorithm::SlidingWindow;
 }
@@ -64,18 +75,15 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
   // Version 3 adds a period length to every fixed-window charge: only
   // when some charge is a calendar period's.
   bool calendar = false;
-  for (int i = 0; i < result.charged_count; ++i)
-    if (result.charged[i].rule.window_micros != result.charged[i].key_window) calendar = true;
+  for (int i = 0; i < result.charged_count; ++i) {
+    const ChargedCounter& c = result.charged[i];
+    const DecidedLimit& l = result.limits[c.limit];
+    if (recorded(c, l) && c.rule.origin != core::kWindowOriginMicros) calendar = true;
+  }
   for (int i = 0; i < result.charged_count && n < kMaxGrantCharges; ++i) {
     const ChargedCounter& c = result.charged[i];
     const DecidedLimit& l = result.limits[c.limit];
-    // Burst caps are not recorded: their counters are keyed with the shape
-    // of the limit they cap, which the record does not hold, and a refund
-    // to them is never needed for exactness (they only ever deny).
-    if (c.role != 0 || l.kind != core::LimitKind::Tokens || c.units <= 0 || l.burst_cap) continue;
-    // An ancestor's charge whose id could not be found (its link was
-    // removed meanwhile) is not recorded: settle gives it nothing back.
-    if (l.owner_level > 0 && l.owner_id == nullptr) continue;
+    if (!recorded(c, l)) continue;
     const core::Algorithm a = c.rule.algorithm;
     uint8 flags = static_cast<uint8>(static_cast<uint8>(l.scope) & 3) |
                   static_cast<uint8>((static_cast<uint8>(a) & 3) << 2);
@@ -102,7 +110,7 @@ uint32 encode_grant_charges(const CallResult& result, int64 tokens, int64 now, c
     if (!(flags & kUnitsAreTokens)) p = put_varint(p, static_cast<uint64>(c.units));
     if (!(flags & kAlignedWindow)) p = put_varint(p, zigzag(c.window - now));
     if (calendar && a == core::Algorithm::FixedWindow)
-      p = put_varint(p, c.rule.window_micros != c.key_window
+      p = put_varint(p, c.rule.origin != core::kWindowOriginMicros
                             ? static_cast<uint64>(c.rule.window_micros)
                             : 0);
     ++n;

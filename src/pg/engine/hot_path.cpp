@@ -83,22 +83,21 @@ struct PlannedLimits {
         return core::limit_key(counter_scope, lk, static_cast<uint8>(l.rule.algorithm),
                                kr.window_micros, role);
       };
-      counter_of[count][0] = add_counter(key(core::CounterRole::Main), l.rule, &l.state, kr.window_micros);
+      counter_of[count][0] =
+          add_counter(key(core::CounterRole::Main), l.rule, &l.state, kr.window_micros);
       counter_of[count][1] = counter_of[count][2] = -1;
       // The strategy counters exist only for calls that use the strategy.
       if (request.emergency && l.params.emergency) {
         const core::LimitRule er = core::emergency_rule(l.rule, l.params);
         if (er.limit > 0)
-          counter_of[count][1] =
-              add_counter(key(core::CounterRole::Emergency), er, &l.emergency_state,
-                          kr.window_micros);
+          counter_of[count][1] = add_counter(key(core::CounterRole::Emergency), er,
+                                             &l.emergency_state, kr.window_micros);
       }
       if (request.burst_mode && l.params.burst_mode && lk == core::LimitKind::Tokens) {
         const core::LimitRule br = core::burst_budget_rule(l.params);
         if (br.limit > 0)
-          counter_of[count][2] =
-              add_counter(key(core::CounterRole::BurstBudget), br, &l.burst_state,
-                          kr.window_micros);
+          counter_of[count][2] = add_counter(key(core::CounterRole::BurstBudget), br,
+                                             &l.burst_state, kr.window_micros);
       }
       ++count;
     }

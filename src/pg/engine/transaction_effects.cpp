@@ -31,11 +31,22 @@ struct Adjustment {
 int64 phase_now =
     0;  // the clock, read once per transaction event that applies an entry (0: not yet)
 
+void drop(const Adjustment& a) noexcept;
+
 // Runs inside transaction callbacks, where nothing may fail: plain blocking
 // LWLock waits (no timeout path that would need an ereport) and stores.
 void apply(const Adjustment& a) {
   if (phase_now == 0) phase_now = limiter_now_unix();
   const int64 now = phase_now;
+  // A deferred charge for a calendar period (a rule on an origin of its
+  // own, calendar_rules.hpp) that has ended since the call: its rule would
+  // rebuild the counter of the current period, which the charge is not
+  // part of.  The usage row still counts if the period is ever rebuilt.
+  if (a.action == Action::Charge && a.rule.origin != core::kWindowOriginMicros &&
+      static_cast<__int128>(now) >= static_cast<__int128>(a.rule.origin) + a.rule.window_micros) {
+    drop(a);
+    return;
+  }
   const uint32 p = core::partition_of(a.key, shared->geometry.partitions);
   uint32 before = 0, after = 0;
   lock_partition(p, LW_EXCLUSIVE);

@@ -46,10 +46,11 @@ core::CalendarPeriod period_of(const core::RuleRecord& r, const PgZone& zone) no
   core::CalendarPeriod p;
   p.months = r.period_months;
   p.days = r.period_days;
-  p.micros = r.window_micros - static_cast<int64>(r.period_months) * DAYS_PER_MONTH * USECS_PER_DAY -
+  p.micros = r.window_micros -
+             static_cast<int64>(r.period_months) * DAYS_PER_MONTH * USECS_PER_DAY -
              static_cast<int64>(r.period_days) * USECS_PER_DAY;
-  p.anchor_local = r.period_anchor == INT64_MIN ? core::default_anchor_local(p)
-                                                : zone.to_local(r.period_anchor);
+  p.anchor_local =
+      r.period_anchor == INT64_MIN ? core::default_anchor_local(p) : zone.to_local(r.period_anchor);
   return p;
 }
 
@@ -84,12 +85,24 @@ core::LimitRule calendar_rule(const core::RuleRecord& r, const core::LimitRule& 
       hit = &c;
       break;
     }
+  CachedPeriod computed;
   if (hit == nullptr) {
-    const PgZone zone(time_zone_of(r.period_zone));
-    hit = &cache[next_victim];
-    next_victim = (next_victim + 1) % kCachedPeriods;
-    *hit = CachedPeriod{r.period_months, r.period_days, r.window_micros, r.period_anchor,
-                        r.period_zone, true, core::period_containing(period_of(r, zone), zone, at)};
+    const pg_tz* tz = time_zone_of(r.period_zone);
+    const PgZone zone(tz);
+    computed = CachedPeriod{r.period_months,
+                            r.period_days,
+                            r.window_micros,
+                            r.period_anchor,
+                            r.period_zone,
+                            true,
+                            core::period_containing(period_of(r, zone), zone, at)};
+    hit = &computed;
+    // A zone this backend could not prepare is computed as UTC for this
+    // call only: never cached as the zone's.
+    if (r.period_zone == 0 || tz != nullptr) {
+      cache[next_victim] = computed;
+      next_victim = (next_victim + 1) % kCachedPeriods;
+    }
   }
   rule.origin = hit->bounds.start;
   rule.window_micros = std::clamp<int64>(hit->bounds.end - hit->bounds.start,

@@ -2,11 +2,11 @@
 
 #include "rate_limiter/core/scope_key.hpp"
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
-#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
 #include "rate_limiter/pg/rules/rule_changes.hpp"
 #include "rate_limiter/pg/rules/rule_loader.hpp"
 #include "rate_limiter/pg/rules/rule_table.hpp"
+#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/shmem.hpp"
 
 namespace rate_limiter::pg {

@@ -5,8 +5,8 @@
 
 #include "rate_limiter/pg/rules/calendar_rules.hpp"
 #include "rate_limiter/pg/rules/concurrency_limits.hpp"
-#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/rules/parent_links.hpp"
+#include "rate_limiter/pg/rules/time_zones.hpp"
 #include "rate_limiter/pg/support.hpp"
 
 namespace rate_limiter::pg {

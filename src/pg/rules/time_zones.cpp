@@ -1,6 +1,5 @@
 #include "rate_limiter/pg/rules/time_zones.hpp"
 
-
 namespace rate_limiter::pg {
 namespace {
 
@@ -31,10 +30,16 @@ void attach_time_zone_memory() {
 }
 
 uint16 time_zone_id(const char* name) {
-  if (strlen(name) > static_cast<size_t>(kMaxTimeZoneName) || pg_tzset(name) == nullptr)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("time zone \"%s\" is not recognized", name),
-                    errhint("Use a name from pg_timezone_names.")));
+  // Rows are validated when set_* writes them; one written around that (or
+  // a zone that no longer exists, or a full registry) must not stop every
+  // rule of the database from loading: it counts in UTC, with a warning.
+  if (strlen(name) > static_cast<size_t>(kMaxTimeZoneName) || pg_tzset(name) == nullptr) {
+    ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                      errmsg("rate_limiter: period time zone \"%s\" is not recognized; the limit "
+                             "counts in UTC",
+                             name)));
+    return 0;
+  }
   int id = 0;
   SpinLockAcquire(&registry->lock);
   for (int i = 0; i < registry->count && id == 0; ++i)
@@ -44,11 +49,15 @@ uint16 time_zone_id(const char* name) {
     id = ++registry->count;
   }
   SpinLockRelease(&registry->lock);
-  if (id == 0)
-    ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                    errmsg("too many distinct period time zones (at most %d per server)",
-                           kMaxTimeZones),
-                    errhint("Restart the server to forget zones no limit uses any more.")));
+  if (id == 0) {
+    ereport(WARNING,
+            (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+             errmsg("rate_limiter: too many distinct period time zones (at most %d per server); "
+                    "a limit in \"%s\" counts in UTC",
+                    kMaxTimeZones, name),
+             errhint("Restart the server to forget zones no limit uses any more.")));
+    return 0;
+  }
   zones[id] = pg_tzset(name);
   return static_cast<uint16>(id);
 }

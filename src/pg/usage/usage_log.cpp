@@ -254,7 +254,8 @@ int64 log_usage(const UsageRow& row, bool refund_on_abort) {
   UsageEvent event = event_of(row, ext);
   if (!usage_log_async()) {
     const int64 id = insert_following(row, event, refund_on_abort);
-    if (row.id_known != nullptr && row.priority != kNoPriority) row.id_known(row.follow_context, id);
+    if (row.id_known != nullptr && row.priority != kNoPriority)
+      row.id_known(row.follow_context, id);
     return id;
   }
   // A grant needs its id now (allocation_id); a counted check does not, and

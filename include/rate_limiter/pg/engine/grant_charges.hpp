@@ -29,8 +29,8 @@
 // Version 3 (written when a calendar period was charged,
 // calendar_rules.hpp) is version 2 where window_micros is the limit's
 // nominal window (its counter's key) and every fixed_window charge is
-// followed by one more varint: the length of the period it was charged in,
-// 0 for a fixed-length window.
+// followed by one more varint: the length of the period it was charged in
+// (its start is the charge point), 0 for a window of the UTC grid.
 #pragma once
 
 #include <string_view>
@@ -43,8 +43,8 @@ namespace rate_limiter::pg {
 
 struct GrantCharge {
   core::ScopeKind scope = core::ScopeKind::User;
-  core::LimitRule rule;    // as charged: a calendar period's own window
-  int64 key_window = 0;    // the window of the counter's key (nominal)
+  core::LimitRule rule;  // as charged: a calendar period's own window
+  int64 key_window = 0;  // the window of the counter's key (nominal)
   int64 units = 0;
   int64 window = 0;  // consume()'s result
   uint16 generation = 0;

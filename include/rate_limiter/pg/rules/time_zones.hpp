@@ -21,8 +21,9 @@ constexpr int kMaxTimeZoneName = 63;
 SegmentRequest time_zone_segment();  // for the map (src/pg/shared_memory.cpp)
 void attach_time_zone_memory();      // from attach_shared_memory()
 
-// The id of a zone name (1 ..), registering it; the name must be one
-// pg_tzset() knows.  May ereport (22023 unknown zone, 54000 registry full).
+// The id of a zone name (1 ..), registering it; 0 (UTC) with a WARNING
+// when pg_tzset() does not know the name or the registry is full.  May
+// ereport (out of memory).
 uint16 time_zone_id(const char* name);
 
 // Makes time_zone_of(id) answer in this backend.  May ereport.
