@@ -8,7 +8,7 @@
 \set QUIET on
 SELECT 'tap' || txid_current() || '_' AS run \gset
 BEGIN;
-SELECT plan(28);
+SELECT plan(29);
 SET LOCAL rate_limiter.usage_log = sync;
 CREATE FUNCTION pg_temp.clock(t timestamptz) RETURNS void LANGUAGE sql AS
   $$SELECT set_config('rate_limiter.debug_clock', extract(epoch FROM t)::bigint::text, true)$$;
@@ -97,6 +97,23 @@ SELECT set_rate_limit(:'run' || 'n', 100, '1 day', period_anchor => '2027-01-01 
 SELECT is((SELECT used || ' ' || to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI')
              FROM get_rate_limit_status(:'run' || 'n') WHERE limit_kind = 'tokens'),
           '50 09:00', 'a new anchor keeps the day''s count in the period from 09:00');
+
+-- enforce_rate_limit's DETAIL names the period.
+CREATE FUNCTION pg_temp.enforce_detail(u text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  d text;
+BEGIN
+  PERFORM enforce_rate_limit(u);
+  RETURN 'allowed';
+EXCEPTION WHEN SQLSTATE 'RL429' THEN
+  GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+  RETURN d;
+END $$;
+SELECT set_user_rate_limit(:'run' || 'e', 1, '1 month');
+SELECT pg_temp.clock('2027-02-14 15:00+00');
+SELECT is(pg_temp.enforce_detail(:'run' || 'e') || ' / ' || pg_temp.enforce_detail(:'run' || 'e'),
+          'allowed / Limit: 1 requests per calendar period (28 days this period) (user scope); remaining: 0.',
+          'the denial''s DETAIL names the calendar period');
 
 -- Bad input.
 SELECT throws_ok(format($$SELECT set_rate_limit(%L, 1, '1 month -3 days')$$, :'run' || 'x'),

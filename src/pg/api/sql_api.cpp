@@ -340,7 +340,11 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
              b.capacity(),
              b.burst_cap ? (b.kind == core::LimitKind::Tokens ? "burst tokens" : "burst requests")
                          : kind_name(b.kind),
-             window_words(b.rule.window_micros), scope_name(b.scope),
+             // A calendar period's window is its own length (calendar_rules.hpp).
+             b.rule.origin != core::kWindowOriginMicros
+                 ? psprintf("calendar period (%s this period)", window_words(b.rule.window_micros))
+                 : window_words(b.rule.window_micros),
+             scope_name(b.scope),
              b.owner_level > 0 ? " of \"" : "",
              b.owner_level > 0 && b.owner_id != nullptr ? b.owner_id : "",
              b.owner_level > 0 ? "\"" : "", d.binding_remaining),
