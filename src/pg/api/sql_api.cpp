@@ -344,8 +344,7 @@ Datum check_or_enforce(FunctionCallInfo fcinfo, bool enforce) {
              b.rule.origin != core::kWindowOriginMicros
                  ? psprintf("calendar period (%s this period)", window_words(b.rule.window_micros))
                  : window_words(b.rule.window_micros),
-             scope_name(b.scope),
-             b.owner_level > 0 ? " of \"" : "",
+             scope_name(b.scope), b.owner_level > 0 ? " of \"" : "",
              b.owner_level > 0 && b.owner_id != nullptr ? b.owner_id : "",
              b.owner_level > 0 ? "\"" : "", d.binding_remaining),
          d.outcome == core::Outcome::DeniedExceedsCapacity
