@@ -28,7 +28,7 @@ rl_install_packages() {
   local pkgs=(build-essential g++ make postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
               postgresql-contrib libboost-dev libgtest-dev libipc-run-perl
               postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
-              prometheus-postgres-exporter
+              prometheus-postgres-exporter pgbouncer
               clang libclang-rt-14-dev clang-tidy clang-format cppcheck python3
               python3-fastapi python3-uvicorn python3-psycopg python3-psycopg-pool chromium)
   local missing=()
