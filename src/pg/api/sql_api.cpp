@@ -77,11 +77,8 @@ void schedule_charged_refunds(const Call& call) {
 // refund_on_abort: what this call charged goes back if the transaction (or
 // the savepoint it ran in) rolls back.  Scheduling allocates, so it happens
 // after the locks are gone; should it fail, the charge simply stays.
-void schedule_abort_refunds(Call* call) {
-  if (call->refund_on_abort)
-    schedule_charged_refunds(*call);
-  else if (call->result.status == CallStatus::Decided)
-    call->lease_mark = release_leases_unless_bound(call->result.leases);
+void schedule_abort_refunds(const Call& call) {
+  if (call.refund_on_abort) schedule_charged_refunds(call);
 }
 
 // UsageRow::id_known: the grant's leases belong to its allocation from now
@@ -172,6 +169,10 @@ void run_call(Call* call) {
   call->now = limiter_now_unix();
 
   decide_call(call->input, call->now, &call->result);
+  // First thing after the locks (room reserved above, so it cannot fail):
+  // until the grant has its id, an error ends its in-flight slots.
+  if (call->result.status == CallStatus::Decided)
+    call->lease_mark = release_leases_unless_bound(call->result.leases);
   // Before any error below: a refused call (RL507) raises its alert too.
   raise_call_alerts(call->input, call->result, call->now);
 
@@ -238,7 +239,7 @@ void run_call(Call* call) {
   if (call->result.status == CallStatus::Decided && call->result.decision.shadowed &&
       !core::outcome_allows(call->result.decision.shadow_outcome))
     metric_add(&m.shadow_denials);
-  schedule_abort_refunds(call);
+  schedule_abort_refunds(*call);
 }
 
 void start_call(FunctionCallInfo fcinfo, Call* call, int user_arg, int endpoint_arg) {
