@@ -280,7 +280,7 @@ RL_SQL_FUNCTION(settle_tokens) {
   mark_settled(ext, id, g.tokens, used);
   schedule_refunds(ext, g, g.tokens - used);
   // The grant's in-flight slots (leases.hpp) are free once this commits.
-  release_grant_leases_at_commit(lease_grant_key(ext, id));
+  release_grant_leases_at_commit(lease_grant_key(ext->installation, id));
 
   Datum values[2] = {Int64GetDatum(g.tokens), Int64GetDatum(g.tokens - used)};
   bool nulls[2] = {false, false};

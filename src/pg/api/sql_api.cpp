@@ -86,7 +86,7 @@ void schedule_abort_refunds(const Call& call) {
 void grant_id_known(void* context, int64 id) noexcept {
   Call& call = *static_cast<Call*>(context);
   if (call.result.leases.count == 0) return;
-  bind_call_leases(call.result.leases, core::Hash128{call.installation, static_cast<uint64>(id)});
+  bind_call_leases(call.result.leases, lease_grant_key(call.installation, id));
   leases_bound(call.lease_mark);
 }
 
@@ -157,6 +157,10 @@ void run_call(Call* call) {
   call->input.endpoint = call->endpoint.value;
   collect_applicable_rules(ext, call->input.user, call->input.has_endpoint, call->input.endpoint,
                            &call->rules);
+  // Only a grant takes in-flight slots: the other calls need not look.
+  if (call->input.request.kind == core::CallKind::Allocate)
+    collect_concurrency_limits(ext, call->input.user, call->input.has_endpoint,
+                               call->input.endpoint, &call->rules);
   call->input.rules = &call->rules;
   call->input.lease_group = ext->tag;
   call->installation = ext->installation;

@@ -12,10 +12,6 @@
 namespace rate_limiter::pg {
 namespace {
 
-// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-constexpr int64 kPostgresEpochUnixMicros =
-    static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-
 // A counter the call needs: the limit's own counter, or one of its
 // emergency / burst-budget counters.  Every counter of a limit has a key that
 // differs from the main key only in its low half (core::counter_key), so all

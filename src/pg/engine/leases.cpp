@@ -107,8 +107,8 @@ void ensure_lease_exit_hook() {
   exit_hook_registered = true;
 }
 
-core::Hash128 lease_grant_key(const ExtensionCatalog* ext, int64 allocation_id) noexcept {
-  return core::Hash128{ext->installation, static_cast<uint64>(allocation_id)};
+core::Hash128 lease_grant_key(uint64 installation, int64 allocation_id) noexcept {
+  return core::Hash128{installation, static_cast<uint64>(allocation_id)};
 }
 
 void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noexcept {

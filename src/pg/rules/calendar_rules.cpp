@@ -8,10 +8,6 @@
 namespace rate_limiter::pg {
 namespace {
 
-// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-constexpr int64 kPostgresEpochUnixMicros =
-    static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-
 // A pg_tz as the core's zone.  timestamp2tm and DetermineTimeZoneOffset
 // never ereport: safe under any lock.
 class PgZone final : public core::ZoneOffsets {

@@ -161,7 +161,6 @@ void collect_applicable_rules(const ExtensionCatalog* ext, std::string_view user
                        view);
   }
   collect_ancestors(ext, user, has_endpoint, endpoint, out, view);
-  collect_concurrency_limits(ext, user, has_endpoint, endpoint, out, view);
 }
 
 int main_counter_keys(const ExtensionCatalog* ext, core::ScopeKind scope, std::string_view user,

@@ -221,9 +221,11 @@ core::RuleRecord RuleColumns::record(HeapTuple tuple) const {
   d = get(at(RuleOption::shadow_mode));
   r.shadow = isnull ? -1 : switch_of(d);
   d = get(at(RuleOption::period_anchor));
-  if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)))
-    r.period_anchor = DatumGetTimestampTz(d) +
-                      static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+  // set_* keeps anchors between 1900 and 2200; one written directly beyond
+  // what the limiter's clock can hold is the default.
+  if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)) &&
+      DatumGetTimestampTz(d) < PG_INT64_MAX - kPostgresEpochUnixMicros)
+    r.period_anchor = DatumGetTimestampTz(d) + kPostgresEpochUnixMicros;
   d = get(at(RuleOption::period_timezone));
   if (!isnull) {
     // Registered here (a trigger, the loader, a lookup: all may ereport),

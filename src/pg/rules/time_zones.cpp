@@ -13,6 +13,10 @@ struct Registry {
 
 Registry* registry = nullptr;
 const pg_tz* zones[kMaxTimeZones + 1] = {};  // this backend's, by id
+// The last name this backend registered: a load of many rules in one zone
+// scans the registry once, not once per rule.
+char last_name[kMaxTimeZoneName + 1] = {};
+uint16 last_id = 0;
 
 }  // namespace
 
@@ -30,6 +34,7 @@ void attach_time_zone_memory() {
 }
 
 uint16 time_zone_id(const char* name) {
+  if (last_id != 0 && strcmp(name, last_name) == 0) return last_id;
   // Rows are validated when set_* writes them; one written around that (or
   // a zone that no longer exists, or a full registry) must not stop every
   // rule of the database from loading: it counts in UTC, with a warning.
@@ -59,7 +64,9 @@ uint16 time_zone_id(const char* name) {
     return 0;
   }
   zones[id] = pg_tzset(name);
-  return static_cast<uint16>(id);
+  strlcpy(last_name, name, sizeof last_name);
+  last_id = static_cast<uint16>(id);
+  return last_id;
 }
 
 void prepare_time_zone(uint16 id) {

@@ -53,7 +53,7 @@ void ensure_lease_exit_hook();
 
 // The grant key of an allocation of this installation:
 // {ExtensionCatalog::installation, allocation_id}.
-core::Hash128 lease_grant_key(const ExtensionCatalog* ext, int64 allocation_id) noexcept;
+core::Hash128 lease_grant_key(uint64 installation, int64 allocation_id) noexcept;
 
 // After the usage row got its id: binds the call's leases to the grant.
 void bind_call_leases(const CallLeases& leases, const core::Hash128& grant) noexcept;

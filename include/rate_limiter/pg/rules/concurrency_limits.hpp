@@ -39,7 +39,8 @@ bool concurrency_row(const ExtensionCatalog* ext, HeapTuple row, TupleDesc desc,
                      core::RuleRecord* record, bool want_record);
 
 // The concurrency limits of the call's own scopes into out->concurrency
-// (user+endpoint first), after collect_applicable_rules() set the scopes.
+// (user+endpoint first), after collect_applicable_rules() set the scopes;
+// only allocate_tokens asks (collect_applicable_rules() leaves none).
 void collect_concurrency_limits(const ExtensionCatalog* ext, std::string_view user,
                                 bool has_endpoint, std::string_view endpoint, ApplicableRules* out,
                                 RuleView view = RuleView::Transaction);

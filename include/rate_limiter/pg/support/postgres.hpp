@@ -69,6 +69,11 @@ extern "C" {
 #include "utils/wait_event.h"
 }
 
+// Microseconds between the Unix epoch (the limiter's clock, core times)
+// and PostgreSQL's (2000-01-01, TimestampTz).
+constexpr int64 kPostgresEpochUnixMicros =
+    static_cast<int64>(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+
 // Declares an SQL-callable function with C linkage.  Every such function is
 // defined through RL_SQL_FUNCTION (boundary.hpp), never directly.
 #define RL_FUNCTION_INFO(name) \
